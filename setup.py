@@ -34,7 +34,7 @@ def _want_gpu():
 def _extension():
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
     cxx = ["-O3", "-std=c++17", "-fopenmp" if os.name != "nt" else "/openmp"]
-    sources = ["csrc/torch_bindings.cpp"] + _rel("csrc/cpu/*.cpp")
+    sources = ["csrc/torch_bindings.cpp", "csrc/checks.cpp"] + _rel("csrc/cpu/*.cpp")
     if not _want_gpu():
         return cpp_extension.CppExtension(
             "swa_ops._C", sources, include_dirs=include_dirs,
