@@ -326,10 +326,11 @@ class KVCacheManager:
         on any error (unknown id, too many tokens, out of blocks...) no state changes.
         """
         seq_ids = tuple(seq_ids)
-        if isinstance(num_new_tokens, int):
-            counts = (num_new_tokens,) * len(seq_ids)
+        if not isinstance(num_new_tokens, (list, tuple, np.ndarray, torch.Tensor)):
+            counts = (num_new_tokens,) * len(seq_ids)  # one count for every sequence
         else:
-            counts = tuple(num_new_tokens)
+            counts = tuple(num_new_tokens.tolist() if hasattr(num_new_tokens, "tolist")
+                           else num_new_tokens)
         counts = self._validate(seq_ids, counts)
 
         # Per sequence: blocks to free ([first_block, keep_from)) and to allocate.
