@@ -1,0 +1,6 @@
+// Decode kernels for head size 80 (bf16, fp16; with and without soft-cap). Torch-free.
+#include "swa_ops/dispatch.h"
+#ifdef SWA_OPS_WANT_HEAD_80
+#include "swa_ops/launch_impl.h"
+SWA_OPS_INSTANTIATE_DECODE(80)
+#endif

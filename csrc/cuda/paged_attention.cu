@@ -1,0 +1,209 @@
+// CUDA launchers of swa_ops' ops and their registration. The only CUDA translation unit that
+// includes torch: it validates arguments (csrc/checks.h, metadata only), turns tensors into the
+// plain params structs of csrc/include/swa_ops/params.h and calls the torch-free launchers.
+// Everything runs on the current stream under a device guard, with no device-to-host sync and a
+// launch shape derived from shapes, W and the SM count only, so both ops are graph-capturable.
+// c10/cuda's stream and guard headers rather than ATen/cuda/CUDAContext.h: the same current stream
+// (at::cuda::getCurrentCUDAStream is c10::cuda's), without pulling cuBLAS/cuSPARSE headers into
+// the build.
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "checks.h"
+#include "swa_ops/dispatch.h"
+#include "swa_ops/launch.h"
+
+namespace swa_ops {
+namespace {
+
+constexpr const char* kAttnOp = "swa_ops.paged_attention (CUDA)";
+constexpr const char* kCacheOp = "swa_ops.reshape_and_cache (CUDA)";
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Multiprocessor count of the current device, read once per device.
+int sm_count() {
+  static int counts[64] = {};
+  const int dev = c10::cuda::current_device();
+  if (dev < 64 && counts[dev] > 0) return counts[dev];
+  int n = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 64) counts[dev] = n;
+  return n;
+}
+
+int32_t checked_int(int64_t v, const char* what) {
+  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
+              " exceeds the 32-bit range the kernels index with");
+  return static_cast<int32_t>(v);
+}
+
+at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_cache,
+                                const at::Tensor& value_cache, const at::Tensor& block_tables,
+                                const at::Tensor& seq_lens, double scale, int64_t sliding_window,
+                                double logits_soft_cap, const std::optional<at::Tensor>& sinks,
+                                const std::optional<at::Tensor>& query_start_loc,
+                                int64_t max_query_len, const std::optional<at::Tensor>& k_scale,
+                                const std::optional<at::Tensor>& v_scale) {
+  const PagedAttentionDims d =
+      check_paged_attention(query, key_cache, value_cache, block_tables, seq_lens, sinks,
+                            query_start_loc, max_query_len, k_scale, v_scale);
+  // Features the CUDA decode path does not implement yet fail loudly, naming the argument,
+  // rather than computing something else.
+  TORCH_CHECK(!query_start_loc.has_value(), kAttnOp,
+              ": query_start_loc (multi-token queries) is not supported on CUDA yet; the CUDA "
+              "kernel handles decode only (one query token per sequence, query_start_loc=None)");
+  TORCH_CHECK(max_query_len == 1, kAttnOp, ": max_query_len must be 1 for decode, got ",
+              max_query_len);
+  TORCH_CHECK(!d.fp8, kAttnOp,
+              ": float8_e4m3fn key_cache/value_cache are not supported on CUDA yet");
+  const auto dt = query.scalar_type();
+  TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
+              ": query must be float16 or bfloat16 on CUDA, got ", dt);
+  TORCH_CHECK(value_cache.strides() == key_cache.strides(), kAttnOp,
+              ": value_cache strides ", value_cache.strides(), " must equal key_cache strides ",
+              key_cache.strides());
+  TORCH_CHECK(aligned16(key_cache.data_ptr()) && aligned16(value_cache.data_ptr()) &&
+                  key_cache.stride(0) % 8 == 0 && key_cache.stride(1) % 8 == 0 &&
+                  key_cache.stride(2) % 8 == 0,
+              kAttnOp, ": key_cache/value_cache rows must be 16-byte aligned (strides ",
+              key_cache.strides(), ")");
+  TORCH_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
+              ": block_size must be a power of two on CUDA, got ", d.block_size);
+
+  c10::cuda::CUDAGuard guard(query.device());
+  at::Tensor out = at::empty({d.num_tokens, d.num_heads, d.head_size}, query.options());
+  if (d.num_seqs == 0 || d.num_heads == 0) return out;
+
+  // Small tensors are made contiguous/aligned here (no copy when they already are); the caches
+  // are never copied.
+  at::Tensor q = query;
+  if (!aligned16(q.data_ptr()) || q.stride(0) % 8 != 0 || q.stride(1) % 8 != 0)
+    q = query.contiguous();
+  const at::Tensor bt = block_tables.stride(1) == 1 ? block_tables : block_tables.contiguous();
+  const at::Tensor lens = seq_lens.contiguous();
+  at::Tensor sink_t;
+  if (sinks.has_value()) sink_t = sinks->contiguous();
+
+  // W > 0 limits each query to its last W keys; anything <= 0 means plain causal. Windows past
+  // 2^30 tokens behave as no window at all (no cache is that long).
+  const int window =
+      sliding_window > 0 ? static_cast<int>(std::min<int64_t>(sliding_window, 1 << 30)) : 0;
+  const int num_sms = sm_count();
+  const int64_t max_context = d.max_blocks_per_seq * d.block_size;
+  const int group = static_cast<int>(d.num_heads / d.num_kv_heads);
+  const int head_chunks = (group + 15) / 16;
+  const DecodeSplit split = choose_decode_split(
+      checked_int(d.num_seqs, "num_seqs"), checked_int(d.num_kv_heads, "num_kv_heads"),
+      head_chunks, window,
+      checked_int(max_context, "max_blocks_per_seq * block_size"),
+      static_cast<int>(d.block_size), num_sms);
+
+  DecodeParams p{};
+  p.q = q.data_ptr();
+  p.k_cache = key_cache.data_ptr();
+  p.v_cache = value_cache.data_ptr();
+  p.block_tables = bt.data_ptr<int>();
+  p.seq_lens = lens.data_ptr<int>();
+  p.sinks = sinks.has_value() ? sink_t.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr();
+  at::Tensor ws;
+  if (split.num_parts > 1) {
+    // Workspace sized from host-known values: [rows * parts] x (D outputs + max + sum).
+    const int64_t slots = d.num_seqs * d.num_heads * split.num_parts;
+    ws = at::empty({slots * (d.head_size + 2)}, query.options().dtype(at::kFloat));
+    p.part_out = ws.data_ptr<float>();
+    p.part_max = p.part_out + slots * d.head_size;
+    p.part_sum = p.part_max + slots;
+  }
+  p.q_stride_tok = q.stride(0);
+  p.q_stride_head = q.stride(1);
+  p.kv_stride_block = key_cache.stride(0);
+  p.kv_stride_tok = key_cache.stride(1);
+  p.kv_stride_head = key_cache.stride(2);
+  p.bt_stride = bt.stride(0);
+  p.num_seqs = static_cast<int>(d.num_seqs);
+  p.num_heads = checked_int(d.num_heads, "num_heads");
+  p.num_kv_heads = static_cast<int>(d.num_kv_heads);
+  p.head_size = static_cast<int>(d.head_size);
+  p.group = group;
+  p.head_chunks = head_chunks;
+  p.block_size = static_cast<int>(d.block_size);
+  p.log2_block_size = 0;
+  while ((1 << p.log2_block_size) < p.block_size) ++p.log2_block_size;
+  p.max_blocks_per_seq = static_cast<int>(d.max_blocks_per_seq);
+  p.num_parts = split.num_parts;
+  p.part_tokens = split.part_tokens;
+  p.window = window;
+  constexpr double kLog2e = 1.4426950408889634;
+  p.scale_log2 = static_cast<float>(scale * kLog2e);
+  if (logits_soft_cap > 0) {
+    p.cap_pre = static_cast<float>(scale / logits_soft_cap);
+    p.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
+  }
+  p.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  p.kv_fp8 = false;
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cudaError_t err = cudaSuccess;
+  const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
+    err = launch_decode<decltype(hd)::value>(p, split.bt_cap, stream);
+  });
+  TORCH_CHECK(compiled, kAttnOp, ": head_size ", d.head_size,
+              " is not compiled into this build (compiled:", compiled_head_sizes(), ")");
+  C10_CUDA_CHECK(err);
+  return out;
+}
+
+void reshape_and_cache_cuda(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
+                            at::Tensor& value_cache, const at::Tensor& slot_mapping,
+                            const std::optional<at::Tensor>& k_scale,
+                            const std::optional<at::Tensor>& v_scale) {
+  const bool fp8 =
+      check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale);
+  TORCH_CHECK(value_cache.strides() == key_cache.strides(), kCacheOp, ": value_cache strides ",
+              value_cache.strides(), " must equal key_cache strides ", key_cache.strides());
+  TORCH_CHECK(key.size(0) <= std::numeric_limits<int32_t>::max(), kCacheOp,
+              ": too many tokens for one launch: ", key.size(0));
+  c10::cuda::CUDAGuard guard(key.device());
+  if (key.size(0) == 0 || key.numel() == 0) return;
+  const at::Tensor slots = slot_mapping.contiguous();
+
+  CacheWriteParams p{};
+  p.key = key.data_ptr();
+  p.value = value.data_ptr();
+  p.k_cache = key_cache.data_ptr();
+  p.v_cache = value_cache.data_ptr();
+  p.slot_mapping = slots.data_ptr<int64_t>();
+  p.k_scale = fp8 ? k_scale->data_ptr<float>() : nullptr;
+  p.v_scale = fp8 ? v_scale->data_ptr<float>() : nullptr;
+  p.key_stride_tok = key.stride(0);
+  p.key_stride_head = key.stride(1);
+  p.value_stride_tok = value.stride(0);
+  p.value_stride_head = value.stride(1);
+  p.cache_stride_block = key_cache.stride(0);
+  p.cache_stride_tok = key_cache.stride(1);
+  p.cache_stride_head = key_cache.stride(2);
+  p.num_tokens = static_cast<int>(key.size(0));
+  p.num_kv_heads = static_cast<int>(key.size(1));
+  p.head_size = static_cast<int>(key.size(2));
+  p.block_size = static_cast<int>(key_cache.size(1));
+  p.src_is_float32 = key.scalar_type() == at::kFloat;
+  p.elem_bytes = static_cast<int>(key.element_size());
+  p.dtype = key.scalar_type() == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  p.cache_fp8 = fp8;
+  C10_CUDA_CHECK(launch_cache_write(p, c10::cuda::getCurrentCUDAStream()));
+}
+
+}  // namespace
+}  // namespace swa_ops
+
+TORCH_LIBRARY_IMPL(swa_ops, CUDA, m) {
+  m.impl("paged_attention", &swa_ops::paged_attention_cuda);
+  m.impl("reshape_and_cache", &swa_ops::reshape_and_cache_cuda);
+}

@@ -1,0 +1,227 @@
+// Vendor portability layer for swa_ops' device code (CUDA and HIP), torch-free.
+//
+// Everything vendor-specific the kernels use lives here: the warp width, shuffles, the 16-bit
+// float types and their conversions, fp8 e4m3 conversions, 16-byte vector loads and async copies.
+// Inline PTX appears only behind `#ifndef USE_ROCM`, always with a portable path beside it, so a
+// hipified build compiles the same kernels.
+#pragma once
+
+#include <stdint.h>
+
+#ifdef USE_ROCM
+#include <hip/hip_bf16.h>
+#include <hip/hip_fp16.h>
+#include <hip/hip_runtime.h>
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#endif
+
+#define SWA_HD __host__ __device__ __forceinline__
+#define SWA_D __device__ __forceinline__
+
+namespace swa_ops {
+
+#ifdef USE_ROCM
+// CDNA wavefronts are 64 wide; the kernels size their lane math from this constant.
+constexpr int kWarpSize = 64;
+using bf16_t = __hip_bfloat16;
+using fp16_t = __half;
+#else
+constexpr int kWarpSize = 32;
+using bf16_t = __nv_bfloat16;
+using fp16_t = __half;
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Shuffles. The CUDA forms need a member mask; HIP's take none (all lanes participate).
+template <typename T>
+SWA_D T shfl_xor(T v, int lane_mask) {
+#ifdef USE_ROCM
+  return __shfl_xor(v, lane_mask);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, lane_mask);
+#endif
+}
+
+SWA_D void warp_sync() {
+#ifndef USE_ROCM
+  __syncwarp();
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// exp2 in fp32. The softmax folds log2(e) into the logit scale so every exponential is one
+// ex2.approx (MUFU) instruction on NVIDIA; exp2f is the portable spelling.
+SWA_D float fast_exp2(float x) {
+#ifdef USE_ROCM
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
+SWA_D float fast_tanh(float x) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  float y;
+  asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return tanhf(x);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit float conversions, written once for both element types so templates can stay generic.
+template <typename T>
+struct Half2Of;
+template <>
+struct Half2Of<fp16_t> {
+#ifdef USE_ROCM
+  using type = __half2;
+#else
+  using type = __half2;
+#endif
+};
+template <>
+struct Half2Of<bf16_t> {
+#ifdef USE_ROCM
+  using type = __hip_bfloat162;
+#else
+  using type = __nv_bfloat162;
+#endif
+};
+
+template <typename T>
+SWA_D float to_float(T v);
+template <>
+SWA_D float to_float<fp16_t>(fp16_t v) { return __half2float(v); }
+template <>
+SWA_D float to_float<bf16_t>(bf16_t v) { return __bfloat162float(v); }
+
+template <typename T>
+SWA_D T from_float(float v);
+template <>
+SWA_D fp16_t from_float<fp16_t>(float v) { return __float2half_rn(v); }
+template <>
+SWA_D bf16_t from_float<bf16_t>(float v) { return __float2bfloat16_rn(v); }
+
+// Two floats packed into one 32-bit register of two 16-bit values (low half = a), the operand
+// format of the tensor-core MMAs.
+template <typename T>
+SWA_D uint32_t pack2(float a, float b) {
+  T lo = from_float<T>(a), hi = from_float<T>(b);
+  uint16_t l = *reinterpret_cast<uint16_t*>(&lo), h = *reinterpret_cast<uint16_t*>(&hi);
+  return static_cast<uint32_t>(l) | (static_cast<uint32_t>(h) << 16);
+}
+
+// The two 16-bit values of a 32-bit register, as floats.
+template <typename T>
+SWA_D void unpack2(uint32_t r, float& a, float& b) {
+  uint16_t l = r & 0xffffu, h = r >> 16;
+  a = to_float<T>(*reinterpret_cast<T*>(&l));
+  b = to_float<T>(*reinterpret_cast<T*>(&h));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fp8 e4m3fn (bias 7, no infinities, 0x7f/0xff are NaN, largest finite 448).
+//
+// float -> e4m3fn with round-to-nearest-even, saturating to +-448. The caller divides by the scale
+// and clamps first (swa_ops.reference.quantize_fp8 does x / scale, clamp(+-448), then the cast);
+// the saturation only keeps a value that rounds above 448 finite, as the clamp already did.
+SWA_HD uint8_t float_to_e4m3_portable(float x) {
+  uint32_t bits;
+  memcpy(&bits, &x, 4);
+  const uint8_t sign = (bits >> 24) & 0x80u;
+  const uint32_t abs_bits = bits & 0x7fffffffu;
+  if (abs_bits > 0x7f800000u) return sign | 0x7fu;  // NaN stays NaN
+  float a;
+  memcpy(&a, &abs_bits, 4);
+  if (a >= 448.0f) return sign | 0x7eu;  // saturate (also +-inf)
+  // Smallest normal e4m3 is 2^-6; below it the spacing is fixed at 2^-9 (subnormals).
+  if (a < 0.015625f) {
+    // Scale so one subnormal step is 1.0, then round half to even in fp32 (exact: a * 2^9 < 8).
+    const float q = rintf(a * 512.0f);  // rintf rounds half to even
+    return sign | static_cast<uint8_t>(q);  // q == 8 lands on the smallest normal's encoding
+  }
+  // Normal: keep 3 mantissa bits, rounding the dropped 20 bits half to even.
+  uint32_t m = abs_bits;
+  const uint32_t lsb = (m >> 20) & 1u;
+  m += 0x7ffffu + lsb;
+  const uint32_t exp = (m >> 23) - 127 + 7;  // rebias; carry from rounding bumps the exponent
+  const uint32_t man = (m >> 20) & 0x7u;
+  return sign | static_cast<uint8_t>((exp << 3) | man);
+}
+
+SWA_D uint8_t float_to_e4m3(float x) {
+#ifdef USE_ROCM
+  return float_to_e4m3_portable(x);
+#else
+  // Hardware cvt.rn.satfinite.e4m3x2.f32 on sm_89+: round-to-nearest-even, saturating.
+  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
+#endif
+}
+
+// e4m3fn -> float, exact.
+SWA_HD float e4m3_to_float_portable(uint8_t v) {
+  const uint32_t sign = static_cast<uint32_t>(v & 0x80u) << 24;
+  const uint32_t exp = (v >> 3) & 0xfu, man = v & 0x7u;
+  float f;
+  if (exp == 0xf && man == 0x7) {
+    const uint32_t nan = sign | 0x7fc00000u;
+    memcpy(&f, &nan, 4);
+    return f;
+  }
+  if (exp == 0) {
+    f = static_cast<float>(man) * 0.001953125f;  // man * 2^-9
+    return sign ? -f : f;
+  }
+  const uint32_t bits = sign | ((exp - 7 + 127) << 23) | (man << 20);
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-byte global loads/stores and async global->shared copies.
+struct alignas(16) Vec16 {
+  uint32_t w[4];
+};
+
+SWA_D Vec16 load16(const void* p) { return *reinterpret_cast<const Vec16*>(p); }
+SWA_D void store16(void* p, const Vec16& v) { *reinterpret_cast<Vec16*>(p) = v; }
+
+// Copies 16 bytes global -> shared; when `valid` is false it writes 16 zero bytes and reads
+// nothing, so rows outside the visible range are never fetched yet hold finite values (a NaN left
+// in shared memory would survive a zero softmax weight: 0 * NaN = NaN).
+SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(src_bytes));
+#else
+  Vec16 v = {{0u, 0u, 0u, 0u}};
+  if (valid) v = load16(gmem);
+  store16(smem, v);
+#endif
+}
+
+SWA_D void cp_async_commit() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+// Waits until at most N committed groups of this thread are still in flight.
+template <int N>
+SWA_D void cp_async_wait() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+}  // namespace swa_ops

@@ -1,0 +1,321 @@
+// Split-KV paged decode attention on tensor cores (sm_80+; NVIDIA only).
+//
+// One CTA per (sequence, kv head, chunk of up to 16 query heads of its GQA group, partition).
+// The group's query heads sit on the M side of mma.sync m16n8k16, so every K/V byte is loaded
+// once for the whole group and the math costs tensor-core cycles rather than FMA cycles
+// (a group of g heads does ~g FLOPs per K/V byte; at 3 TB/s, g = 8 would otherwise need most of
+// the chip's fp32 rate). Rows past the group's size are zero queries whose results are dropped.
+//
+// Inside a CTA each warp streams its own 16-token tiles (tile w, w + NW, ...) through a private
+// NSTAGE-deep cp.async ring, so warps never wait on each other until the final combine; each keeps
+// an fp32 online softmax in log2 units (exp2; log2(e) folded into the scale). A partition covers
+// P tokens from the sequence's span origin (split.h); tiles wholly outside [lo, L) are never
+// issued, and inside a partial tile the rows outside are zero-filled without a global read, so
+// block-table entries before the window are never touched.
+#pragma once
+
+#include "swa_ops/compat.h"
+#include "swa_ops/mma.h"
+#include "swa_ops/params.h"
+#include "swa_ops/split.h"
+
+namespace swa_ops {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegInf = -__builtin_huge_valf();
+
+// Compile-time shape of the tensor-core decode kernel for head size D.
+template <int D>
+struct DecodeMmaTraits {
+  static constexpr int kWarps = 4;
+  // Stages per warp ring: deep enough to keep ~2 tiles in flight per warp, shallow enough that two
+  // CTAs fit an SM's 227 KB of shared memory at D <= 128.
+  static constexpr int kStages = D <= 128 ? 3 : 2;
+  static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
+                                      // the 8 row addresses of an ldmatrix hit 8 distinct bank
+                                      // groups for every D here (row bytes / 16 is odd or 4 mod 8)
+  static constexpr int kStageElems = 2 * kTileTokens * kRow;  // K tile then V tile
+  // Q stays in registers up to D = 128 (32 registers); larger heads re-read it from shared memory
+  // each tile to leave room for the D / 2 fp32 accumulators per lane.
+  static constexpr bool kQInRegs = D <= 128;
+  static constexpr int kPartAlign = kTileTokens * kWarps;  // P is a multiple of this
+
+  // Dynamic shared memory: Q tile, the warps' K/V rings, then the partition's block-table slice.
+  static size_t smem_bytes(int bt_cap) {
+    return sizeof(uint16_t) * (kTileTokens * kRow + kWarps * kStages * kStageElems) +
+           sizeof(int) * bt_cap;
+  }
+};
+
+template <typename T, int D, bool SOFTCAP>
+__global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
+    decode_mma_kernel(const DecodeParams p) {
+  using Tr = DecodeMmaTraits<D>;
+  constexpr int NW = Tr::kWarps, NSTAGE = Tr::kStages, ROW = Tr::kRow;
+  constexpr int CPR = D / 8;                       // 16-byte chunks per row
+  constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
+  constexpr int NT = D / 8;                        // n-tiles of the output
+  constexpr int LOADS = kTileTokens * CPR / 32;    // 16-byte copies per lane per tile and tensor
+  static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* q_s = reinterpret_cast<T*>(smem_raw);  // [16][ROW]
+  T* kv_s = q_s + kTileTokens * ROW;        // [NW][NSTAGE][K|V][16][ROW]
+  int* bt_s = reinterpret_cast<int*>(kv_s + NW * NSTAGE * Tr::kStageElems);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int chunk = blockIdx.x % p.head_chunks;
+  const int kvh = (blockIdx.x / p.head_chunks) % p.num_kv_heads;
+  const int seq = blockIdx.x / (p.head_chunks * p.num_kv_heads);
+  const int part = blockIdx.y;
+  const int head0 = kvh * p.group + chunk * 16;
+  const int gc = min(16, p.group - chunk * 16);  // live rows of the M tile
+
+  const SeqSpan span = seq_span(p.seq_lens[seq], p.window);
+  const int begin = span.origin + part * p.part_tokens;
+  const int end = min(begin + p.part_tokens, span.hi);
+
+  if (begin >= end) {
+    // Nothing visible in this partition. With a single partition this is L == 0: exact zeros.
+    // Otherwise leave the sentinel (max -inf, sum 0) that the merge skips.
+    if (p.num_parts == 1) {
+      T* o = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head0) * D;
+      for (int i = threadIdx.x; i < gc * D; i += NW * 32) o[i] = from_float<T>(0.f);
+    } else if (threadIdx.x < gc) {
+      const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + head0 + threadIdx.x) *
+                              p.num_parts + part;
+      p.part_max[idx] = kNegInf;
+      p.part_sum[idx] = 0.f;
+    }
+    return;
+  }
+
+  // The block-table slice this partition reads, from the block holding its first visible key:
+  // entries before the window are never loaded (they may be -1 / recycled).
+  const int first_blk = max(begin, span.lo) >> p.log2_block_size;
+  const int last_blk = (end - 1) >> p.log2_block_size;
+  {
+    const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+    for (int i = threadIdx.x; i <= last_blk - first_blk; i += NW * 32) bt_s[i] = bt[first_blk + i];
+  }
+  // Q rows of the group chunk; rows >= gc are zero queries.
+  {
+    const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
+    for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
+      const int r = i / CPR, c = i % CPR;
+      Vec16 v = {{0u, 0u, 0u, 0u}};
+      if (r < gc) v = load16(q + static_cast<int64_t>(head0 + r) * p.q_stride_head + c * 8);
+      store16(q_s + r * ROW + c * 8, v);
+    }
+  }
+  __syncthreads();
+
+  uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  if constexpr (Tr::kQInRegs) {
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc)
+      ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), q_frag[kc][0], q_frag[kc][1],
+                  q_frag[kc][2], q_frag[kc][3]);
+  }
+
+  // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots.
+  int ld_row[LOADS], ld_col[LOADS];
+#pragma unroll
+  for (int i = 0; i < LOADS; ++i) {
+    ld_row[i] = (lane + 32 * i) / CPR;
+    ld_col[i] = ((lane + 32 * i) % CPR) * 8;
+  }
+  const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
+  const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+  const int bs_mask = p.block_size - 1;
+  T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
+
+  auto issue = [&](int tile, int stage) {
+    const int tb = begin + tile * kTileTokens;
+    T* ks = ring + stage * Tr::kStageElems;
+    T* vs = ks + kTileTokens * ROW;
+#pragma unroll
+    for (int i = 0; i < LOADS; ++i) {
+      const int t = tb + ld_row[i];
+      const bool valid = t >= span.lo && t < end;
+      int64_t off = 0;
+      if (valid)
+        off = static_cast<int64_t>(bt_s[(t >> p.log2_block_size) - first_blk]) *
+                  p.kv_stride_block +
+              static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + ld_col[i];
+      cp_async16(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
+      cp_async16(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);
+    }
+  };
+
+  const int n_tiles = (end - begin + kTileTokens - 1) / kTileTokens;
+  const int n_mine = warp < n_tiles ? (n_tiles - warp + NW - 1) / NW : 0;
+
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;  // rows lane/4 and lane/4 + 8
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+
+#pragma unroll
+  for (int j = 0; j < NSTAGE - 1; ++j) {
+    if (j < n_mine) issue(warp + NW * j, j);
+    cp_async_commit();  // empty groups keep the wait count uniform
+  }
+
+  // ldmatrix lane roles: K as the col-major B of QK^T (tokens x d), V transposed as the B of PV.
+  const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+  const int quad_col = (lane & 3) * 2;
+
+  for (int j = 0; j < n_mine; ++j) {
+    const int jn = j + NSTAGE - 1;
+    if (jn < n_mine) issue(warp + NW * jn, jn % NSTAGE);
+    cp_async_commit();
+    cp_async_wait<NSTAGE - 1>();
+    __syncwarp();
+
+    const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
+    const T* vs = ks + kTileTokens * ROW;
+
+    // S = Q K^T for 16 rows x 16 tokens.
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc) {
+      uint32_t a[4];
+      if constexpr (Tr::kQInRegs) {
+        a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
+      } else {
+        ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
+      }
+      uint32_t b0, b1, b2, b3;
+      ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
+      mma_16816<T>(s[0], a, b0, b1);
+      mma_16816<T>(s[1], a, b2, b3);
+    }
+
+    // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
+#pragma unroll
+    for (int n = 0; n < 2; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if constexpr (SOFTCAP)
+          s[n][e] = p.cap_post * fast_tanh(s[n][e] * p.cap_pre);
+        else
+          s[n][e] *= p.scale_log2;
+      }
+    const int tb = begin + (warp + NW * j) * kTileTokens;
+    if (tb < span.lo || tb + kTileTokens > end) {
+#pragma unroll
+      for (int n = 0; n < 2; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = tb + n * 8 + quad_col + (e & 1);
+          if (t < span.lo || t >= end) s[n][e] = kNegInf;
+        }
+    }
+
+    // Online softmax. Every issued tile holds a visible key, so the new max is finite.
+    float mx0 = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
+    float mx1 = fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]));
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
+    m0 = mn0;
+    m1 = mn1;
+#pragma unroll
+    for (int n = 0; n < 2; ++n) {
+      s[n][0] = fast_exp2(s[n][0] - mn0);
+      s[n][1] = fast_exp2(s[n][1] - mn0);
+      s[n][2] = fast_exp2(s[n][2] - mn1);
+      s[n][3] = fast_exp2(s[n][3] - mn1);
+    }
+    l0 = l0 * al0 + (s[0][0] + s[0][1] + s[1][0] + s[1][1]);
+    l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+    }
+
+    // O += P V: the S accumulators are already in the A layout of the next MMA.
+    const uint32_t pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
+                            pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+#pragma unroll
+    for (int dp = 0; dp < KCH; ++dp) {
+      uint32_t b0, b1, b2, b3;
+      ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
+      mma_16816<T>(o[2 * dp], pa, b0, b1);
+      mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
+    }
+    __syncwarp();  // every lane is done reading this stage before it is refilled
+  }
+  cp_async_wait<0>();
+
+  // Combine the warps' partial softmaxes through shared memory (the rings are free now).
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  __syncthreads();
+  float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
+  float* red_l = red_m + NW * 16;                 // [NW][16]
+  float* red_o = red_l + NW * 16;                 // [NW][16][D]
+  const int r0 = lane >> 2;
+  if ((lane & 3) == 0) {
+    red_m[warp * 16 + r0] = m0;
+    red_m[warp * 16 + r0 + 8] = m1;
+    red_l[warp * 16 + r0] = l0;
+    red_l[warp * 16 + r0 + 8] = l1;
+  }
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int col = nt * 8 + quad_col;
+    if (r0 < gc)
+      *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * D + col) = make_float2(o[nt][0], o[nt][1]);
+    if (r0 + 8 < gc)
+      *reinterpret_cast<float2*>(red_o + (warp * 16 + r0 + 8) * D + col) =
+          make_float2(o[nt][2], o[nt][3]);
+  }
+  __syncthreads();
+
+  for (int i = threadIdx.x; i < gc * D; i += NW * 32) {
+    const int r = i / D, d = i % D;
+    float mx = kNegInf;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
+    float acc = 0.f, sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float mw = red_m[w * 16 + r];
+      if (mw == kNegInf) continue;  // a warp with no tile: exp2(-inf - -inf) would be NaN
+      const float f = fast_exp2(mw - mx);
+      acc += f * red_o[(w * 16 + r) * D + d];
+      sum += f * red_l[w * 16 + r];
+    }
+    const int head = head0 + r;
+    if (p.num_parts == 1) {
+      if (p.sinks != nullptr) {
+        // The sink joins the denominator once per row: rescale to max(mx, sink).
+        const float sk = p.sinks[head] * kLog2e;
+        const float mx2 = fmaxf(mx, sk);
+        const float f = fast_exp2(mx - mx2);
+        acc *= f;
+        sum = sum * f + fast_exp2(sk - mx2);
+      }
+      T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head) * D;
+      o_out[d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
+    } else {
+      const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_parts + part;
+      p.part_out[idx * D + d] = acc / sum;  // live partition: sum >= 1 (its max term is 1)
+      if (d == 0) {
+        p.part_max[idx] = mx;
+        p.part_sum[idx] = sum;
+      }
+    }
+  }
+}
+
+}  // namespace swa_ops

@@ -1,0 +1,55 @@
+// Definition of launch_decode<D>, included once per head size by csrc/cuda/decode_hd<D>.cu.
+#pragma once
+
+#include "swa_ops/decode_mma.h"
+#include "swa_ops/launch.h"
+#include "swa_ops/merge.h"
+
+namespace swa_ops {
+
+// Raises a kernel's dynamic shared-memory limit above the 48 KB default, once per device and
+// size: `granted` must be distinct per kernel (kernels of one signature share a pointer type).
+template <typename K>
+cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev < 64 && granted[dev] >= bytes) return cudaSuccess;
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes));
+  if (e == cudaSuccess && dev < 64) granted[dev] = bytes;
+  return e;
+}
+
+template <typename T, int D, bool SOFTCAP>
+cudaError_t launch_decode_typed(const DecodeParams& p, int bt_cap, cudaStream_t stream) {
+  using Tr = DecodeMmaTraits<D>;
+  const size_t smem = Tr::smem_bytes(bt_cap);
+  auto kernel = decode_mma_kernel<T, D, SOFTCAP>;
+  static size_t granted[64] = {};  // one per template instance, indexed by device
+  cudaError_t e = allow_smem(kernel, smem, granted);
+  if (e != cudaSuccess) return e;
+  const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
+  kernel<<<grid, Tr::kWarps * 32, smem, stream>>>(p);
+  e = cudaGetLastError();
+  if (e != cudaSuccess || p.num_parts == 1) return e;
+  const int rows = p.num_seqs * p.num_heads;
+  merge_kernel<T, D><<<(rows + kMergeWarps - 1) / kMergeWarps, kMergeWarps * 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t launch_decode(const DecodeParams& p, int bt_cap, cudaStream_t stream) {
+  const bool cap = p.cap_post > 0.f;
+  if (p.dtype == DType::kBFloat16)
+    return cap ? launch_decode_typed<bf16_t, D, true>(p, bt_cap, stream)
+               : launch_decode_typed<bf16_t, D, false>(p, bt_cap, stream);
+  return cap ? launch_decode_typed<fp16_t, D, true>(p, bt_cap, stream)
+             : launch_decode_typed<fp16_t, D, false>(p, bt_cap, stream);
+}
+
+}  // namespace swa_ops
+
+// One line per head-size translation unit.
+#define SWA_OPS_INSTANTIATE_DECODE(D) \
+  template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, int, cudaStream_t);

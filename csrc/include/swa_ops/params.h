@@ -1,0 +1,80 @@
+// Plain parameter structs the launchers fill and the kernels read; torch-free.
+#pragma once
+
+#include <stdint.h>
+
+namespace swa_ops {
+
+enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
+
+// One decode launch of paged_attention (one query token per sequence). Strides are in elements.
+struct DecodeParams {
+  // ---- inputs
+  const void* q;            // [num_seqs, num_heads, head_size], dtype `dtype`
+  const void* k_cache;      // [num_blocks, block_size, num_kv_heads, head_size], dtype or fp8
+  const void* v_cache;      // same shape and strides as k_cache (checked by the launcher)
+  const int* block_tables;  // [num_seqs, max_blocks_per_seq] int32
+  const int* seq_lens;      // [num_seqs] int32: cached tokens including this step's
+  const float* sinks;       // [num_heads] fp32 sink logits, or nullptr
+  const float* k_scale;     // fp8 only: device scalar dequantization scale of K (else nullptr)
+  const float* v_scale;     // fp8 only: device scalar dequantization scale of V (else nullptr)
+  // ---- outputs
+  void* out;                // [num_seqs, num_heads, head_size], dtype `dtype`, contiguous
+  // Split-KV workspace, used only when num_parts > 1 (fp32, written by the decode kernel for
+  // live partitions, read by the merge for live partitions only):
+  float* part_out;          // [num_seqs, num_heads, num_parts, head_size]: each partition's
+                            //   softmax-normalised output
+  float* part_max;          // [num_seqs, num_heads, num_parts]: its running max (log2 units)
+  float* part_sum;          // [num_seqs, num_heads, num_parts]: its softmax denominator
+  // ---- strides (elements)
+  int64_t q_stride_tok;     // query.stride(0)
+  int64_t q_stride_head;    // query.stride(1)
+  int64_t kv_stride_block;  // key_cache.stride(0)
+  int64_t kv_stride_tok;    // key_cache.stride(1)
+  int64_t kv_stride_head;   // key_cache.stride(2)
+  int64_t bt_stride;        // block_tables.stride(0)
+  // ---- sizes
+  int num_seqs;
+  int num_heads;
+  int num_kv_heads;
+  int head_size;            // D, one of the compiled sizes
+  int group;                // num_heads / num_kv_heads (GQA group)
+  int head_chunks;          // ceil(group / 16): groups over 16 heads are split over CTAs
+  int block_size;           // tokens per cache block, a power of two
+  int log2_block_size;
+  int max_blocks_per_seq;
+  // ---- the split (host-chosen from shapes, W and the SM count only; never from seq_lens)
+  int num_parts;            // partitions per (sequence, kv head); grid.y
+  int part_tokens;          // P: tokens per partition, a multiple of the tile (16 x warps)
+  // ---- semantics
+  int window;               // W > 0: attend to keys [max(0, L - W), L); <= 0: all of [0, L)
+  float scale_log2;         // softmax scale * log2(e): logits live in log2 units (exp2 softmax)
+  float cap_pre;            // soft-cap only: scale / cap
+  float cap_post;           // soft-cap only: cap * log2(e); logit = cap_post * tanh(cap_pre * q.k)
+  DType dtype;
+  bool kv_fp8;              // caches are float8_e4m3fn
+};
+
+// reshape_and_cache: writes each token's K/V row into its slot. Strides in elements.
+struct CacheWriteParams {
+  const void* key;          // [num_tokens, num_kv_heads, head_size], dtype `dtype`
+  const void* value;        // same shape as key (own strides)
+  void* k_cache;            // [num_blocks, block_size, num_kv_heads, head_size]
+  void* v_cache;
+  const int64_t* slot_mapping;  // [num_tokens]: block * block_size + offset, -1 = skip
+  const float* k_scale;     // fp8 caches: device scalar; x is stored as x / k_scale
+  const float* v_scale;
+  int64_t key_stride_tok, key_stride_head;
+  int64_t value_stride_tok, value_stride_head;
+  int64_t cache_stride_block, cache_stride_tok, cache_stride_head;  // same for both caches
+  int num_tokens;
+  int num_kv_heads;
+  int head_size;
+  int block_size;
+  int elem_bytes;           // bytes of one source element (2 or 4)
+  bool src_is_float32;
+  DType dtype;              // source dtype when 16-bit
+  bool cache_fp8;
+};
+
+}  // namespace swa_ops
