@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .kv_cache import KVCacheManager, StepPlan, max_blocks_held
+from .kv_cache import KVCacheManager, StepPlan, check_positive_ints, max_blocks_held
 
 _KV_CACHE_DTYPES = ("auto", "fp8_e4m3")
 
@@ -83,10 +83,7 @@ class PagedSWAAttention(nn.Module):
         cache_manager: Optional[KVCacheManager] = None,
     ):
         super().__init__()
-        for name, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
-                            ("head_size", head_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(num_heads=num_heads, num_kv_heads=num_kv_heads, head_size=head_size)
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads "
                              f"({num_kv_heads})")
@@ -107,6 +104,8 @@ class PagedSWAAttention(nn.Module):
 
         if cache_manager is None:
             if num_blocks is None:
+                check_positive_ints(block_size=block_size, max_num_seqs=max_num_seqs,
+                                    max_seq_len=max_seq_len, max_query_len=max_query_len)
                 held = max_blocks_held(max(sliding_window, 0), min(max_query_len, max_seq_len),
                                        block_size, max_seq_len)
                 num_blocks = max_num_seqs * held

@@ -79,6 +79,13 @@ def query_len_bucket(max_len: int, cap: int) -> int:
     return min(bucket, cap)
 
 
+def check_positive_ints(**values) -> None:
+    """Raises ValueError naming the first argument that is not a positive int."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 class OutOfBlocksError(RuntimeError):
     """Raised by :meth:`KVCacheManager.plan` when the pool cannot hold a step; nothing changed."""
 
@@ -188,11 +195,9 @@ class KVCacheManager:
                  sliding_window: int = 0, max_query_len: int = 256,
                  max_num_batched_tokens: Optional[int] = None,
                  device: Union[torch.device, str, None] = None):
-        for name, value in (("block_size", block_size), ("num_blocks", num_blocks),
-                            ("max_num_seqs", max_num_seqs), ("max_seq_len", max_seq_len),
-                            ("max_query_len", max_query_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(block_size=block_size, num_blocks=num_blocks,
+                            max_num_seqs=max_num_seqs, max_seq_len=max_seq_len,
+                            max_query_len=max_query_len)
         if not isinstance(sliding_window, int):
             raise ValueError(f"sliding_window must be an int, got {sliding_window!r}")
         if max_num_batched_tokens is None:
