@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int head0 = kvh * p.group + chunk * 16;
   const int gc = min(16, p.group - chunk * 16);  // live rows of the M tile
 
-  const SeqSpan span = seq_span(p.seq_lens[seq], p.window);
+  const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
   const int begin = span.origin + part * p.part_tokens;
   const int end = min(begin + p.part_tokens, span.hi);
 
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         if constexpr (SOFTCAP)
-          s[n][e] = p.cap_post * fast_tanh(s[n][e] * p.cap_pre);
+          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * p.cap_pre);
         else
           s[n][e] *= p.scale_log2;
       }

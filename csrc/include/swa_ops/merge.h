@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kMergeWarps * 32) merge_kernel(const DecodePar
   if (row >= p.num_seqs * p.num_heads) return;
   const int seq = row / p.num_heads, head = row % p.num_heads;
 
-  const SeqSpan span = seq_span(p.seq_lens[seq], p.window);
+  const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
   const int n = min(live_parts(span, p.part_tokens), p.num_parts);
   const int64_t base = static_cast<int64_t>(row) * p.num_parts;
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "swa_ops/compat.h"
+#include "swa_ops/params.h"
 
 namespace swa_ops {
 
@@ -39,6 +40,15 @@ SWA_HD int max_span_tokens(int window, int max_context) {
   if (window <= 0) return max_context;
   const int w = window + kTileTokens - 1;
   return w < max_context ? w : max_context;
+}
+
+// seq_lens[seq], clamped to what its block-table row can address: a seq_len past
+// max_blocks_per_seq * block_size is invalid input, and clamping keeps every block-table read in
+// bounds (the op cannot check data on the host without a sync).
+SWA_D int clamp_seq_len(const DecodeParams& p, int seq) {
+  const int cap = p.max_blocks_per_seq << p.log2_block_size;
+  const int L = p.seq_lens[seq];
+  return L < cap ? (L > 0 ? L : 0) : cap;
 }
 
 }  // namespace swa_ops

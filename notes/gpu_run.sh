@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One device call: build, test, bench; logs land in $OUT (the device tool's return folder).
+# Usage: notes/gpu_run.sh [tests|bench|all|final] [extra bench args...]
+set -uo pipefail
+mode=${1:-all}; shift || true
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+t0=$(date +%s)
+TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+  || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+if [[ $mode == tests || $mode == all || $mode == final ]]; then
+  t0=$(date +%s)
+  python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=30 2>&1 \
+    | tee "$OUT/test_cuda.log" | tail -40
+  echo "cuda tests: $(( $(date +%s) - t0 )) s"
+fi
+if [[ $mode == final ]]; then
+  python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_all.log" | tail -15
+fi
+if [[ $mode == bench || $mode == all || $mode == final ]]; then
+  python3 -m swa_ops.bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 \
+    | tee "$OUT/bench.log"
+fi

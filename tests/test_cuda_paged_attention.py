@@ -1,0 +1,366 @@
+"""CUDA decode kernel of swa_ops.paged_attention against swa_ops.reference.
+
+The whole published aiter sliding-window grid (792 cases), then head sizes, windows, block sizes,
+GQA ratios, variable lengths (0 and 1 included), soft-cap, sinks, and CUDA-graph replay across
+growing contexts. Every case poisons what must not be read: blocks with no visible key hold NaN,
+invisible slots of partly visible blocks hold 3e4, and block-table entries before the window (and past the context) are -1,
+so a read of either shows up as NaN or a fault.
+
+The oracle for the big grids is a batched form of reference.paged_attention for decode (one
+gather, one masked softmax), itself checked against reference.paged_attention below.
+Tolerance, FlashAttention-style: the kernel's max error against the fp32 oracle may be at most
+twice that of the same attention computed by PyTorch in the input dtype (bf16/fp16 logits and
+probabilities, fp32 softmax), plus a tiny absolute floor for cases where PyTorch happens to be
+exact.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import swa_ops
+from swa_ops import reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DTYPES = (torch.bfloat16, torch.float16)
+
+# aiter's sliding-window decode grid.
+AITER_NUM_SEQS = (1, 8, 16)
+AITER_HEADS = ((8, 1), (16, 4), (32, 4))
+AITER_HEAD_SIZES = (64, 128)
+AITER_BLOCK_SIZES = (16, 32)
+AITER_CTX_WINDOW = ((128, 512), (512, 512), (513, 512), (768, 512), (2048, 512), (2048, 1024),
+                    (4097, 2048), (9216, 8192), (256, 4096), (1024, -1), (4096, 0))
+
+ATOL_FLOOR = 1e-5
+
+
+def make_case(seq_lens, num_heads, num_kv_heads, head_size, block_size, window, dtype,
+              seed=0, extra_blocks_per_seq=1, device="cuda"):
+    """Random decode inputs; everything a kernel must not read is NaN or -1.
+
+    Blocks come from a random permutation; table entries of blocks wholly before a sequence's
+    window and past its context are -1; cache slots outside every visible window are NaN.
+    """
+    g = torch.Generator(device=device).manual_seed(seed)
+    num_seqs = len(seq_lens)
+    max_ctx = max(max(seq_lens), 1)
+    max_blocks = (max_ctx + block_size - 1) // block_size + extra_blocks_per_seq
+    used = [(L + block_size - 1) // block_size for L in seq_lens]
+    num_blocks = sum(used) + 3
+    perm = torch.randperm(num_blocks, generator=g, device=device).int()
+    shape = (num_blocks, block_size, num_kv_heads, head_size)
+    k_cache = torch.randn(shape, generator=g, device=device).to(dtype)
+    v_cache = torch.randn(shape, generator=g, device=device).to(dtype)
+    block_tables = torch.full((num_seqs, max_blocks), -1, dtype=torch.int32, device=device)
+    visible = torch.zeros(num_blocks * block_size, dtype=torch.bool, device=device)
+    nxt = 0
+    for s, L in enumerate(seq_lens):
+        blocks = perm[nxt:nxt + used[s]]
+        nxt += used[s]
+        if L == 0:
+            continue
+        lo = reference.window_start(L - 1, window)
+        first = lo // block_size  # blocks before it stay -1 in the table
+        block_tables[s, first:used[s]] = blocks[first:]
+        pos = torch.arange(lo, L, device=device)
+        visible[blocks.long()[pos // block_size] * block_size + pos % block_size] = True
+    # Invisible slots of blocks that hold visible keys get a huge finite value (the reference reads
+    # whole blocks and masks, so it cannot take NaN there); blocks with no visible key get NaN.
+    visible = visible.view(num_blocks, block_size)
+    hidden = ~visible
+    k_cache[hidden] = 3e4
+    v_cache[hidden] = 3e4
+    untouched = ~visible.any(dim=1)
+    k_cache[untouched] = float("nan")
+    v_cache[untouched] = float("nan")
+    query = torch.randn(num_seqs, num_heads, head_size, generator=g, device=device).to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    return query, k_cache, v_cache, block_tables, lens
+
+
+def batched_decode_ref(query, k_cache, v_cache, block_tables, seq_lens, scale, window,
+                       soft_cap=0.0, sinks=None, compute_dtype=torch.float32):
+    """reference.paged_attention for decode, batched. compute_dtype=fp32: the oracle; the input
+    dtype: PyTorch's own low-precision attention (logits and P in that dtype, softmax in fp32)."""
+    num_seqs, num_heads, head_size = query.shape
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    group = num_heads // num_kv_heads
+    L = seq_lens.long()
+    lo = (L - window).clamp_min(0) if window > 0 else torch.zeros_like(L)
+    n = max(int((L - lo).max().item()), 1)
+    pos = lo[:, None] + torch.arange(n, device=query.device)[None, :]  # [S, N]
+    valid = pos < L[:, None]
+    bidx = (pos // block_size).clamp(max=block_tables.shape[1] - 1)
+    blk = torch.where(valid, block_tables.long().gather(1, bidx), torch.zeros_like(bidx))
+    off = pos % block_size
+    k = k_cache[blk, off]  # [S, N, KVH, D]
+    v = v_cache[blk, off]
+    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    k = torch.where(valid[:, :, None, None], k, zero).to(compute_dtype)
+    v = torch.where(valid[:, :, None, None], v, zero).to(compute_dtype)
+    q = query.view(num_seqs, num_kv_heads, group, head_size).to(compute_dtype)
+    logits = torch.einsum("shgd,snhd->shgn", q, k).float() * scale
+    if soft_cap > 0:
+        logits = soft_cap * torch.tanh(logits / soft_cap)
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    row_max = logits.amax(-1, keepdim=True)
+    if sinks is not None:
+        sk = sinks.float().view(1, num_kv_heads, group, 1)
+        row_max = torch.maximum(row_max, sk)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    w = torch.exp(logits - row_max)
+    denom = w.sum(-1, keepdim=True)
+    if sinks is not None:
+        denom = denom + torch.exp(sk - row_max)
+    p = torch.where(denom > 0, w / denom.clamp_min(1e-30), torch.zeros_like(w))
+    out = torch.einsum("shgn,snhd->shgd", p.to(compute_dtype), v).float()
+    return out.reshape(num_seqs, num_heads, head_size)
+
+
+def check_case(seq_lens, num_heads, num_kv_heads, head_size, block_size, window, dtype, seed=0,
+               soft_cap=0.0, use_sinks=False):
+    query, k_cache, v_cache, bt, lens = make_case(seq_lens, num_heads, num_kv_heads, head_size,
+                                                  block_size, window, dtype, seed)
+    scale = head_size ** -0.5
+    sinks = None
+    if use_sinks:
+        sinks = torch.randn(num_heads, generator=torch.Generator().manual_seed(seed + 1)).cuda()
+    out = torch.ops.swa_ops.paged_attention(query, k_cache, v_cache, bt, lens, scale, window,
+                                            soft_cap, sinks)
+    assert out.dtype == dtype and out.shape == query.shape
+    ref = batched_decode_ref(query, k_cache, v_cache, bt, lens, scale, window, soft_cap, sinks)
+    pt = batched_decode_ref(query, k_cache, v_cache, bt, lens, scale, window, soft_cap, sinks,
+                            compute_dtype=dtype)
+    assert not out.isnan().any(), "NaN in the output: a poisoned slot or -1 block was read"
+    err = (out.float() - ref).abs().max().item()
+    pt_err = (pt.float() - ref).abs().max().item()
+    assert err <= 2 * pt_err + ATOL_FLOOR, f"max err {err:.3g} > 2 x PyTorch's {pt_err:.3g}"
+    zero_rows = (lens == 0).nonzero().flatten()
+    if len(zero_rows):
+        assert (out[zero_rows] == 0).all(), "seq_len == 0 must give exact zeros"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_batched_oracle_matches_reference():
+    """The batched oracle used below is reference.paged_attention, case for case."""
+    cases = [([37, 0, 1, 300], 8, 2, 64, 16, 128, 0.0, False),
+             ([513, 512, 2], 4, 4, 96, 8, 512, 0.0, True),
+             ([1000, 17], 16, 2, 128, 32, 0, 30.0, True),
+             ([129], 8, 1, 80, 64, 2047, 0.0, False)]
+    for seq_lens, h, kvh, d, bs, w, cap, use_sinks in cases:
+        q, kc, vc, bt, lens = make_case(seq_lens, h, kvh, d, bs, w, torch.bfloat16, seed=3)
+        sinks = torch.randn(h, device="cuda") if use_sinks else None
+        want = reference.paged_attention(q, kc, vc, bt, lens, d ** -0.5, w, cap, sinks).float()
+        got = batched_decode_ref(q, kc, vc, bt, lens, d ** -0.5, w, cap, sinks)
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)  # want is rounded to bf16
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("num_seqs", AITER_NUM_SEQS)
+@pytest.mark.parametrize("heads", AITER_HEADS, ids=lambda h: f"h{h[0]}-{h[1]}")
+@pytest.mark.parametrize("head_size", AITER_HEAD_SIZES)
+@pytest.mark.parametrize("block_size", AITER_BLOCK_SIZES)
+@pytest.mark.parametrize("ctx_window", AITER_CTX_WINDOW, ids=lambda c: f"ctx{c[0]}-w{c[1]}")
+def test_aiter_grid(dtype, num_seqs, heads, head_size, block_size, ctx_window):
+    ctx, window = ctx_window
+    check_case([ctx] * num_seqs, heads[0], heads[1], head_size, block_size, window, dtype,
+               seed=ctx + num_seqs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("head_size", (64, 80, 96, 128, 192, 256))
+@pytest.mark.parametrize("window", (128, 1024, 2047, 4096, 0))
+def test_head_sizes_and_windows(dtype, head_size, window):
+    seq_lens = [window + 300, max(window - 5, 1), 5000, 1, 0, 4097]
+    check_case(seq_lens, 16, 4, head_size, 16, window, dtype, seed=head_size + window)
+
+
+@pytest.mark.parametrize("block_size", (8, 16, 64, 128, 256))
+@pytest.mark.parametrize("window", (128, 1000, 0))
+def test_block_sizes(block_size, window):
+    seq_lens = [1, 2, 127, 128, 129, 1999, 3000, 0]
+    check_case(seq_lens, 8, 2, 128, block_size, window, torch.bfloat16, seed=block_size)
+
+
+@pytest.mark.parametrize("group", (1, 2, 3, 4, 8, 16, 20, 32))
+@pytest.mark.parametrize("head_size", (64, 128))
+def test_gqa_ratios(group, head_size):
+    check_case([700, 2500, 33, 0, 1], 2 * group, 2, head_size, 16, 1024, torch.float16, seed=group)
+
+
+def test_variable_lengths_with_long_and_short():
+    # One long sequence among short ones, including 0 and 1; edge lengths around the window.
+    seq_lens = [0, 1, 2, 15, 16, 17, 4095, 4096, 4097, 4111, 4112, 60000, 3, 0]
+    check_case(seq_lens, 32, 8, 128, 16, 4096, torch.bfloat16, seed=7)
+
+
+def test_single_long_sequence_fills_gpu():
+    for window in (4096, 0):
+        check_case([131072 if window else 20000], 32, 8, 128, 16, window, torch.bfloat16, seed=9)
+
+
+def test_window_edges_exact():
+    """The key at L - W is visible and L - W - 1 is not: give it an overwhelming logit."""
+    W, L, D = 64, 200, 64
+    q, kc, vc, bt, lens = make_case([L], 1, 1, D, 16, W, torch.float32, seed=1, device="cpu")
+    bs = 16
+    q = torch.ones(1, 1, D)
+    # every visible key gets logit 0 except the first visible one, which gets a huge logit
+    for pos in range(L - W, L):
+        blk = bt[0, pos // bs]
+        kc[blk, pos % bs] = 0.0
+        vc[blk, pos % bs] = 0.0
+    first = L - W
+    kc[bt[0, first // bs], first % bs] = 4.0
+    vc[bt[0, first // bs], first % bs] = 1.0
+    dev = [t.cuda().to(torch.bfloat16) if t.is_floating_point() else t.cuda()
+           for t in (q, kc, vc)]
+    out = torch.ops.swa_ops.paged_attention(dev[0], dev[1], dev[2], bt.cuda(), lens.cuda(), 1.0, W)
+    assert out.float().min().item() > 0.99  # the first visible key dominates
+    # One step later it has left the window: the output must drop to the uniform mix (zeros).
+    lens2 = torch.tensor([L + 1], dtype=torch.int32)
+    blk = bt[0, L // bs]
+    kc2, vc2 = dev[1].clone(), dev[2].clone()
+    kc2[blk, L % bs] = 0
+    vc2[blk, L % bs] = 0
+    out2 = torch.ops.swa_ops.paged_attention(dev[0], kc2, vc2, bt.cuda(), lens2.cuda(), 1.0, W)
+    assert out2.abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("cap", (50.0, 5.0))
+@pytest.mark.parametrize("head_size,heads", ((256, (16, 8)), (256, (8, 4)), (128, (32, 8))))
+def test_soft_cap(cap, head_size, heads):
+    check_case([4097, 5000, 12, 0], heads[0], heads[1], head_size, 16, 4096, torch.bfloat16,
+               seed=11, soft_cap=cap)
+
+
+@pytest.mark.parametrize("window", (128, 0))
+def test_sinks(window):
+    check_case([8192, 130, 1, 0, 64], 64, 8, 64, 16, window, torch.bfloat16, seed=12,
+               use_sinks=True)
+
+
+def test_sinks_with_split():
+    # A long window forces several partitions: the sink must count once, in the merge.
+    check_case([30000], 16, 2, 128, 16, 8192, torch.bfloat16, seed=13, use_sinks=True)
+
+
+def test_cuda_graph_replay_growing_context():
+    torch.manual_seed(0)
+    H, KVH, D, bs, W, S = 32, 8, 128, 16, 1024, 4
+    max_ctx = 4096
+    max_blocks = max_ctx // bs
+    num_blocks = S * max_blocks
+    dt = torch.bfloat16
+    k_cache = torch.randn(num_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn(num_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    bt = torch.randperm(num_blocks, device="cuda").int().view(S, max_blocks)
+    lens = torch.tensor([1, 100, 1000, 3000], dtype=torch.int32, device="cuda")
+    q = torch.randn(S, H, D, device="cuda", dtype=dt)
+    for window in (W, 0):
+        torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, window)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5,
+                                                    window)
+        for step in range(0, 1000, 97):
+            lens.copy_(torch.tensor([1 + step, 100 + step, 1000 + step, 3000 + step],
+                                    dtype=torch.int32))
+            q.copy_(torch.randn(S, H, D, dtype=dt))
+            graph.replay()
+            ref = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, window)
+            pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, window,
+                                    compute_dtype=dt)
+            err = (out.float() - ref).abs().max().item()
+            assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
+
+
+# ---------------------------------------------------------------------------------------------
+# reshape_and_cache: moves bytes, so exact equality with the reference.
+
+
+@pytest.mark.parametrize("src_dtype,cache_dtype",
+                         [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16),
+                          (torch.float32, torch.float32), (torch.bfloat16, torch.float8_e4m3fn),
+                          (torch.float16, torch.float8_e4m3fn),
+                          (torch.float32, torch.float8_e4m3fn)])
+@pytest.mark.parametrize("head_size", (64, 96, 128, 256, 8))
+def test_reshape_and_cache_exact(src_dtype, cache_dtype, head_size):
+    g = torch.Generator().manual_seed(head_size)
+    T, KVH, nb, bs = 37, 4, 20, 16
+    key = (torch.randn(T, KVH, head_size, generator=g) * 300).to(src_dtype).cuda()
+    value = (torch.randn(T, KVH, head_size, generator=g) * 3).to(src_dtype).cuda()
+    key[0, 0, :4] = torch.tensor([1e6, -1e6, 448.0 * 0.37, 1e-9])  # saturation and subnormals
+    slots = torch.randperm(nb * bs, generator=g)[:T]
+    slots[::5] = -1
+    slots = slots.cuda()
+    fp8 = cache_dtype == torch.float8_e4m3fn
+    k_scale = torch.tensor([0.37], device="cuda") if fp8 else None
+    v_scale = torch.tensor([0.011], device="cuda") if fp8 else None
+    kc = torch.zeros(nb, bs, KVH, head_size, device="cuda").to(cache_dtype)
+    vc = torch.zeros_like(kc)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    torch.ops.swa_ops.reshape_and_cache(key, value, kc, vc, slots, k_scale, v_scale)
+    reference.reshape_and_cache(key, value, kc_ref, vc_ref, slots, k_scale, v_scale)
+    if fp8:
+        kc, vc, kc_ref, vc_ref = (t.view(torch.uint8) for t in (kc, vc, kc_ref, vc_ref))
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)
+
+
+def test_reshape_and_cache_strided_source():
+    # A [T, 2, KVH, D] fused kv tensor split into views: strided, still exact.
+    kv = torch.randn(9, 2, 4, 128, device="cuda", dtype=torch.bfloat16)
+    key, value = kv[:, 0], kv[:, 1]
+    kc = torch.zeros(4, 16, 4, 128, device="cuda", dtype=torch.bfloat16)
+    vc = torch.zeros_like(kc)
+    slots = torch.arange(9, device="cuda") * 3
+    torch.ops.swa_ops.reshape_and_cache(key, value, kc, vc, slots)
+    kc_ref, vc_ref = torch.zeros_like(kc), torch.zeros_like(vc)
+    reference.reshape_and_cache(key, value, kc_ref, vc_ref, slots)
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the CUDA path does not do yet fails loudly, naming the argument.
+
+
+def _small():
+    q, kc, vc, bt, lens = make_case([20, 5], 8, 2, 64, 16, 0, torch.bfloat16)
+    return q, kc, vc, bt, lens
+
+
+def test_rejects_multi_token_queries():
+    q, kc, vc, bt, lens = _small()
+    qsl = torch.tensor([0, 1, 2], dtype=torch.int32, device="cuda")
+    with pytest.raises(RuntimeError, match="query_start_loc"):
+        torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 0.1, 0, 0.0, None, qsl, 1)
+
+
+def test_rejects_fp8_cache():
+    q, kc, vc, bt, lens = _small()
+    s = torch.ones(1, device="cuda")
+    with pytest.raises(RuntimeError, match="float8_e4m3fn"):
+        torch.ops.swa_ops.paged_attention(q, kc.to(torch.float8_e4m3fn),
+                                          vc.to(torch.float8_e4m3fn), bt, lens, 0.1, 0, 0.0,
+                                          None, None, 1, s, s)
+
+
+def test_rejects_float32_query():
+    q, kc, vc, bt, lens = _small()
+    with pytest.raises(RuntimeError, match="float16 or bfloat16"):
+        torch.ops.swa_ops.paged_attention(q.float(), kc.float(), vc.float(), bt, lens, 0.1)
+
+
+def test_rejects_uncompiled_head_size():
+    q, kc, vc, bt, lens = make_case([20], 8, 2, 72, 16, 0, torch.bfloat16)
+    with pytest.raises(RuntimeError, match="head_size"):
+        torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 0.1)
