@@ -41,7 +41,9 @@ std::vector<cpu::WorkItem> plan(const PagedAttentionDims& d, const at::Tensor& b
                 " exceeds what block_tables can hold (", d.max_blocks_per_seq, " blocks of ",
                 d.block_size, " tokens)");
     if (q_len == 0) continue;
-    TORCH_CHECK(q_len <= len, op, ": sequence ", s, " has ", q_len,
+    // seq_len 0 is a padded slot (its rows see no key and output zeros); otherwise the cached
+    // tokens include this step's, so fewer than q_len of them means inconsistent metadata.
+    TORCH_CHECK(len == 0 || q_len <= len, op, ": sequence ", s, " has ", q_len,
                 " query tokens but seq_lens[", s, "] = ", len,
                 "; seq_lens must include this step's tokens");
     // Only the blocks the kernel will read: from the first row's window start to the end.
