@@ -202,12 +202,21 @@ class PagedSWAAttention(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_inputs(query, key, value)  # eager: clear errors; compiled: trusted
         m = self.cache_manager
-        ops.reshape_and_cache(key, value, self.key_cache, self.value_cache,
-                              m.slot_mapping[:key.shape[0]], self.k_scale, self.v_scale)
+        n = query.shape[0]
+        ops.reshape_and_cache(key, value, self.key_cache, self.value_cache, m.slot_mapping[:n],
+                              self.k_scale, self.v_scale)
+        if m.step_max_query_len == 1:
+            # Decode (one token per sequence, so n sequences): the kernels' decode form, rows
+            # 0..n-1 of the tables and no query_start_loc. The branch reads a plan-time Python int
+            # that takes one value per step kind, never device data.
+            block_tables, seq_lens, qsl = m.block_tables[:n], m.seq_lens[:n], None
+        else:
+            # Mixed/prefill: all max_num_seqs rows (fixed shapes); padding rows have no tokens.
+            block_tables, seq_lens, qsl = m.block_tables, m.seq_lens, m.query_start_loc
         out = ops.paged_attention(
-            query, self.key_cache, self.value_cache, m.block_tables, m.seq_lens, self.scale,
-            self.sliding_window, self.logits_soft_cap, self.sinks, m.query_start_loc,
-            m.step_max_query_len, self.k_scale, self.v_scale)
+            query, self.key_cache, self.value_cache, block_tables, seq_lens, self.scale,
+            self.sliding_window, self.logits_soft_cap, self.sinks, qsl, m.step_max_query_len,
+            self.k_scale, self.v_scale)
         return out.flatten(1) if flat else out
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:

@@ -59,13 +59,14 @@ def case_from_module(attn: PagedSWAAttention, query: torch.Tensor) -> PagedAtten
     m = attn.cache_manager
     plan = m.last_plan
     n = len(plan.seq_ids)
-    lens = list(plan.seq_lens) + [0] * (m.max_num_seqs - n)
-    qlens = list(plan.num_new_tokens) + [0] * (m.max_num_seqs - n)
+    rows = n if m.step_max_query_len == 1 else m.max_num_seqs  # decode: only the batch's rows
+    lens = list(plan.seq_lens) + [0] * (rows - n)
+    qlens = list(plan.num_new_tokens) + [0] * (rows - n)
     return PagedAttentionCase(
         query=query, key_cache=attn.key_cache, value_cache=attn.value_cache,
-        block_tables=m.block_tables, seq_lens=m.seq_lens, scale=attn.scale,
+        block_tables=m.block_tables[:rows], seq_lens=m.seq_lens[:rows], scale=attn.scale,
         sliding_window=attn.sliding_window, logits_soft_cap=attn.logits_soft_cap, sinks=attn.sinks,
-        query_start_loc=m.query_start_loc, max_query_len=m.step_max_query_len,
+        query_start_loc=m.query_start_loc[:rows + 1], max_query_len=m.step_max_query_len,
         k_scale=attn.k_scale, v_scale=attn.v_scale, seq_lens_list=lens, query_lens_list=qlens,
         first_blocks=[window_first_block(L, q, attn.sliding_window, m.block_size)
                       for L, q in zip(lens, qlens)])
@@ -261,19 +262,29 @@ def test_forward_reads_no_host_values():
                               "swa_ops.paged_attention.default", "aten.slice.Tensor"}, rec.names
 
 
-def _decode_run(attn, g, steps, compiled=None, device="cpu"):
-    """Prefill two sequences then decode ``steps`` steps; returns every step's output."""
+def _decode_run(attn, g, steps, compiled=None, device="cpu", prefill=True):
+    """Two sequences: a prefill step ([5, 20] tokens) then ``steps`` decode steps; or, with
+    ``prefill=False``, decode only from empty sequences, "y" joining at step 10 (the CUDA decode
+    kernel's form). Returns every step's output."""
     fn = attn if compiled is None else compiled
+    H, KV, D = attn.num_heads, attn.num_kv_heads, attn.head_size
     outs = []
-    for sid in ("x", "y"):
-        attn.add_sequence(sid)
+    attn.add_sequence("x")
+    if prefill:
+        attn.add_sequence("y")
     for i in range(steps + 1):
-        counts = [5, 20] if i == 0 else [1, 1]
-        attn.plan(["x", "y"], counts)
+        if not prefill and i == 10:
+            attn.add_sequence("y")
+        if prefill:
+            sids, counts = ["x", "y"], ([5, 20] if i == 0 else [1, 1])
+        else:
+            sids = ["x", "y"] if i >= 10 else ["x"]
+            counts = [1] * len(sids)
+        attn.plan(sids, counts)
         n = sum(counts)
-        q = torch.randn(n, 4, 32, generator=g).to(device, attn.dtype)
-        k = torch.randn(n, 2, 32, generator=g).to(device, attn.dtype)
-        v = torch.randn(n, 2, 32, generator=g).to(device, attn.dtype)
+        q = torch.randn(n, H, D, generator=g).to(device, attn.dtype)
+        k = torch.randn(n, KV, D, generator=g).to(device, attn.dtype)
+        v = torch.randn(n, KV, D, generator=g).to(device, attn.dtype)
         outs.append(fn(q, k, v).clone())
     return outs
 
@@ -309,17 +320,18 @@ def test_compile_inductor_matches_eager():
 @pytest.mark.gpu
 def test_cuda_reduce_overhead_equals_eager_without_recompiles():
     """torch.compile(mode="reduce-overhead") replays CUDA graphs (none skipped for mutated inputs:
-    the caches are static addresses) and equals eager at every step."""
+    the caches are static addresses) and equals eager at every step; contexts grow to 3x the
+    window without new graphs (one per batch size)."""
     from torch._dynamo.utils import counters
     torch._dynamo.reset()
     counters.clear()
-    kw = dict(W=64, block_size=16, max_num_seqs=2, max_seq_len=1024, max_query_len=32,
-              dtype=torch.bfloat16, device="cuda")
+    kw = dict(num_heads=8, num_kv_heads=2, head_size=64, W=64, block_size=16, max_num_seqs=2,
+              max_seq_len=1024, max_query_len=32, dtype=torch.bfloat16, device="cuda")
     eager, comp = make_attention(**kw), make_attention(**kw)
     compiled = torch.compile(comp, mode="reduce-overhead", fullgraph=True)
-    want = _decode_run(eager, torch.Generator().manual_seed(0), steps=200, device="cuda")
-    got = _decode_run(comp, torch.Generator().manual_seed(0), steps=200, compiled=compiled,
-                      device="cuda")
+    run = dict(steps=200, device="cuda", prefill=False)
+    want = _decode_run(eager, torch.Generator().manual_seed(0), **run)
+    got = _decode_run(comp, torch.Generator().manual_seed(0), compiled=compiled, **run)
     for i, (a, b) in enumerate(zip(got, want)):
         assert torch.equal(a, b), f"step {i}: max diff {(a.float() - b.float()).abs().max()}"
     assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
@@ -331,39 +343,37 @@ def test_cuda_reduce_overhead_equals_eager_without_recompiles():
 def test_one_cuda_graph_serves_every_decode_step():
     """Capture forward once; replay it after each plan(): the metadata lives at fixed addresses, so
     the same graph is right for every step, recycled blocks and growing contexts included."""
-    kw = dict(W=48, block_size=16, max_num_seqs=3, max_seq_len=2048, max_query_len=16,
-              dtype=torch.bfloat16, device="cuda")
+    kw = dict(num_heads=8, num_kv_heads=2, head_size=64, W=48, block_size=16, max_num_seqs=3,
+              max_seq_len=2048, max_query_len=16, dtype=torch.bfloat16, device="cuda")
     graphed, eager = make_attention(**kw), make_attention(**kw)
+    g = torch.Generator().manual_seed(0)
+    rnd = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
+    sq, sk, sv = rnd(3, 8, 64), rnd(3, 2, 64), rnd(3, 2, 64)
     for a in (graphed, eager):
         for sid in range(3):
             a.add_sequence(sid)
-        a.plan([0, 1, 2], [16, 3, 9])
-    g = torch.Generator().manual_seed(0)
-    rnd = lambda *s: torch.randn(*s, generator=g).to("cuda", torch.bfloat16)  # noqa: E731
-    q, k, v = rnd(28, 4, 32), rnd(28, 2, 32), rnd(28, 2, 32)
-    for a in (graphed, eager):
-        a(q, k, v)
-    sq, sk, sv = rnd(3, 4, 32), rnd(3, 2, 32), rnd(3, 2, 32)
-    for a in (graphed, eager):
-        a.plan([0, 1, 2])
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):  # warm-up off the capture, as torch.cuda.graphs recommends
-        graphed(sq, sk, sv)
+        for _ in range(3):
+            graphed.plan([0, 1, 2])
+            graphed(sq, sk, sv)
     torch.cuda.current_stream().wait_stream(s)
-    eager(sq, sk, sv)
+    for _ in range(3):
+        eager.plan([0, 1, 2])
+        eager(sq, sk, sv)
     cg = torch.cuda.CUDAGraph()
-    for a in (graphed, eager):
-        a.plan([0, 1, 2])
+    graphed.plan([0, 1, 2])
+    eager.plan([0, 1, 2])
     with torch.cuda.graph(cg):
         sout = graphed(sq, sk, sv)  # any host sync here would fail the capture
     for step in range(300):
         if step:
-            for a in (graphed, eager):
-                a.plan([0, 1, 2])
-        sq.copy_(rnd(3, 4, 32))
-        sk.copy_(rnd(3, 2, 32))
-        sv.copy_(rnd(3, 2, 32))
+            graphed.plan([0, 1, 2])
+            eager.plan([0, 1, 2])
+        sq.copy_(rnd(3, 8, 64))
+        sk.copy_(rnd(3, 2, 64))
+        sv.copy_(rnd(3, 2, 64))
         cg.replay()
         want = eager(sq, sk, sv)
         assert torch.equal(sout, want), f"step {step}"
