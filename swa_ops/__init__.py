@@ -10,6 +10,7 @@ except ImportError as e:  # pragma: no cover - only when the extension was not b
 
 from . import ops, reference  # noqa: E402
 from .ops import paged_attention, reshape_and_cache  # noqa: E402
+from .attention import PagedSWAAttention  # noqa: E402
 
-__all__ = ["ops", "reference", "paged_attention", "reshape_and_cache"]
+__all__ = ["ops", "reference", "paged_attention", "reshape_and_cache", "PagedSWAAttention"]
 __version__ = "0.1.0"
