@@ -70,10 +70,10 @@ EXTENDED_HEAD_SIZES = [8, 40, 64, 96, 128, 256]
 EXTENDED_BLOCK_SIZES = [1, 3, 16, 48]
 EXTENDED_WINDOWS = [0, -1, 1, 2, 17, 64, 300]
 EXTENDED_FEATURES = ["none", "softcap", "sinks", "fp8", "multitoken", "all"]
-# Variable lengths in one batch: 1, around block and window edges, long. Multi-token batches add a
-# seq_len-0 sequence and zero-length queries.
-EXTENDED_SEQ_LENS = [1, 2, 17, 48, 65, 300, 301, 700]
-EXTENDED_QUERY_LENS = [1, 3, 1, 17, 0, 2, 40, 5]
+# Variable lengths in one batch: 0 (a padded slot: its rows output zeros), 1, around block and window
+# edges, long. Multi-token batches mix query lengths, including 0 and a whole sequence.
+EXTENDED_SEQ_LENS = [0, 1, 2, 17, 48, 65, 300, 301, 700]
+EXTENDED_QUERY_LENS = [3, 1, 2, 17, 1, 0, 2, 40, 5]
 EXTENDED_CASES = covering_sample({
     "dtype": EXTENDED_DTYPES, "heads": EXTENDED_HEADS, "head_size": EXTENDED_HEAD_SIZES,
     "block_size": EXTENDED_BLOCK_SIZES, "window": EXTENDED_WINDOWS, "feature": EXTENDED_FEATURES,
@@ -85,8 +85,7 @@ def _feature_case(feature, *, dtype, heads, head_size, block_size, window, seed)
     seq_lens = list(EXTENDED_SEQ_LENS)
     query_lens = None
     if multitoken:
-        seq_lens = [0] + seq_lens
-        query_lens = [0] + [min(q, L) for q, L in zip(EXTENDED_QUERY_LENS, EXTENDED_SEQ_LENS)]
+        query_lens = [q if L == 0 else min(q, L) for q, L in zip(EXTENDED_QUERY_LENS, seq_lens)]
     num_heads, num_kv_heads = heads
     return make_paged_attention_case(
         seq_lens, query_lens=query_lens, num_heads=num_heads, num_kv_heads=num_kv_heads,

@@ -226,15 +226,7 @@ def test_sink_counted_once_per_row(impl):
             torch.testing.assert_close(out[i, h].double(), want, atol=1e-5, rtol=1e-5)
 
 
-L0_DECODE_BUG = (
-    "CPU kernel rejects a decode row with seq_len 0 (csrc/cpu/paged_attention.cpp plan(): "
-    "'q_len <= len' check) while DESIGN.md says a row with L = 0 outputs zeros and the reference "
-    "returns zeros; reported to the lead")
-
-
-@pytest.mark.parametrize("impl", [
-    "reference", pytest.param("cpu_op", marks=pytest.mark.xfail(
-        reason=L0_DECODE_BUG, raises=RuntimeError, strict=True))])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("sinks", [False, True])
 def test_empty_sequence_decode_gives_zeros(impl, sinks):
     """seq_len 0 in a decode batch (e.g. a padded CUDA-graph slot) outputs exact zeros, never NaN,
@@ -253,17 +245,18 @@ def test_empty_sequence_decode_gives_zeros(impl, sinks):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("sinks", [False, True])
 def test_empty_sequences_with_query_start_loc(impl, sinks):
-    """Sequences with seq_len 0 (and no query tokens) or with query tokens but a zero-length query
-    in between are skipped without disturbing their neighbours."""
+    """seq_len 0 with no query tokens, or with some (padded rows: exact zeros), and zero-length
+    queries of non-empty sequences, between ordinary sequences."""
     fn = _paged_attention_impl(impl)
     case = make_paged_attention_case(
-        [5, 0, 9, 1, 7, 0], query_lens=[2, 0, 3, 1, 0, 0], num_heads=4, num_kv_heads=2,
+        [5, 0, 9, 1, 7, 0], query_lens=[2, 0, 3, 1, 0, 3], num_heads=4, num_kv_heads=2,
         head_size=16, block_size=4, dtype=torch.float32, sliding_window=4, logits_soft_cap=2.0,
         sinks=sinks, seed=11)
-    assert case.query_start_loc.tolist() == [0, 2, 2, 5, 6, 6, 6]
+    assert case.query_start_loc.tolist() == [0, 2, 2, 5, 6, 6, 9]
     out = fn(**case.kwargs())
-    assert out.shape == (6, 4, 16)
+    assert out.shape == (9, 4, 16)
     assert torch.isfinite(out).all()
+    assert (out[6:] == 0).all()
     torch.testing.assert_close(out.double(), naive_paged_attention(case), atol=1e-5, rtol=1e-5)
 
 
