@@ -160,6 +160,13 @@ class PagedSWAAttention(nn.Module):
         for t in (self.key_cache, self.value_cache):
             torch._dynamo.mark_static_address(t)
 
+    def _apply(self, fn, recurse=True):
+        # The cache stays where and as it was built: `model.to(dtype)` must not turn an fp8 cache
+        # or the float32 sinks into another dtype, and no move may give the buffers new addresses
+        # (captured CUDA graphs hold them; the shared manager's metadata would not follow). A
+        # module on the wrong device fails in forward with a message naming the tensor.
+        return self
+
     # ------------------------------------------------------------------ host side (per step)
 
     def add_sequence(self, seq_id: Hashable) -> int:

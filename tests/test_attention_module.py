@@ -489,3 +489,25 @@ def test_forward_dtype_and_plan_errors():
     with pytest.raises(ValueError, match=r"seq_id 0 would reach 8193 tokens, more than "
                                          r"max_seq_len = 8192"):
         fresh.plan([0], 1)
+
+
+def test_module_to_keeps_the_cache_in_place():
+    """`model.to(dtype)` / `.half()` must not convert the fp8 cache or the float32 sinks, nor give
+    the cache new addresses (captured graphs and the shared manager rely on them)."""
+    attn = make_attention(kv_cache_dtype="fp8_e4m3", sinks=torch.zeros(4))
+    ptr = attn.key_cache.data_ptr()
+    model = torch.nn.Sequential(attn).to(torch.bfloat16)
+    model.half()
+    assert attn.key_cache.dtype == FP8 and attn.key_cache.data_ptr() == ptr
+    assert attn.sinks.dtype == torch.float32 and attn.k_scale.dtype == torch.float32
+
+
+def test_demo_runs_and_checks_itself(capsys):
+    from swa_ops.__main__ import main
+    rc = main(["--device", "cpu", "--batch", "3", "--prompt", "120", "--new-tokens", "40",
+               "--window", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+               "--head-size", "16", "--prefill-chunk", "16"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "tokens/s" in out and "without recycling" in out and "not read" in out
+    assert ": OK" in out
