@@ -8,10 +8,10 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 t0=$(date +%s)
-TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [[ $mode == tests || $mode == all || $mode == final ]]; then
+if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep ]]; then
   t0=$(date +%s)
   python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=30 2>&1 \
     | tee "$OUT/test_cuda.log" | tail -40
@@ -19,6 +19,13 @@ if [[ $mode == tests || $mode == all || $mode == final ]]; then
 fi
 if [[ $mode == final ]]; then
   python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_all.log" | tail -15
+fi
+if [[ $mode == sweep ]]; then
+  for c in ${SWEEP:-2 4 8}; do
+    echo "== SWA_OPS_CTAS_PER_SM=$c"
+    SWA_OPS_CTAS_PER_SM=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
+      | grep -v Warn | tee "$OUT/sweep_$c.log"
+  done
 fi
 if [[ $mode == bench || $mode == all || $mode == final ]]; then
   python3 -m swa_ops.bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 \

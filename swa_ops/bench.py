@@ -154,8 +154,9 @@ def flashinfer_runner(pb: Problem, trimmed: bool) -> Optional[Callable[[int], to
 # Timing
 
 
-def kernel_time_us(fn: Callable[[int], object], calls: int) -> float:
-    """Mean per call of the summed durations of the device kernels (and memcpy/memset) it ran."""
+def kernel_times(fn: Callable[[int], object], calls: int) -> Dict[str, float]:
+    """Per-call device time of each kernel (and memcpy/memset) the call ran, from the profiler,
+    summed by kernel name and divided by the number of calls."""
     for i in range(3):
         fn(i)
     torch.cuda.synchronize()
@@ -164,11 +165,23 @@ def kernel_time_us(fn: Callable[[int], object], calls: int) -> float:
         for i in range(calls):
             fn(i)
         torch.cuda.synchronize()
-    total = 0.0
+    per: Dict[str, float] = {}
     for e in prof.events():
         if e.device_type == DeviceType.CUDA:
-            total += e.time_range.elapsed_us()
-    return total / calls
+            per[e.name] = per.get(e.name, 0.0) + e.time_range.elapsed_us() / calls
+    return per
+
+
+def short_name(kernel: str) -> str:
+    for key in ("decode_mma_kernel", "merge_kernel", "cache_write_kernel"):
+        if key in kernel:
+            return key
+    return kernel[:40]
+
+
+def kernel_time_us(fn: Callable[[int], object], calls: int) -> float:
+    """Mean per call of the summed durations of the device kernels (and memcpy/memset) it ran."""
+    return sum(kernel_times(fn, calls).values())
 
 
 def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -> float:
@@ -242,7 +255,9 @@ def run_gpu(args) -> Dict:
         ref = pb.reference()
         out = pb.swa(0)
         row["swa_err"] = (out.float() - ref).abs().max().item()
-        row["swa_us"] = kernel_time_us(pb.swa, args.calls)
+        per = kernel_times(pb.swa, args.calls)
+        row["swa_us"] = sum(per.values())
+        row["swa_kernels_us"] = {short_name(k): v for k, v in per.items()}
         row["swa_graph_us"] = graph_time_us(pb.swa, layers)
         peers = {}
         if "flashinfer" in args.peers:
@@ -254,6 +269,10 @@ def run_gpu(args) -> Dict:
                         continue
                     row[key + "_err"] = (fn(0).float() - ref).abs().max().item()
                     peers[key] = kernel_time_us(fn, args.calls)
+                    try:  # graph replay too, where FlashInfer's run() captures
+                        row[key + "_graph_us"] = graph_time_us(fn, layers)
+                    except Exception as e:
+                        print(f"  {s.name}: FlashInfer ({key}) graph capture failed: {e}")
                 except Exception as e:  # a peer failing must not hide our numbers
                     print(f"  {s.name}: FlashInfer ({key}) failed: {type(e).__name__}: {e}")
                 del fn
@@ -272,6 +291,8 @@ def run_gpu(args) -> Dict:
             row["speedup"] = best / row["swa_us"]
         rows.append(row)
         print_row(row, header=len(rows) == 1)
+        if args.breakdown:
+            print("      " + "; ".join(f"{k}: {v:.1f}" for k, v in row["swa_kernels_us"].items()))
         del pb, ref, out
         torch.cuda.empty_cache()
     return {"device": dev, "copy_bandwidth_Bps": bw, "l2_bytes": l2,
@@ -357,6 +378,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--peers", default="flashinfer,sdpa", help="comma list: flashinfer,sdpa")
     ap.add_argument("--calls", type=int, default=30, help="profiled calls per measurement")
     ap.add_argument("--reps", type=int, default=10, help="CPU mode: timed repetitions")
+    ap.add_argument("--breakdown", action="store_true", help="print swa_ops' per-kernel times")
     ap.add_argument("--json", default="", help="write results to this JSON file")
     ap.add_argument("--plot", default="", help="draw a bar chart to this PNG file")
     args = ap.parse_args(argv)

@@ -12,6 +12,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <limits>
 
 #include "checks.h"
@@ -23,8 +24,20 @@ namespace {
 
 constexpr const char* kAttnOp = "swa_ops.paged_attention (CUDA)";
 constexpr const char* kCacheOp = "swa_ops.reshape_and_cache (CUDA)";
+// Default decode grid target, CTAs per SM (see choose_decode_split).
+constexpr int kDefaultCtasPerSm = 8;
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// CTAs per SM the decode split aims for. SWA_OPS_CTAS_PER_SM overrides it (read once), for tuning.
+int ctas_per_sm() {
+  static const int v = [] {
+    const char* e = std::getenv("SWA_OPS_CTAS_PER_SM");
+    const int n = e ? std::atoi(e) : 0;
+    return n > 0 ? n : kDefaultCtasPerSm;
+  }();
+  return v;
+}
 
 // Multiprocessor count of the current device, read once per device.
 int sm_count() {
@@ -76,6 +89,10 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   TORCH_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
               ": block_size must be a power of two on CUDA, got ", d.block_size);
 
+  TORCH_CHECK(dispatch_head_size(static_cast<int>(d.head_size), [](auto) {}), kAttnOp,
+              ": head_size ", d.head_size, " is not compiled into this build (compiled:",
+              compiled_head_sizes(), ")");
+
   c10::cuda::CUDAGuard guard(query.device());
   at::Tensor out = at::empty({d.num_tokens, d.num_heads, d.head_size}, query.options());
   if (d.num_seqs == 0 || d.num_heads == 0) return out;
@@ -101,8 +118,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const DecodeSplit split = choose_decode_split(
       checked_int(d.num_seqs, "num_seqs"), checked_int(d.num_kv_heads, "num_kv_heads"),
       head_chunks, window,
-      checked_int(max_context, "max_blocks_per_seq * block_size"),
-      static_cast<int>(d.block_size), num_sms);
+      checked_int(max_context, "max_blocks_per_seq * block_size"), num_sms, ctas_per_sm());
 
   DecodeParams p{};
   p.q = q.data_ptr();
@@ -152,7 +168,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cudaError_t err = cudaSuccess;
   const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
-    err = launch_decode<decltype(hd)::value>(p, split.bt_cap, stream);
+    err = launch_decode<decltype(hd)::value>(p, stream);
   });
   TORCH_CHECK(compiled, kAttnOp, ": head_size ", d.head_size,
               " is not compiled into this build (compiled:", compiled_head_sizes(), ")");

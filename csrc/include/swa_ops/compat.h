@@ -53,6 +53,22 @@ SWA_D void warp_sync() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Programmatic dependent launch (sm_90): a dependent kernel may start while its predecessor is
+// still running and waits here for the predecessor's memory; the predecessor says when its
+// dependents may be scheduled. No-ops elsewhere (then the stream order alone applies).
+SWA_D void pdl_wait() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+SWA_D void pdl_launch_dependents() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
 // exp2 in fp32. The softmax folds log2(e) into the logit scale so every exponential is one
 // ex2.approx (MUFU) instruction on NVIDIA; exp2f is the portable spelling.
 SWA_D float fast_exp2(float x) {

@@ -29,21 +29,21 @@ template <int D>
 struct DecodeMmaTraits {
   static constexpr int kWarps = 4;
   // Stages per warp ring: deep enough to keep ~2 tiles in flight per warp, shallow enough that two
-  // CTAs fit an SM's 227 KB of shared memory at D <= 128.
+  // CTAs fit an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which is what lets
+  // gpt-oss's 512 short (sequence, head) pairs all be resident at once).
   static constexpr int kStages = D <= 128 ? 3 : 2;
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
                                       // groups for every D here (row bytes / 16 is odd or 4 mod 8)
   static constexpr int kStageElems = 2 * kTileTokens * kRow;  // K tile then V tile
-  // Q stays in registers up to D = 128 (32 registers); larger heads re-read it from shared memory
-  // each tile to leave room for the D / 2 fp32 accumulators per lane.
+  // Q lives in registers up to D = 128 (loaded straight from global in fragment order); larger
+  // heads re-read it from shared memory each tile to leave room for the D / 2 fp32 accumulators.
   static constexpr bool kQInRegs = D <= 128;
-  static constexpr int kPartAlign = kTileTokens * kWarps;  // P is a multiple of this
 
-  // Dynamic shared memory: Q tile, the warps' K/V rings, then the partition's block-table slice.
-  static size_t smem_bytes(int bt_cap) {
-    return sizeof(uint16_t) * (kTileTokens * kRow + kWarps * kStages * kStageElems) +
-           sizeof(int) * bt_cap;
+  // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
+  static size_t smem_bytes() {
+    return sizeof(uint16_t) *
+           (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
 };
 
@@ -59,9 +59,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* q_s = reinterpret_cast<T*>(smem_raw);  // [16][ROW]
-  T* kv_s = q_s + kTileTokens * ROW;        // [NW][NSTAGE][K|V][16][ROW]
-  int* bt_s = reinterpret_cast<int*>(kv_s + NW * NSTAGE * Tr::kStageElems);
+  T* kv_s = reinterpret_cast<T*>(smem_raw);       // [NW][NSTAGE][K|V][16][ROW]
+  T* q_s = kv_s + NW * NSTAGE * Tr::kStageElems;  // [16][ROW], D > 128 only
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunk = blockIdx.x % p.head_chunks;
@@ -89,35 +88,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     return;
   }
-
-  // The block-table slice this partition reads, from the block holding its first visible key:
-  // entries before the window are never loaded (they may be -1 / recycled).
-  const int first_blk = max(begin, span.lo) >> p.log2_block_size;
-  const int last_blk = (end - 1) >> p.log2_block_size;
-  {
-    const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
-    for (int i = threadIdx.x; i <= last_blk - first_blk; i += NW * 32) bt_s[i] = bt[first_blk + i];
-  }
-  // Q rows of the group chunk; rows >= gc are zero queries.
-  {
-    const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
-    for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
-      const int r = i / CPR, c = i % CPR;
-      Vec16 v = {{0u, 0u, 0u, 0u}};
-      if (r < gc) v = load16(q + static_cast<int64_t>(head0 + r) * p.q_stride_head + c * 8);
-      store16(q_s + r * ROW + c * 8, v);
-    }
-  }
-  __syncthreads();
-
-  uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
-  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-  if constexpr (Tr::kQInRegs) {
-#pragma unroll
-    for (int kc = 0; kc < KCH; ++kc)
-      ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), q_frag[kc][0], q_frag[kc][1],
-                  q_frag[kc][2], q_frag[kc][3]);
-  }
+  const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
 
   // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots.
   int ld_row[LOADS], ld_col[LOADS];
@@ -131,7 +102,27 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int bs_mask = p.block_size - 1;
   T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
 
-  auto issue = [&](int tile, int stage) {
+  // Tiles start at multiples of 16 from a 16-aligned origin and block sizes are powers of two, so
+  // a tile's rows lie in one block (block_size >= 16) or in two halves (block_size 8). Block ids
+  // are looked up per tile (broadcast loads, L1 hits after the first), which needs no shared
+  // staging and no barrier before the first copy. A half with no visible row is not looked up:
+  // its entry may be -1. Blocks under 8 tokens look up every row (issue()).
+  struct TileBlocks {
+    int a, b;
+  };
+  auto tile_blocks = [&](int tile) {
+    const int tb = begin + tile * kTileTokens;
+    TileBlocks r{0, 0};
+    if (p.block_size >= kTileTokens) {
+      r.a = r.b = __ldg(bt + (tb >> p.log2_block_size));
+    } else if (p.block_size == 8) {
+      if (tb + 8 > span.lo) r.a = __ldg(bt + (tb >> 3));
+      if (tb + 8 < end) r.b = __ldg(bt + ((tb + 8) >> 3));
+    }
+    return r;
+  };
+
+  auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
     T* ks = ring + stage * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
@@ -140,10 +131,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       const int t = tb + ld_row[i];
       const bool valid = t >= span.lo && t < end;
       int64_t off = 0;
-      if (valid)
-        off = static_cast<int64_t>(bt_s[(t >> p.log2_block_size) - first_blk]) *
-                  p.kv_stride_block +
+      if (valid) {
+        const int b = p.block_size >= 8 ? (ld_row[i] < 8 ? blk.a : blk.b)
+                                        : __ldg(bt + (t >> p.log2_block_size));
+        off = static_cast<int64_t>(b) * p.kv_stride_block +
               static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + ld_col[i];
+      }
       cp_async16(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
       cp_async16(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);
     }
@@ -157,10 +150,48 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
+  // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
+  {
+    TileBlocks first[NSTAGE - 1];
 #pragma unroll
-  for (int j = 0; j < NSTAGE - 1; ++j) {
-    if (j < n_mine) issue(warp + NW * j, j);
-    cp_async_commit();  // empty groups keep the wait count uniform
+    for (int j = 0; j < NSTAGE - 1; ++j)
+      if (j < n_mine) first[j] = tile_blocks(warp + NW * j);
+#pragma unroll
+    for (int j = 0; j < NSTAGE - 1; ++j) {
+      if (j < n_mine) issue(warp + NW * j, j, first[j]);
+      cp_async_commit();  // empty groups keep the wait count uniform
+    }
+  }
+  TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
+  if (NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
+
+  // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
+  const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
+  uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  if constexpr (Tr::kQInRegs) {
+    // Straight from global in fragment order: a[0] = (r, c..c+1), a[1] = (r+8, c..),
+    // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4).
+    const int r = lane >> 2, c = (lane & 3) * 2;
+    const uint32_t* q_lo = reinterpret_cast<const uint32_t*>(
+        q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head);
+    const uint32_t* q_hi = reinterpret_cast<const uint32_t*>(
+        q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc) {
+      q_frag[kc][0] = r < gc ? __ldg(q_lo + (kc * 16 + c) / 2) : 0u;
+      q_frag[kc][1] = r + 8 < gc ? __ldg(q_hi + (kc * 16 + c) / 2) : 0u;
+      q_frag[kc][2] = r < gc ? __ldg(q_lo + (kc * 16 + c + 8) / 2) : 0u;
+      q_frag[kc][3] = r + 8 < gc ? __ldg(q_hi + (kc * 16 + c + 8) / 2) : 0u;
+    }
+  } else {
+    for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
+      const int r = i / CPR, c = i % CPR;
+      Vec16 v = {{0u, 0u, 0u, 0u}};
+      if (r < gc) v = load16(q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head + c * 8);
+      store16(q_s + r * ROW + c * 8, v);
+    }
+    __syncthreads();
   }
 
   // ldmatrix lane roles: K as the col-major B of QK^T (tokens x d), V transposed as the B of PV.
@@ -170,7 +201,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   for (int j = 0; j < n_mine; ++j) {
     const int jn = j + NSTAGE - 1;
-    if (jn < n_mine) issue(warp + NW * jn, jn % NSTAGE);
+    if (jn < n_mine) {
+      issue(warp + NW * jn, jn % NSTAGE, next_blk);
+      if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
+    }
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     __syncwarp();
@@ -253,6 +287,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     __syncwarp();  // every lane is done reading this stage before it is refilled
   }
   cp_async_wait<0>();
+  // The merge (launched as a programmatic dependent) may be scheduled once every CTA is here; it
+  // still waits for this grid's writes before reading them.
+  pdl_launch_dependents();
 
   // Combine the warps' partial softmaxes through shared memory (the rings are free now).
   l0 += shfl_xor(l0, 1);

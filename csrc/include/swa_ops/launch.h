@@ -14,26 +14,24 @@ namespace swa_ops {
 struct DecodeSplit {
   int num_parts;    // partitions per (sequence, kv head, head chunk)
   int part_tokens;  // P
-  int bt_cap;       // block-table entries one partition can touch: P / block_size + 2
 };
 
 // Partitions are whole multiples of this many tokens (16-token tiles x 4 warps).
 constexpr int kPartAlign = 64;
-// A partition's block-table slice is staged in shared memory; this caps P at ~1022 blocks.
-constexpr int kMaxBtEntries = 1024;
 
 // Chooses the split from host-known values only (shapes, W, SM count), never seq_lens, so the
 // launch is CUDA-graph capturable and one graph serves a sequence as its context grows.
+// `ctas_per_sm` sets how many CTAs the grid aims for per SM (the launcher's default, or the
+// SWA_OPS_CTAS_PER_SM environment variable while tuning).
 inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_chunks,
-                                       int window, int max_context, int block_size, int num_sms) {
+                                       int window, int max_context, int num_sms,
+                                       int ctas_per_sm) {
   DecodeSplit s;
   const int span = max_span_tokens(window, max_context);
   const long pairs = static_cast<long>(num_seqs) * num_kv_heads * head_chunks;
   int parts = 1;
   if (span > 0 && pairs > 0) {
-    // Aim for ~8 CTAs per SM over the launch: several waves, so the last wave's tail is small,
-    // and enough independent loads in flight even for a single long sequence.
-    const long target = 8L * num_sms;
+    const long target = static_cast<long>(ctas_per_sm) * num_sms;
     long want = (target + pairs - 1) / pairs;
     const long max_parts = (span + kPartAlign - 1) / kPartAlign;
     if (want > max_parts) want = max_parts;
@@ -44,18 +42,15 @@ inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_
   }
   int p = span > 0 ? (span + parts - 1) / parts : kPartAlign;
   p = (p + kPartAlign - 1) / kPartAlign * kPartAlign;
-  const int p_cap = (kMaxBtEntries - 2) * block_size / kPartAlign * kPartAlign;
-  if (p > p_cap) p = p_cap;
   s.part_tokens = p;
   s.num_parts = span > 0 ? (span + p - 1) / p : 1;
-  s.bt_cap = p / block_size + 2;
   return s;
 }
 
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
 // p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant. Returns the launch error.
 template <int D>
-cudaError_t launch_decode(const DecodeParams& p, int bt_cap, cudaStream_t stream);
+cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream);
 
 // reshape_and_cache's kernel for every source dtype and cache kind (csrc/cuda/cache_write.cu).
 cudaError_t launch_cache_write(const CacheWriteParams& p, cudaStream_t stream);

@@ -22,9 +22,9 @@ cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
 }
 
 template <typename T, int D, bool SOFTCAP>
-cudaError_t launch_decode_typed(const DecodeParams& p, int bt_cap, cudaStream_t stream) {
+cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
-  const size_t smem = Tr::smem_bytes(bt_cap);
+  const size_t smem = Tr::smem_bytes();
   auto kernel = decode_mma_kernel<T, D, SOFTCAP>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
@@ -33,23 +33,41 @@ cudaError_t launch_decode_typed(const DecodeParams& p, int bt_cap, cudaStream_t 
   kernel<<<grid, Tr::kWarps * 32, smem, stream>>>(p);
   e = cudaGetLastError();
   if (e != cudaSuccess || p.num_parts == 1) return e;
-  const int rows = p.num_seqs * p.num_heads;
-  merge_kernel<T, D><<<(rows + kMergeWarps - 1) / kMergeWarps, kMergeWarps * 32, 0, stream>>>(p);
+
+  // The merge is a programmatic dependent of the decode grid: it is scheduled as the decode's
+  // last CTAs drain instead of after a full launch gap, and waits (griddepcontrol.wait) for
+  // their writes. Falls back to a plain launch where the attribute is refused.
+  const size_t merge_smem = sizeof(float) * p.num_parts;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(p.num_seqs * p.num_heads);
+  cfg.blockDim = dim3(kMergeThreads);
+  cfg.dynamicSmemBytes = merge_smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  e = cudaLaunchKernelEx(&cfg, merge_kernel<T, D>, p);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    merge_kernel<T, D><<<cfg.gridDim, cfg.blockDim, merge_smem, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
 template <int D>
-cudaError_t launch_decode(const DecodeParams& p, int bt_cap, cudaStream_t stream) {
+cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
   if (p.dtype == DType::kBFloat16)
-    return cap ? launch_decode_typed<bf16_t, D, true>(p, bt_cap, stream)
-               : launch_decode_typed<bf16_t, D, false>(p, bt_cap, stream);
-  return cap ? launch_decode_typed<fp16_t, D, true>(p, bt_cap, stream)
-             : launch_decode_typed<fp16_t, D, false>(p, bt_cap, stream);
+    return cap ? launch_decode_typed<bf16_t, D, true>(p, stream)
+               : launch_decode_typed<bf16_t, D, false>(p, stream);
+  return cap ? launch_decode_typed<fp16_t, D, true>(p, stream)
+             : launch_decode_typed<fp16_t, D, false>(p, stream);
 }
 
 }  // namespace swa_ops
 
 // One line per head-size translation unit.
 #define SWA_OPS_INSTANTIATE_DECODE(D) \
-  template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, int, cudaStream_t);
+  template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t);
