@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .kv_cache import KVCacheManager, StepPlan, check_positive_ints, max_blocks_held
+from .kv_cache import (KVCacheManager, StepPlan, canonical_device, check_positive_ints,
+                       max_blocks_held)
 
 _KV_CACHE_DTYPES = ("auto", "fp8_e4m3")
 
@@ -100,7 +101,7 @@ class PagedSWAAttention(nn.Module):
                 raise ValueError(f"{name} must be a positive float, got {value!r}")
         if logits_soft_cap is not None and logits_soft_cap < 0:
             raise ValueError(f"logits_soft_cap must be >= 0 (0 or None: off), got {logits_soft_cap}")
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = canonical_device(device)
 
         if cache_manager is None:
             if num_blocks is None:

@@ -79,6 +79,13 @@ def query_len_bucket(max_len: int, cap: int) -> int:
     return min(bucket, cap)
 
 
+def canonical_device(device) -> torch.device:
+    """``device`` with its index filled in ("cuda" -> "cuda:0"), so devices compare reliably."""
+    if device is None:
+        return torch.device("cpu")
+    return torch.empty(0, device=device).device
+
+
 def check_positive_ints(**values) -> None:
     """Raises ValueError naming the first argument that is not a positive int."""
     for name, value in values.items():
@@ -212,7 +219,7 @@ class KVCacheManager:
         self.sliding_window = max(sliding_window, 0)
         self.max_query_len = min(max_query_len, max_seq_len)
         self.max_num_batched_tokens = max_num_batched_tokens
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = canonical_device(device)
         self.max_blocks_per_seq = cdiv(max_seq_len, block_size)  # block-table columns
         self.max_blocks_held = max_blocks_held(self.sliding_window, self.max_query_len, block_size,
                                                max_seq_len)
