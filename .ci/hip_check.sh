@@ -17,6 +17,7 @@ if ! command -v hipcc >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends hipcc >/dev/null
+  echo "hip_check: hipcc installed in $(( $(date +%s) - t0 )) s"
 fi
 # Compile for AMD even where a CUDA toolkit is installed: hipcc would otherwise pick nvcc.
 export HIP_PLATFORM=amd HIP_COMPILER=clang
