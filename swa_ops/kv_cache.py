@@ -21,14 +21,15 @@ every earlier step's reads (one stream). A sequence therefore holds at most
 **One copy per step.** :meth:`plan` fills a host staging buffer (pinned on CUDA) with the step's slot
 mapping, positions, sequence lengths, query offsets and the block-table entries that changed, then
 issues one ``non_blocking`` host-to-device copy into a device buffer of the same layout. The tensors
-the ops read are views into that buffer (or persistent tables updated from it by two device-side
+the ops read are views into that buffer (or persistent tables updated from it by device-side
 index ops), so the forward pass needs no host value and never synchronizes.
 
 **Fixed shapes.** The block table, ``seq_lens`` and ``query_start_loc`` always have ``max_num_seqs``
 rows: the step's sequences fill rows ``0..n-1`` in the order given to :meth:`plan` and the remaining
-rows have zero length and zero query tokens (the kernels skip them). Only ``num_tokens`` varies, and
-``max_query_len`` takes few values (1 for decode, else a power of two >= 16, capped), so a compiled
-forward does not recompile as contexts grow.
+rows have zero length and zero query tokens (the kernels skip them). A decode step (one token per
+sequence) passes rows ``0..num_tokens-1`` and no ``query_start_loc``, the kernels' decode form. Only
+``num_tokens`` varies, and ``max_query_len`` takes few values (1 for decode, else a power of two
+>= 16, capped), so a compiled forward does not recompile as contexts grow.
 """
 from __future__ import annotations
 
