@@ -28,10 +28,10 @@ constexpr float kNegInf = -__builtin_huge_valf();
 template <int D>
 struct DecodeMmaTraits {
   static constexpr int kWarps = 4;
-  // Stages per warp ring: deep enough to keep ~2 tiles in flight per warp, shallow enough that two
-  // CTAs fit an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which is what lets
-  // gpt-oss's 512 short (sequence, head) pairs all be resident at once).
-  static constexpr int kStages = D <= 128 ? 3 : 2;
+  // Stages per warp ring: two tiles in flight per warp while it computes the third. Two CTAs fit
+  // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
+  // (sequence, head) pairs all be resident at once); one at D = 192/256 (211 KB at 256).
+  static constexpr int kStages = 3;
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
                                       // groups for every D here (row bytes / 16 is odd or 4 mod 8)
@@ -89,6 +89,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     return;
   }
   const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
+  // grid has started: its CTAs then sit at griddepcontrol.wait (which returns once this whole
+  // grid has finished and its writes are visible) instead of paying a launch gap afterwards.
+  // Triggering only once all CTAs are resident means they can never crowd this grid out.
+  pdl_launch_dependents();
 
   // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots.
   int ld_row[LOADS], ld_col[LOADS];
@@ -287,9 +292,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     __syncwarp();  // every lane is done reading this stage before it is refilled
   }
   cp_async_wait<0>();
-  // The merge (launched as a programmatic dependent) may be scheduled once every CTA is here; it
-  // still waits for this grid's writes before reading them.
-  pdl_launch_dependents();
 
   // Combine the warps' partial softmaxes through shared memory (the rings are free now).
   l0 += shfl_xor(l0, 1);
