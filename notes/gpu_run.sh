@@ -43,8 +43,8 @@ if [[ $mode == profile || $mode == debug ]]; then
 fi
 if [[ $mode == sweep || $mode == debug ]]; then
   for c in ${SWEEP:-2 4 8}; do
-    echo "== SWA_OPS_CTAS_PER_SM=$c"
-    SWA_OPS_CTAS_PER_SM=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
+    echo "== SWA_OPS_WAVES=$c"
+    SWA_OPS_WAVES=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
       | grep -v Warn | tee "$OUT/sweep_$c.log"
   done
 fi
