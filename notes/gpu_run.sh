@@ -11,7 +11,7 @@ t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep ]]; then
+if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mode == debug ]]; then
   t0=$(date +%s)
   python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=30 2>&1 \
     | tee "$OUT/test_cuda.log" | tail -40
@@ -20,10 +20,31 @@ fi
 if [[ $mode == final ]]; then
   python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_all.log" | tail -15
 fi
-if [[ $mode == sweep ]]; then
+if [[ $mode == debug ]]; then
+  cat > /tmp/seg.py <<'PY'
+import torch, swa_ops
+from tests.test_cuda_paged_attention import make_case
+q, kc, vc, bt, lens = make_case([20], 8, 2, 72, 16, 0, torch.bfloat16)
+try:
+    torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 0.1)
+except RuntimeError as e:
+    print("raised:", str(e)[:200])
+PY
+  PYTHONPATH=$PWD timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 /tmp/seg.py 2>&1 | grep -v "^\[New Thread\|^\[Thread" | tail -40 | tee "$OUT/seg.log"
+fi
+if [[ $mode == profile || $mode == debug ]]; then
+  for sh in ${PROFILE_SHAPES:-mistral-32k gptoss}; do
+    timeout 200 ncu --kernel-name regex:decode_mma --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+      --section WarpStateStats --section LaunchStats --section SchedulerStats \
+      python3 notes/profile_decode.py $sh > "$OUT/ncu_$sh.txt" 2>&1
+    grep -E "DRAM Throughput|Memory Throughput|Duration|Achieved Occupancy|Registers|Theoretical Occupancy|Block Limit|Stall|Warp Cycles|Issued Warp|No Eligible|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu_$sh.txt" | head -40
+  done
+fi
+if [[ $mode == sweep || $mode == debug ]]; then
   for c in ${SWEEP:-2 4 8}; do
-    echo "== SWA_OPS_CTAS_PER_SM=$c"
-    SWA_OPS_CTAS_PER_SM=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
+    echo "== SWA_OPS_WAVES=$c"
+    SWA_OPS_WAVES=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
       | grep -v Warn | tee "$OUT/sweep_$c.log"
   done
 fi

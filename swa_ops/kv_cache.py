@@ -21,14 +21,15 @@ every earlier step's reads (one stream). A sequence therefore holds at most
 **One copy per step.** :meth:`plan` fills a host staging buffer (pinned on CUDA) with the step's slot
 mapping, positions, sequence lengths, query offsets and the block-table entries that changed, then
 issues one ``non_blocking`` host-to-device copy into a device buffer of the same layout. The tensors
-the ops read are views into that buffer (or persistent tables updated from it by two device-side
+the ops read are views into that buffer (or persistent tables updated from it by device-side
 index ops), so the forward pass needs no host value and never synchronizes.
 
 **Fixed shapes.** The block table, ``seq_lens`` and ``query_start_loc`` always have ``max_num_seqs``
 rows: the step's sequences fill rows ``0..n-1`` in the order given to :meth:`plan` and the remaining
-rows have zero length and zero query tokens (the kernels skip them). Only ``num_tokens`` varies, and
-``max_query_len`` takes few values (1 for decode, else a power of two >= 16, capped), so a compiled
-forward does not recompile as contexts grow.
+rows have zero length and zero query tokens (the kernels skip them). A decode step (one token per
+sequence) passes rows ``0..num_tokens-1`` and no ``query_start_loc``, the kernels' decode form. Only
+``num_tokens`` varies, and ``max_query_len`` takes few values (1 for decode, else a power of two
+>= 16, capped), so a compiled forward does not recompile as contexts grow.
 """
 from __future__ import annotations
 
@@ -379,6 +380,8 @@ class KVCacheManager:
                     updates[seq.slot * cols + j] = -1
                 seq.first_block += n_free
         for sid, n_new in zip(seq_ids, allocs):
+            if not n_new:
+                continue
             seq = self._seqs[sid]
             # Held blocks always end at block cdiv(length, bs): the new ones follow them (when
             # everything was recycled, first_block already points past the dead blocks).
@@ -390,23 +393,29 @@ class KVCacheManager:
                 updates[seq.slot * cols + j] = b
         self.peak_blocks_in_use = max(self.peak_blocks_in_use, self.num_blocks_in_use)
 
+        # Per-token metadata, vectorized over the whole step (host cost ~independent of batch).
         h = self._host
-        qsl, ctx, lens = [0], [], []
-        for i, (sid, q) in enumerate(zip(seq_ids, counts)):
-            seq = self._seqs[sid]
-            begin, L0 = qsl[-1], seq.length
-            pos = np.arange(L0, L0 + q, dtype=np.int64)
-            h["positions"][begin:begin + q] = pos
-            h["slot_mapping"][begin:begin + q] = (
-                self._table[seq.slot, pos // bs].astype(np.int64) * bs + pos % bs)
-            seq.length = L0 + q
-            h["batch_slots"][i] = seq.slot
-            h["seq_lens"][i] = seq.length
-            qsl.append(begin + q)
-            ctx.append(L0)
-            lens.append(seq.length)
-        n, total = len(seq_ids), qsl[-1]
+        seqs = [self._seqs[sid] for sid in seq_ids]
+        n = len(seqs)
+        ctx = [seq.length for seq in seqs]
+        lens = [L0 + q for L0, q in zip(ctx, counts)]
+        qsl = [0]
+        for q in counts:
+            qsl.append(qsl[-1] + q)
+        total = qsl[-1]
+        slots = np.fromiter((seq.slot for seq in seqs), dtype=np.int64, count=n)
+        cnt = np.asarray(counts, dtype=np.int64)
+        # position of token t of sequence i: ctx[i] + (t - qsl[i])
+        pos = np.arange(total, dtype=np.int64) + np.repeat(
+            np.asarray(ctx, dtype=np.int64) - np.asarray(qsl[:-1], dtype=np.int64), cnt)
+        h["positions"][:total] = pos
+        h["slot_mapping"][:total] = (
+            self._table[np.repeat(slots, cnt), pos // bs].astype(np.int64) * bs + pos % bs)
+        for seq, L in zip(seqs, lens):
+            seq.length = L
+        h["batch_slots"][:n] = slots
         h["batch_slots"][n:] = 0  # padding rows: zero length, zero tokens; the table is not read
+        h["seq_lens"][:n] = lens
         h["seq_lens"][n:] = 0
         h["query_start_loc"][:n + 1] = qsl
         h["query_start_loc"][n + 1:] = total

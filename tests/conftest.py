@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import random
 import unittest.mock
+import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -67,6 +68,11 @@ def covering_sample(axes: Dict[str, Sequence[Any]], seed: int = 0,
         chosen.append(best)
         uncovered -= pairs_of(best)
     return [{n: axes[n][k] for n, k in zip(names, case)} for case in chosen]
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed derived from a case's description, the same in every process (unlike ``hash``)."""
+    return zlib.crc32(repr(parts).encode()) % (1 << 30)
 
 
 def case_id(params: Dict[str, Any]) -> str:
@@ -278,7 +284,9 @@ def torch_lowp_attention(case: PagedAttentionCase, compute_dtype: Optional[torch
         k, v = gather(case.key_cache, case.k_scale), gather(case.value_cache, case.v_scale)
         q = q_all[starts[s]:starts[s + 1]].to(dt).view(qn, num_kv_heads, group, head_size)
         q = q.permute(1, 2, 0, 3)  # [kvh, g, qn, D]
-        logits = torch.matmul(q, k.unsqueeze(1).transpose(-1, -2)) * case.scale  # [kvh, g, qn, keys]
+        # The group's heads and rows share each kv head's keys: one [g*qn, D] x [D, keys] product.
+        logits = torch.bmm(q.reshape(num_kv_heads, group * qn, head_size), k.transpose(-1, -2))
+        logits = logits.view(num_kv_heads, group, qn, -1) * case.scale  # [kvh, g, qn, keys]
         if case.logits_soft_cap > 0:
             cap = case.logits_soft_cap
             logits = torch.tanh(logits / cap) * cap
@@ -293,7 +301,8 @@ def torch_lowp_attention(case: PagedAttentionCase, compute_dtype: Optional[torch
             p = torch.softmax(torch.cat([logits, sink], dim=-1), dim=-1)[..., :-1]
         else:
             p = torch.softmax(logits, dim=-1)
-        o = torch.matmul(p, v.unsqueeze(1))  # [kvh, g, qn, D]
+        o = torch.bmm(p.reshape(num_kv_heads, group * qn, -1), v)
+        o = o.view(num_kv_heads, group, qn, head_size)
         out[starts[s]:starts[s + 1]] = o.permute(2, 0, 1, 3).reshape(qn, num_heads, head_size)
     return out
 

@@ -15,7 +15,7 @@ import swa_ops
 from swa_ops import reference
 
 from conftest import (FP8, assert_attention_close, attention_tolerance, case_id,
-                      covering_sample, make_paged_attention_case, oracle)
+                      covering_sample, make_paged_attention_case, oracle, stable_seed)
 
 pytestmark = pytest.mark.skipif(
     not torch._C._dispatch_has_kernel_for_dispatch_key("swa_ops::paged_attention", "CPU"),
@@ -101,7 +101,7 @@ def _feature_case(feature, *, dtype, heads, head_size, block_size, window, seed)
 def test_extended_grid(p):
     case = _feature_case(p["feature"], dtype=p["dtype"], heads=p["heads"],
                          head_size=p["head_size"], block_size=p["block_size"], window=p["window"],
-                         seed=len(case_id(p)))
+                         seed=stable_seed(case_id(p)))
     assert_attention_close(case.run(), case)
 
 
@@ -117,7 +117,7 @@ def test_feature(feature, window, dtype):
     block_size = {"block1": 1, "block3": 3, "block48": 48}.get(feature, 16)
     case = _feature_case(feature if not feature.startswith("block") else "none", dtype=dtype,
                          heads=(8, 2), head_size=64, block_size=block_size, window=window,
-                         seed=hash((feature, window)) % 1000)
+                         seed=stable_seed(feature, window, str(dtype)))
     out = case.run()
     assert_attention_close(out, case)
     # The feature must change the answer beyond the tolerance, or this test would prove nothing.
@@ -147,8 +147,10 @@ def test_fp8_cache_any_query_dtype(query_dtype, window):
     # The scales are used: doubling v_scale doubles the output.
     doubled = case.replace(v_scale=case.v_scale * 2).run()
     assert_attention_close(doubled, case.replace(v_scale=case.v_scale * 2))
-    torch.testing.assert_close(doubled.float(), 2 * out.float(), atol=0, rtol=0) \
-        if query_dtype == torch.float32 else None
+    # Scaling by a power of two is exact at every step, so the bits follow (except for fp16
+    # outputs, whose small values are subnormal and lose bits when halved).
+    if query_dtype != torch.float16:
+        assert torch.equal(doubled, 2 * out)
 
 
 def test_scales_ignored_for_non_fp8_caches():

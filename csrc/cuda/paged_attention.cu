@@ -14,6 +14,7 @@
 
 #include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "checks.h"
 #include "swa_ops/dispatch.h"
@@ -24,19 +25,35 @@ namespace {
 
 constexpr const char* kAttnOp = "swa_ops.paged_attention (CUDA)";
 constexpr const char* kCacheOp = "swa_ops.reshape_and_cache (CUDA)";
-// Default decode grid target, CTAs per SM (see choose_decode_split).
-constexpr int kDefaultCtasPerSm = 8;
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// CTAs per SM the decode split aims for. SWA_OPS_CTAS_PER_SM overrides it (read once), for tuning.
-int ctas_per_sm() {
-  static const int v = [] {
-    const char* e = std::getenv("SWA_OPS_CTAS_PER_SM");
-    const int n = e ? std::atoi(e) : 0;
-    return n > 0 ? n : kDefaultCtasPerSm;
+// Error messages format integers with std::to_string, never by streaming an int64 into
+// TORCH_CHECK: in this nvcc-compiled unit, std::ostream's insertion of a `long` segfaulted on the
+// GPU machine (torch 2.11 + nvcc 13.0; backtrace in notes/runs/run4_seg.log). Lists likewise.
+std::string num(int64_t v) { return std::to_string(v); }
+std::string dims(at::IntArrayRef a) {
+  std::string s = "[";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + "]";
+}
+
+// Waves of resident CTAs the decode split fills (choose_decode_split). SWA_OPS_WAVES overrides
+// it (read once), for tuning.
+double split_waves() {
+  static const double v = [] {
+    const char* e = std::getenv("SWA_OPS_WAVES");
+    const double w = e ? std::atof(e) : 0.0;
+    return w > 0 ? w : 1.0;
   }();
   return v;
+}
+
+// Resident decode CTAs per SM for this head size (an occupancy query, cached per device there).
+int decode_slots_per_sm(int head_size) {
+  int n = 0;
+  dispatch_head_size(head_size, [&](auto hd) { n = decode_ctas_per_sm<decltype(hd)::value>(); });
+  return n > 0 ? n : 1;
 }
 
 // Multiprocessor count of the current device, read once per device.
@@ -51,7 +68,7 @@ int sm_count() {
 }
 
 int32_t checked_int(int64_t v, const char* what) {
-  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
+  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", num(v),
               " exceeds the 32-bit range the kernels index with");
   return static_cast<int32_t>(v);
 }
@@ -72,25 +89,25 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
               ": query_start_loc (multi-token queries) is not supported on CUDA yet; the CUDA "
               "kernel handles decode only (one query token per sequence, query_start_loc=None)");
   TORCH_CHECK(max_query_len == 1, kAttnOp, ": max_query_len must be 1 for decode, got ",
-              max_query_len);
+              num(max_query_len));
   TORCH_CHECK(!d.fp8, kAttnOp,
               ": float8_e4m3fn key_cache/value_cache are not supported on CUDA yet");
   const auto dt = query.scalar_type();
   TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
               ": query must be float16 or bfloat16 on CUDA, got ", dt);
   TORCH_CHECK(value_cache.strides() == key_cache.strides(), kAttnOp,
-              ": value_cache strides ", value_cache.strides(), " must equal key_cache strides ",
-              key_cache.strides());
+              ": value_cache strides ", dims(value_cache.strides()),
+              " must equal key_cache strides ", dims(key_cache.strides()));
   TORCH_CHECK(aligned16(key_cache.data_ptr()) && aligned16(value_cache.data_ptr()) &&
                   key_cache.stride(0) % 8 == 0 && key_cache.stride(1) % 8 == 0 &&
                   key_cache.stride(2) % 8 == 0,
               kAttnOp, ": key_cache/value_cache rows must be 16-byte aligned (strides ",
-              key_cache.strides(), ")");
+              dims(key_cache.strides()), ")");
   TORCH_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
-              ": block_size must be a power of two on CUDA, got ", d.block_size);
+              ": block_size must be a power of two on CUDA, got ", num(d.block_size));
 
   TORCH_CHECK(dispatch_head_size(static_cast<int>(d.head_size), [](auto) {}), kAttnOp,
-              ": head_size ", d.head_size, " is not compiled into this build (compiled:",
+              ": head_size ", num(d.head_size), " is not compiled into this build (compiled:",
               compiled_head_sizes(), ")");
 
   c10::cuda::CUDAGuard guard(query.device());
@@ -118,7 +135,8 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const DecodeSplit split = choose_decode_split(
       checked_int(d.num_seqs, "num_seqs"), checked_int(d.num_kv_heads, "num_kv_heads"),
       head_chunks, window,
-      checked_int(max_context, "max_blocks_per_seq * block_size"), num_sms, ctas_per_sm());
+      checked_int(max_context, "max_blocks_per_seq * block_size"),
+      num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
 
   DecodeParams p{};
   p.q = q.data_ptr();
@@ -170,7 +188,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
     err = launch_decode<decltype(hd)::value>(p, stream);
   });
-  TORCH_CHECK(compiled, kAttnOp, ": head_size ", d.head_size,
+  TORCH_CHECK(compiled, kAttnOp, ": head_size ", num(d.head_size),
               " is not compiled into this build (compiled:", compiled_head_sizes(), ")");
   C10_CUDA_CHECK(err);
   return out;
@@ -183,9 +201,10 @@ void reshape_and_cache_cuda(const at::Tensor& key, const at::Tensor& value, at::
   const bool fp8 =
       check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale);
   TORCH_CHECK(value_cache.strides() == key_cache.strides(), kCacheOp, ": value_cache strides ",
-              value_cache.strides(), " must equal key_cache strides ", key_cache.strides());
+              dims(value_cache.strides()), " must equal key_cache strides ",
+              dims(key_cache.strides()));
   TORCH_CHECK(key.size(0) <= std::numeric_limits<int32_t>::max(), kCacheOp,
-              ": too many tokens for one launch: ", key.size(0));
+              ": too many tokens for one launch: ", num(key.size(0)));
   c10::cuda::CUDAGuard guard(key.device());
   if (key.size(0) == 0 || key.numel() == 0) return;
   const at::Tensor slots = slot_mapping.contiguous();

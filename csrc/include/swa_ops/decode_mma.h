@@ -27,11 +27,14 @@ constexpr float kNegInf = -__builtin_huge_valf();
 // Compile-time shape of the tensor-core decode kernel for head size D.
 template <int D>
 struct DecodeMmaTraits {
-  static constexpr int kWarps = 4;
-  // Stages per warp ring: deep enough to keep ~2 tiles in flight per warp, shallow enough that two
-  // CTAs fit an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which is what lets
-  // gpt-oss's 512 short (sequence, head) pairs all be resident at once).
-  static constexpr int kStages = D <= 128 ? 3 : 2;
+  // Warps per CTA: four, except for D > 128 where two keep a CTA at ~110 KB of shared memory so
+  // two CTAs share an SM and one's prologue/epilogue overlaps the other's streaming (with one
+  // 211 KB CTA per SM, gemma3's time grew with every extra partition).
+  static constexpr int kWarps = D <= 128 ? 4 : 2;
+  // Stages per warp ring: two tiles in flight per warp while it computes the third. Two CTAs fit
+  // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
+  // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256.
+  static constexpr int kStages = 3;
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
                                       // groups for every D here (row bytes / 16 is odd or 4 mod 8)
@@ -89,6 +92,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     return;
   }
   const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
+  // grid has started: its CTAs then sit at griddepcontrol.wait (which returns once this whole
+  // grid has finished and its writes are visible) instead of paying a launch gap afterwards.
+  // Triggering only once all CTAs are resident means they can never crowd this grid out.
+  pdl_launch_dependents();
 
   // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots.
   int ld_row[LOADS], ld_col[LOADS];
@@ -122,10 +130,31 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     return r;
   };
 
+  // Per-lane row offsets within a block, for the fast path (32-bit: a block is small).
+  int row_off[LOADS];
+#pragma unroll
+  for (int i = 0; i < LOADS; ++i)
+    row_off[i] = ld_row[i] * static_cast<int>(p.kv_stride_tok) + ld_col[i];
+  const bool one_block_tiles = p.block_size >= kTileTokens;
+
   auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
     T* ks = ring + stage * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
+    if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+      // Fast path (every tile but a partition's edge tiles): all 16 rows visible, one block, so
+      // one 64-bit base per tile and a fixed per-lane offset per row.
+      const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
+                           static_cast<int64_t>(tb & bs_mask) * p.kv_stride_tok;
+      const T* kb = k_base + base;
+      const T* vb = v_base + base;
+#pragma unroll
+      for (int i = 0; i < LOADS; ++i) {
+        cp_async16(ks + ld_row[i] * ROW + ld_col[i], kb + row_off[i], true);
+        cp_async16(vs + ld_row[i] * ROW + ld_col[i], vb + row_off[i], true);
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < LOADS; ++i) {
       const int t = tb + ld_row[i];
@@ -269,9 +298,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     l0 = l0 * al0 + (s[0][0] + s[0][1] + s[1][0] + s[1][1]);
     l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
+    // The running max rarely moves after the first tiles: rescale the D/2 accumulators only
+    // when some row's did (a warp-uniform branch).
+    if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+      }
     }
 
     // O += P V: the S accumulators are already in the A layout of the next MMA.
@@ -287,9 +320,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     __syncwarp();  // every lane is done reading this stage before it is refilled
   }
   cp_async_wait<0>();
-  // The merge (launched as a programmatic dependent) may be scheduled once every CTA is here; it
-  // still waits for this grid's writes before reading them.
-  pdl_launch_dependents();
 
   // Combine the warps' partial softmaxes through shared memory (the rings are free now).
   l0 += shfl_xor(l0, 1);

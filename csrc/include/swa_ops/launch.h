@@ -16,36 +16,40 @@ struct DecodeSplit {
   int part_tokens;  // P
 };
 
-// Partitions are whole multiples of this many tokens (16-token tiles x 4 warps).
+// Partitions are whole multiples of this many tokens (four 16-token tiles).
 constexpr int kPartAlign = 64;
 
-// Chooses the split from host-known values only (shapes, W, SM count), never seq_lens, so the
-// launch is CUDA-graph capturable and one graph serves a sequence as its context grows.
-// `ctas_per_sm` sets how many CTAs the grid aims for per SM (the launcher's default, or the
-// SWA_OPS_CTAS_PER_SM environment variable while tuning).
+// Chooses the split from host-known values only (shapes, W, SM count, the kernel's occupancy),
+// never seq_lens, so the launch is CUDA-graph capturable and one graph serves a sequence as its
+// context grows. `slots` is how many decode CTAs the device holds at once (SMs x CTAs per SM).
+//
+// Partitions multiply the (sequence, head) pairs up to at most `waves` x slots CTAs. Measured on
+// H100: a grid just over one wave is the worst case (its last CTAs run alone, each capped by the
+// loads one CTA keeps in flight: mistral-128k took 66.5 us at 1.2 waves against 57-59 us at 0.7
+// or 2.2), and extra partitions cost a merge and per-CTA start-up. So: fill up to one wave; pairs
+// that already fill it get no split at all.
 inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_chunks,
-                                       int window, int max_context, int num_sms,
-                                       int ctas_per_sm) {
+                                       int window, int max_context, int slots, double waves) {
   DecodeSplit s;
   const int span = max_span_tokens(window, max_context);
   const long pairs = static_cast<long>(num_seqs) * num_kv_heads * head_chunks;
-  int parts = 1;
+  long parts = 1;
   if (span > 0 && pairs > 0) {
-    const long target = static_cast<long>(ctas_per_sm) * num_sms;
-    long want = (target + pairs - 1) / pairs;
+    parts = static_cast<long>(waves * slots) / pairs;
     const long max_parts = (span + kPartAlign - 1) / kPartAlign;
-    if (want > max_parts) want = max_parts;
-    // Short spans whose (sequence, head) pairs already fill the chip: a merge launch would cost
-    // more than the extra parallelism buys (gpt-oss: W = 128, 512 pairs).
-    if (span <= 512 && pairs >= 2L * num_sms) want = 1;
-    parts = static_cast<int>(want < 1 ? 1 : want);
+    if (parts > max_parts) parts = max_parts;
+    if (parts < 1) parts = 1;
   }
-  int p = span > 0 ? (span + parts - 1) / parts : kPartAlign;
+  int p = span > 0 ? static_cast<int>((span + parts - 1) / parts) : kPartAlign;
   p = (p + kPartAlign - 1) / kPartAlign * kPartAlign;
   s.part_tokens = p;
   s.num_parts = span > 0 ? (span + p - 1) / p : 1;
   return s;
 }
+
+// Decode CTAs one SM holds at once for head size D (occupancy of the kernel as launched).
+template <int D>
+int decode_ctas_per_sm();
 
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
 // p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant. Returns the launch error.

@@ -37,7 +37,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   // The merge is a programmatic dependent of the decode grid: it is scheduled as the decode's
   // last CTAs drain instead of after a full launch gap, and waits (griddepcontrol.wait) for
   // their writes. Falls back to a plain launch where the attribute is refused.
-  const size_t merge_smem = sizeof(float) * p.num_parts;
+  const size_t merge_smem = 0;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(p.num_seqs * p.num_heads);
   cfg.blockDim = dim3(kMergeThreads);
@@ -57,6 +57,26 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
 }
 
 template <int D>
+int decode_ctas_per_sm() {
+  using Tr = DecodeMmaTraits<D>;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  static int cached[64] = {};
+  if (dev < 64 && cached[dev] > 0) return cached[dev];
+  auto kernel = decode_mma_kernel<bf16_t, D, false>;  // every variant has the same footprint
+  static size_t granted[64] = {};
+  int n = 0;
+  if (allow_smem(kernel, Tr::smem_bytes(), granted) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Tr::kWarps * 32,
+                                                    Tr::smem_bytes()) != cudaSuccess || n < 1) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  if (dev < 64) cached[dev] = n;
+  return n;
+}
+
+template <int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
   if (p.dtype == DType::kBFloat16)
@@ -69,5 +89,6 @@ cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
 }  // namespace swa_ops
 
 // One line per head-size translation unit.
-#define SWA_OPS_INSTANTIATE_DECODE(D) \
-  template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t);
+#define SWA_OPS_INSTANTIATE_DECODE(D)                                                      \
+  template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t); \
+  template int swa_ops::decode_ctas_per_sm<D>();
