@@ -11,14 +11,28 @@ t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mode == debug ]]; then
+if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mode == debug || $mode == perf ]]; then
   t0=$(date +%s)
   python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=30 2>&1 \
     | tee "$OUT/test_cuda.log" | tail -40
   echo "cuda tests: $(( $(date +%s) - t0 )) s"
 fi
+if [[ $mode == final || $mode == perf ]]; then
+  python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -8
+fi
+if [[ $mode == perf ]]; then
+  for fm in 1 0; do
+    echo "== SWA_OPS_FUSED_MERGE=$fm"
+    SWA_OPS_FUSED_MERGE=$fm python3 -m swa_ops.bench --peers none --json "$OUT/perf_fm$fm.json" "$@" 2>&1 \
+      | grep -v Warn | tee "$OUT/perf_fm$fm.log"
+  done
+fi
 if [[ $mode == final ]]; then
-  python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_all.log" | tail -15
+  # compute-sanitizer over a representative subset: splits, windows, GQA, block 8, lengths 0/1
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider \
+    -k "test_block_sizes or test_variable_lengths or test_gqa_ratios or test_sinks_with_split or reshape_and_cache or (aiter_grid and bfloat16 and 16-h32-4 and 128 and 16-)" \
+    2>&1 | tail -6 | tee "$OUT/sanitizer.log"
 fi
 if [[ $mode == debug ]]; then
   cat > /tmp/seg.py <<'PY'

@@ -50,6 +50,47 @@ struct DecodeMmaTraits {
   }
 };
 
+// Merges the live partitions' partials of rows head0 .. head0 + gc - 1 of one sequence into the
+// output, by THREADS threads: each owns (row, 4 columns) pairs and walks the partitions with an
+// online rescale; the partitions' loads are independent, so they are in flight together. Reads
+// go through L2 (__ldcg): the partials were written by other CTAs.
+template <typename T, int D, int THREADS>
+__device__ void merge_rows(const DecodeParams& p, int seq, int head0, int gc, const SeqSpan& span) {
+  constexpr int V4 = D / 4;
+  const int n = min(live_parts(span, p.part_tokens), p.num_parts);
+  for (int i = threadIdx.x; i < gc * V4; i += THREADS) {
+    const int r = i / V4, c = i % V4;
+    const int head = head0 + r;
+    const int64_t base = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_parts;
+    const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + c;
+    float mx = kNegInf, sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+    for (int j = 0; j < n; ++j) {
+      const float mj = __ldcg(p.part_max + base + j), lj = __ldcg(p.part_sum + base + j);
+      const float4 v = __ldcg(src + static_cast<int64_t>(j) * V4);
+      if (!(lj > 0.f)) continue;
+      const float mn = fmaxf(mx, mj);
+      const float a = fast_exp2(mx - mn), w = fast_exp2(mj - mn) * lj;
+      acc.x = acc.x * a + w * v.x; acc.y = acc.y * a + w * v.y;
+      acc.z = acc.z * a + w * v.z; acc.w = acc.w * a + w * v.w;
+      sum = sum * a + w;
+      mx = mn;
+    }
+    if (p.sinks != nullptr) {
+      const float sk = p.sinks[head] * kLog2e;
+      const float mn = fmaxf(mx, sk);
+      const float a = mx == kNegInf ? 0.f : fast_exp2(mx - mn);
+      acc.x *= a; acc.y *= a; acc.z *= a; acc.w *= a;
+      sum = sum * a + fast_exp2(sk - mn);
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head) * D;
+    *reinterpret_cast<uint2*>(out + 4 * c) =
+        make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
+  }
+}
+
 template <typename T, int D, bool SOFTCAP>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
@@ -60,6 +101,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   constexpr int NT = D / 8;                        // n-tiles of the output
   constexpr int LOADS = kTileTokens * CPR / 32;    // 16-byte copies per lane per tile and tensor
   static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
+  // Rows of >= 256 bytes: let L2 fetch 256-byte spans per request (SWA_OPS_NO_L2_256 to compare).
+#ifdef SWA_OPS_NO_L2_256
+  constexpr bool kL2Wide = false;
+#else
+  constexpr bool kL2Wide = D * sizeof(T) >= 256;
+#endif
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* kv_s = reinterpret_cast<T*>(smem_raw);       // [NW][NSTAGE][K|V][16][ROW]
@@ -150,8 +197,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       const T* vb = v_base + base;
 #pragma unroll
       for (int i = 0; i < LOADS; ++i) {
-        cp_async16(ks + ld_row[i] * ROW + ld_col[i], kb + row_off[i], true);
-        cp_async16(vs + ld_row[i] * ROW + ld_col[i], vb + row_off[i], true);
+        cp_async16<kL2Wide>(ks + ld_row[i] * ROW + ld_col[i], kb + row_off[i], true);
+        cp_async16<kL2Wide>(vs + ld_row[i] * ROW + ld_col[i], vb + row_off[i], true);
       }
       return;
     }
@@ -166,8 +213,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         off = static_cast<int64_t>(b) * p.kv_stride_block +
               static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + ld_col[i];
       }
-      cp_async16(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
-      cp_async16(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);
+      cp_async16<kL2Wide>(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
+      cp_async16<kL2Wide>(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);
     }
   };
 
@@ -383,6 +430,27 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       }
     }
   }
+  if (p.num_parts == 1 || p.part_counters == nullptr) return;  // single pass / merge kernel
+
+  // Fused merge: the last live partition of this (sequence, head chunk) to finish merges them
+  // all, saving the merge launch (~3 us on a one-sequence step). Classic fence-then-count: each
+  // CTA publishes its partials (fence), counts itself in, and the one that sees the count reach
+  // the live total reads everyone's partials and resets the counter for the next launch (stream
+  // order puts the next launch after this kernel ends).
+  __shared__ bool is_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int pair_idx = blockIdx.x;
+    const int n_live = min(live_parts(span, p.part_tokens), p.num_parts);
+    const int prev = atomicAdd(p.part_counters + pair_idx, 1);
+    is_last = prev == n_live - 1;
+    if (is_last) p.part_counters[pair_idx] = 0;
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  merge_rows<T, D, NW * 32>(p, seq, head0, gc, span);
 }
 
 }  // namespace swa_ops

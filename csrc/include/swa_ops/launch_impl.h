@@ -32,7 +32,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
   kernel<<<grid, Tr::kWarps * 32, smem, stream>>>(p);
   e = cudaGetLastError();
-  if (e != cudaSuccess || p.num_parts == 1) return e;
+  if (e != cudaSuccess || p.num_parts == 1 || p.part_counters != nullptr) return e;
 
   // The merge is a programmatic dependent of the decode grid: it is scheduled as the decode's
   // last CTAs drain instead of after a full launch gap, and waits (griddepcontrol.wait) for
