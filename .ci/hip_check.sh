@@ -73,9 +73,14 @@ if [[ $nwarn -gt 0 ]]; then
 fi
 
 # The device code object must hold the kernels (a guard that compiled them away would pass above).
-bundler=$(command -v clang-offload-bundler || command -v clang-offload-bundler-15 || true)
-nm=$(command -v llvm-nm || command -v llvm-nm-15 || true)
-if [[ -n "$bundler" && -n "$nm" ]] && command -v objcopy >/dev/null; then
+llvm_tool() {  # $1 from PATH, else from the newest /usr/lib/llvm-*/bin (Debian's layout)
+  command -v "$1" || { ls /usr/lib/llvm-*/bin/"$1" 2>/dev/null | sort -V | tail -1; } || true
+}
+bundler=$(llvm_tool clang-offload-bundler)
+nm=$(llvm_tool llvm-nm)
+if [[ -z "$bundler" || -z "$nm" ]] || ! command -v objcopy >/dev/null; then
+  echo "hip_check: WARNING: no clang-offload-bundler/llvm-nm/objcopy: kernel listing skipped"
+else
   objcopy -O binary --only-section=.hip_fatbin "$tmp/instantiate_all.o" "$tmp/fatbin"
   "$bundler" --unbundle --type=o --input="$tmp/fatbin" \
     --targets="hipv4-amdgcn-amd-amdhsa--$arch" --output="$tmp/device.co"
