@@ -70,6 +70,10 @@ if [[ $mode == sweep || $mode == debug ]]; then
       | grep -v Warn | tee "$OUT/sweep_$c.log"
   done
 fi
+if [[ $mode == final ]]; then
+  # For the lead: where the int64-formatting segfault's symbol comes from.
+  so=$(ls swa_ops/_C*.so); { nm -D "$so" | grep -i "_M_insert" ; ldd "$so" | grep -E "stdc|gcc"; } > "$OUT/so_symbols.txt" 2>&1
+fi
 if [[ $mode == bench || $mode == all || $mode == final ]]; then
   python3 -m swa_ops.bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 \
     | tee "$OUT/bench.log"
