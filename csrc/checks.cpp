@@ -10,14 +10,14 @@ bool is_float_dtype(at::ScalarType t) {
 }
 
 void check_same_device(const char* op, const char* name, const at::Tensor& t,
-                       const at::Tensor& ref) {
-  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(),
-              " but query/key is on ", ref.device(), "; all tensors must be on one device");
+                       const char* ref_name, const at::Tensor& ref) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name,
+              " is on ", ref.device(), "; all tensors must be on one device");
 }
 
 // fp8 caches need both scales; scales are float32 scalars on the caches' device. Non-fp8 caches
 // ignore any scales passed (serving engines pass 1.0 unconditionally).
-void check_scales(const char* op, bool fp8, const at::Tensor& ref,
+void check_scales(const char* op, bool fp8, const char* ref_name, const at::Tensor& ref,
                   const std::optional<at::Tensor>& k_scale,
                   const std::optional<at::Tensor>& v_scale) {
   TORCH_CHECK(!fp8 || (k_scale.has_value() && v_scale.has_value()), op,
@@ -30,7 +30,7 @@ void check_scales(const char* op, bool fp8, const at::Tensor& ref,
     TORCH_CHECK(t.scalar_type() == at::kFloat && t.numel() == 1, op, ": ", name,
                 " must be a float32 tensor with one element, got ", t.scalar_type(), " of shape ",
                 t.sizes());
-    check_same_device(op, name, t, ref);
+    check_same_device(op, name, t, ref_name, ref);
   }
 }
 
@@ -45,7 +45,7 @@ void check_cache_pair(const char* op, const at::Tensor& key_cache, const at::Ten
   TORCH_CHECK(key_cache.stride(3) == 1 && value_cache.stride(3) == 1, op,
               ": key_cache and value_cache must be contiguous in the head_size dimension");
   TORCH_CHECK(key_cache.size(1) > 0, op, ": key_cache block_size must be positive");
-  check_same_device(op, "value_cache", value_cache, key_cache);
+  check_same_device(op, "value_cache", value_cache, "key_cache", key_cache);
 }
 
 }  // namespace
@@ -63,7 +63,7 @@ PagedAttentionDims check_paged_attention(
               ": query must be float32, float16 or bfloat16, got ", query.scalar_type());
   TORCH_CHECK(query.stride(2) == 1, op, ": query must be contiguous in the head_size dimension");
   check_cache_pair(op, key_cache, value_cache);
-  check_same_device(op, "key_cache", key_cache, query);
+  check_same_device(op, "key_cache", key_cache, "query", query);
 
   PagedAttentionDims d;
   d.num_tokens = query.size(0);
@@ -95,8 +95,8 @@ PagedAttentionDims check_paged_attention(
   d.max_blocks_per_seq = block_tables.size(1);
   TORCH_CHECK(seq_lens.size(0) == d.num_seqs, op, ": seq_lens has ", seq_lens.size(0),
               " entries but block_tables has ", d.num_seqs, " rows (num_seqs)");
-  check_same_device(op, "block_tables", block_tables, query);
-  check_same_device(op, "seq_lens", seq_lens, query);
+  check_same_device(op, "block_tables", block_tables, "query", query);
+  check_same_device(op, "seq_lens", seq_lens, "query", query);
 
   TORCH_CHECK(max_query_len >= 1, op, ": max_query_len must be >= 1, got ", max_query_len);
   if (query_start_loc.has_value()) {
@@ -106,7 +106,7 @@ PagedAttentionDims check_paged_attention(
                 qsl.scalar_type(), " of shape ", qsl.sizes());
     TORCH_CHECK(qsl.size(0) == d.num_seqs + 1, op, ": query_start_loc has ", qsl.size(0),
                 " entries, expected num_seqs + 1 = ", d.num_seqs + 1);
-    check_same_device(op, "query_start_loc", qsl, query);
+    check_same_device(op, "query_start_loc", qsl, "query", query);
   } else {
     TORCH_CHECK(d.num_tokens == d.num_seqs, op,
                 ": without query_start_loc each sequence has one query token, but query has ",
@@ -118,9 +118,9 @@ PagedAttentionDims check_paged_attention(
     TORCH_CHECK(s.dim() == 1 && s.size(0) == d.num_heads && s.scalar_type() == at::kFloat, op,
                 ": sinks must be a float32 tensor [num_heads] = [", d.num_heads, "], got ",
                 s.scalar_type(), " of shape ", s.sizes());
-    check_same_device(op, "sinks", s, query);
+    check_same_device(op, "sinks", s, "query", query);
   }
-  check_scales(op, d.fp8, query, k_scale, v_scale);
+  check_scales(op, d.fp8, "query", query, k_scale, v_scale);
   return d;
 }
 
@@ -139,8 +139,8 @@ bool check_reshape_and_cache(
   TORCH_CHECK(key.stride(2) == 1 && value.stride(2) == 1, op,
               ": key and value must be contiguous in the head_size dimension");
   check_cache_pair(op, key_cache, value_cache);
-  check_same_device(op, "value", value, key);
-  check_same_device(op, "key_cache", key_cache, key);
+  check_same_device(op, "value", value, "key", key);
+  check_same_device(op, "key_cache", key_cache, "key", key);
   TORCH_CHECK(key_cache.size(2) == key.size(1), op, ": num_kv_heads mismatch: key has ",
               key.size(1), ", key_cache has ", key_cache.size(2));
   TORCH_CHECK(key_cache.size(3) == key.size(2), op, ": head size mismatch: key has ", key.size(2),
@@ -154,8 +154,8 @@ bool check_reshape_and_cache(
               slot_mapping.scalar_type(), " of shape ", slot_mapping.sizes());
   TORCH_CHECK(slot_mapping.size(0) == key.size(0), op, ": slot_mapping has ", slot_mapping.size(0),
               " entries but key has ", key.size(0), " tokens");
-  check_same_device(op, "slot_mapping", slot_mapping, key);
-  check_scales(op, fp8, key, k_scale, v_scale);
+  check_same_device(op, "slot_mapping", slot_mapping, "key", key);
+  check_scales(op, fp8, "key", key, k_scale, v_scale);
   return fp8;
 }
 

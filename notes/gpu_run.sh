@@ -7,18 +7,25 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+# Carried wheels (expecttest for the lead's schema tests) and peers (FlashInfer), when present.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+if [[ -f .peers/activate.sh && $mode == final ]]; then source .peers/activate.sh; fi
 t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mode == debug || $mode == perf ]]; then
+if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mode == debug || $mode == perf || $mode == check ]]; then
   t0=$(date +%s)
   python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=30 2>&1 \
     | tee "$OUT/test_cuda.log" | tail -40
   echo "cuda tests: $(( $(date +%s) - t0 )) s"
 fi
-if [[ $mode == final || $mode == perf ]]; then
+if [[ $mode == check || $mode == perf ]]; then
+  t0=$(date +%s)
   python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -8
+  echo "full suite: $(( $(date +%s) - t0 )) s"
 fi
 if [[ $mode == perf ]]; then
   for fm in 1 0; do
@@ -27,12 +34,13 @@ if [[ $mode == perf ]]; then
       | grep -v Warn | tee "$OUT/perf_fm$fm.log"
   done
 fi
-if [[ $mode == final ]]; then
+if [[ $mode == check ]]; then
   # compute-sanitizer over a representative subset: splits, windows, GQA, block 8, lengths 0/1
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
     python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider \
     -k "test_block_sizes or test_variable_lengths or test_gqa_ratios or test_sinks_with_split or reshape_and_cache or (aiter_grid and bfloat16 and 16-h32-4 and 128 and 16-)" \
     2>&1 | tail -6 | tee "$OUT/sanitizer.log"
+  python3 -m swa_ops.bench --peers none --json "$OUT/bench_nopeers.json" "$@" 2>&1 | grep -v Warn | tee "$OUT/bench_nopeers.log"
 fi
 if [[ $mode == debug ]]; then
   cat > /tmp/seg.py <<'PY'
@@ -61,6 +69,10 @@ if [[ $mode == sweep || $mode == debug ]]; then
     SWA_OPS_WAVES=$c python3 -m swa_ops.bench --peers none --breakdown --json "$OUT/sweep_$c.json" "$@" 2>&1 \
       | grep -v Warn | tee "$OUT/sweep_$c.log"
   done
+fi
+if [[ $mode == final ]]; then
+  # For the lead: where the int64-formatting segfault's symbol comes from.
+  so=$(ls swa_ops/_C*.so); { nm -D "$so" | grep -i "_M_insert" ; ldd "$so" | grep -E "stdc|gcc"; } > "$OUT/so_symbols.txt" 2>&1
 fi
 if [[ $mode == bench || $mode == all || $mode == final ]]; then
   python3 -m swa_ops.bench --json "$OUT/bench.json" --plot "$OUT/bench.png" "$@" 2>&1 \

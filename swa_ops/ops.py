@@ -79,13 +79,13 @@ def reshape_and_cache(
 # ---------------------------------------------------------------------------------------------
 # Fake kernels: the same metadata rules as csrc/checks.cpp.
 
-def _check_same_device(op: str, name: str, t: Tensor, ref: Tensor) -> None:
+def _check_same_device(op: str, name: str, t: Tensor, ref_name: str, ref: Tensor) -> None:
     torch._check(t.device == ref.device,
-                 lambda: f"{op}: {name} is on {t.device} but query/key is on {ref.device}; "
+                 lambda: f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}; "
                          "all tensors must be on one device")
 
 
-def _check_scales(op: str, fp8: bool, ref: Tensor, k_scale: Optional[Tensor],
+def _check_scales(op: str, fp8: bool, ref_name: str, ref: Tensor, k_scale: Optional[Tensor],
                   v_scale: Optional[Tensor]) -> None:
     torch._check(not fp8 or (k_scale is not None and v_scale is not None),
                  lambda: f"{op}: float8_e4m3fn caches need k_scale and v_scale (float32 scalars)")
@@ -95,7 +95,7 @@ def _check_scales(op: str, fp8: bool, ref: Tensor, k_scale: Optional[Tensor],
         torch._check(s.dtype == torch.float32 and s.numel() == 1,
                      lambda: f"{op}: {name} must be a float32 tensor with one element, "
                              f"got {s.dtype} of shape {tuple(s.shape)}")
-        _check_same_device(op, name, s, ref)
+        _check_same_device(op, name, s, ref_name, ref)
 
 
 def _check_cache_pair(op: str, key_cache: Tensor, value_cache: Tensor) -> None:
@@ -112,7 +112,7 @@ def _check_cache_pair(op: str, key_cache: Tensor, value_cache: Tensor) -> None:
                  lambda: f"{op}: key_cache and value_cache must be contiguous in the head_size "
                          "dimension")
     torch._check(key_cache.shape[1] > 0, lambda: f"{op}: key_cache block_size must be positive")
-    _check_same_device(op, "value_cache", value_cache, key_cache)
+    _check_same_device(op, "value_cache", value_cache, "key_cache", key_cache)
 
 
 @torch.library.register_fake("swa_ops::paged_attention")
@@ -128,7 +128,7 @@ def _paged_attention_fake(query, key_cache, value_cache, block_tables, seq_lens,
     torch._check(query.stride(2) == 1,
                  lambda: f"{op}: query must be contiguous in the head_size dimension")
     _check_cache_pair(op, key_cache, value_cache)
-    _check_same_device(op, "key_cache", key_cache, query)
+    _check_same_device(op, "key_cache", key_cache, "query", query)
     num_tokens, num_heads, head_size = query.shape
     num_kv_heads = key_cache.shape[2]
     fp8 = key_cache.dtype == _FP8
@@ -155,8 +155,8 @@ def _paged_attention_fake(query, key_cache, value_cache, block_tables, seq_lens,
     torch._check(seq_lens.shape[0] == num_seqs,
                  lambda: f"{op}: seq_lens has {seq_lens.shape[0]} entries but block_tables has "
                          f"{num_seqs} rows (num_seqs)")
-    _check_same_device(op, "block_tables", block_tables, query)
-    _check_same_device(op, "seq_lens", seq_lens, query)
+    _check_same_device(op, "block_tables", block_tables, "query", query)
+    _check_same_device(op, "seq_lens", seq_lens, "query", query)
     torch._check(max_query_len >= 1,
                  lambda: f"{op}: max_query_len must be >= 1, got {max_query_len}")
     if query_start_loc is not None:
@@ -167,7 +167,7 @@ def _paged_attention_fake(query, key_cache, value_cache, block_tables, seq_lens,
         torch._check(qsl.shape[0] == num_seqs + 1,
                      lambda: f"{op}: query_start_loc has {qsl.shape[0]} entries, expected "
                              f"num_seqs + 1 = {num_seqs + 1}")
-        _check_same_device(op, "query_start_loc", qsl, query)
+        _check_same_device(op, "query_start_loc", qsl, "query", query)
     else:
         torch._check(num_tokens == num_seqs,
                      lambda: f"{op}: without query_start_loc each sequence has one query token, "
@@ -178,8 +178,8 @@ def _paged_attention_fake(query, key_cache, value_cache, block_tables, seq_lens,
                      and sinks.dtype == torch.float32,
                      lambda: f"{op}: sinks must be a float32 tensor [num_heads] = [{num_heads}], "
                              f"got {sinks.dtype} of shape {tuple(sinks.shape)}")
-        _check_same_device(op, "sinks", sinks, query)
-    _check_scales(op, fp8, query, k_scale, v_scale)
+        _check_same_device(op, "sinks", sinks, "query", query)
+    _check_scales(op, fp8, "query", query, k_scale, v_scale)
     return query.new_empty((num_tokens, num_heads, head_size))
 
 
@@ -199,8 +199,8 @@ def _reshape_and_cache_fake(key, value, key_cache, value_cache, slot_mapping, k_
     torch._check(key.stride(2) == 1 and value.stride(2) == 1,
                  lambda: f"{op}: key and value must be contiguous in the head_size dimension")
     _check_cache_pair(op, key_cache, value_cache)
-    _check_same_device(op, "value", value, key)
-    _check_same_device(op, "key_cache", key_cache, key)
+    _check_same_device(op, "value", value, "key", key)
+    _check_same_device(op, "key_cache", key_cache, "key", key)
     torch._check(key_cache.shape[2] == key.shape[1],
                  lambda: f"{op}: num_kv_heads mismatch: key has {key.shape[1]}, key_cache has "
                          f"{key_cache.shape[2]}")
@@ -217,6 +217,6 @@ def _reshape_and_cache_fake(key, value, key_cache, value_cache, slot_mapping, k_
     torch._check(slot_mapping.shape[0] == key.shape[0],
                  lambda: f"{op}: slot_mapping has {slot_mapping.shape[0]} entries but key has "
                          f"{key.shape[0]} tokens")
-    _check_same_device(op, "slot_mapping", slot_mapping, key)
-    _check_scales(op, fp8, key, k_scale, v_scale)
+    _check_same_device(op, "slot_mapping", slot_mapping, "key", key)
+    _check_scales(op, fp8, "key", key, k_scale, v_scale)
     return None

@@ -82,11 +82,10 @@ def paged_attention(
         v = dequantize(value_cache[blocks], v_scale).reshape(-1, num_kv_heads, head_size)
         key_pos = torch.arange(first_block * block_size, first_block * block_size + k.shape[0],
                                device=query.device)
-        k = k.repeat_interleave(group, dim=1)  # [keys, heads, D]: head h reads kv head h // group
-        v = v.repeat_interleave(group, dim=1)
 
-        q = query[q_begin:q_end].float()  # [q_len, heads, D]
-        logits = scale * torch.einsum("qhd,khd->hqk", q, k)
+        # Head h reads kv head h // group: view the query heads as [kv_head, group].
+        q = query[q_begin:q_end].float().view(q_len, num_kv_heads, group, head_size)
+        logits = scale * torch.einsum("qngd,knd->ngqk", q, k).reshape(num_heads, q_len, -1)
         if logits_soft_cap > 0:
             logits = logits_soft_cap * torch.tanh(logits / logits_soft_cap)
         row_pos = torch.arange(seq_len - q_len, seq_len, device=query.device)
@@ -104,7 +103,8 @@ def paged_attention(
         denom = weights.sum(dim=-1, keepdim=True)
         if sinks is not None:
             denom = denom + torch.exp(sink - row_max)
-        o = torch.einsum("hqk,khd->qhd", weights, v)
+        o = torch.einsum("ngqk,knd->qngd", weights.view(num_kv_heads, group, q_len, -1), v)
+        o = o.reshape(q_len, num_heads, head_size)
         denom = denom.permute(1, 0, 2)  # [q_len, heads, 1]
         out[q_begin:q_end] = torch.where(denom > 0, o / denom.clamp_min(1e-30), torch.zeros_like(o))
     return out.to(query.dtype)

@@ -7,15 +7,12 @@
 // (at::cuda::getCurrentCUDAStream is c10::cuda's), without pulling cuBLAS/cuSPARSE headers into
 // the build.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cstdlib>
-#include <map>
-#include <mutex>
 #include <limits>
 #include <string>
 
@@ -50,32 +47,6 @@ double split_waves() {
     return w > 0 ? w : 1.0;
   }();
   return v;
-}
-
-// Zeroed split-KV counters for the fused merge, persistent per (device, stream): the decode
-// kernel's last partition of each column resets its counter, so they stay zero between launches
-// in stream order (one buffer per stream keeps concurrent streams apart). They are allocated
-// outside graph capture only; a capture that finds none uses the separate merge kernel, and one
-// that finds one bakes this pointer into the graph (the buffer is never freed).
-// SWA_OPS_FUSED_MERGE=0 disables the fused merge (for measurements).
-int* part_counters(int64_t n, int dev, cudaStream_t stream) {
-  static const bool enabled = [] {
-    const char* e = std::getenv("SWA_OPS_FUSED_MERGE");
-    return !(e && e[0] == '0');
-  }();
-  if (!enabled) return nullptr;
-  static std::mutex mu;
-  static auto* bufs = new std::map<std::pair<int, cudaStream_t>, at::Tensor>();  // never freed
-  std::lock_guard<std::mutex> lock(mu);
-  at::Tensor& t = (*bufs)[{dev, stream}];
-  if (t.defined() && t.numel() >= n) return t.data_ptr<int>();
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
-  if (status != cudaStreamCaptureStatusNone) return nullptr;
-  if (t.defined()) t = at::Tensor();  // grown: a new, larger zeroed buffer
-  t = at::zeros({std::max<int64_t>(n, 4096)},
-                at::TensorOptions().dtype(at::kInt).device(at::kCUDA, dev));
-  return t.data_ptr<int>();
 }
 
 // Resident decode CTAs per SM for this head size (an occupancy query, cached per device there).
@@ -213,9 +184,6 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.kv_fp8 = false;
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  if (split.num_parts > 1)
-    p.part_counters = part_counters(static_cast<int64_t>(p.num_seqs) * p.num_kv_heads * head_chunks,
-                                    query.get_device(), stream);
   cudaError_t err = cudaSuccess;
   const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
     err = launch_decode<decltype(hd)::value>(p, stream);

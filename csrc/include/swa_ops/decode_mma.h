@@ -33,8 +33,9 @@ struct DecodeMmaTraits {
   static constexpr int kWarps = D <= 128 ? 4 : 2;
   // Stages per warp ring: two tiles in flight per warp while it computes the third. Two CTAs fit
   // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
-  // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256.
-  static constexpr int kStages = 3;
+  // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256. D = 80
+  // and 96 have room for a fourth stage at two CTAs per SM (107 KB at 96).
+  static constexpr int kStages = (D == 80 || D == 96) ? 4 : 3;
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
                                       // groups for every D here (row bytes / 16 is odd or 4 mod 8)
@@ -49,47 +50,6 @@ struct DecodeMmaTraits {
            (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
 };
-
-// Merges the live partitions' partials of rows head0 .. head0 + gc - 1 of one sequence into the
-// output, by THREADS threads: each owns (row, 4 columns) pairs and walks the partitions with an
-// online rescale; the partitions' loads are independent, so they are in flight together. Reads
-// go through L2 (__ldcg): the partials were written by other CTAs.
-template <typename T, int D, int THREADS>
-__device__ void merge_rows(const DecodeParams& p, int seq, int head0, int gc, const SeqSpan& span) {
-  constexpr int V4 = D / 4;
-  const int n = min(live_parts(span, p.part_tokens), p.num_parts);
-  for (int i = threadIdx.x; i < gc * V4; i += THREADS) {
-    const int r = i / V4, c = i % V4;
-    const int head = head0 + r;
-    const int64_t base = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_parts;
-    const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + c;
-    float mx = kNegInf, sum = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int j = 0; j < n; ++j) {
-      const float mj = __ldcg(p.part_max + base + j), lj = __ldcg(p.part_sum + base + j);
-      const float4 v = __ldcg(src + static_cast<int64_t>(j) * V4);
-      if (!(lj > 0.f)) continue;
-      const float mn = fmaxf(mx, mj);
-      const float a = fast_exp2(mx - mn), w = fast_exp2(mj - mn) * lj;
-      acc.x = acc.x * a + w * v.x; acc.y = acc.y * a + w * v.y;
-      acc.z = acc.z * a + w * v.z; acc.w = acc.w * a + w * v.w;
-      sum = sum * a + w;
-      mx = mn;
-    }
-    if (p.sinks != nullptr) {
-      const float sk = p.sinks[head] * kLog2e;
-      const float mn = fmaxf(mx, sk);
-      const float a = mx == kNegInf ? 0.f : fast_exp2(mx - mn);
-      acc.x *= a; acc.y *= a; acc.z *= a; acc.w *= a;
-      sum = sum * a + fast_exp2(sk - mn);
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    T* out = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head) * D;
-    *reinterpret_cast<uint2*>(out + 4 * c) =
-        make_uint2(pack2<T>(acc.x * inv, acc.y * inv), pack2<T>(acc.z * inv, acc.w * inv));
-  }
-}
 
 template <typename T, int D, bool SOFTCAP>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
@@ -120,6 +80,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int head0 = kvh * p.group + chunk * 16;
   const int gc = min(16, p.group - chunk * 16);  // live rows of the M tile
 
+  // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
+  // may be scheduled before that kernel ends; nothing is read before the wait, which returns once
+  // the predecessor has finished and its writes (the cache, this step's query) are visible.
+  pdl_wait();
   const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
   const int begin = span.origin + part * p.part_tokens;
   const int end = min(begin + p.part_tokens, span.hi);
@@ -430,27 +394,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       }
     }
   }
-  if (p.num_parts == 1 || p.part_counters == nullptr) return;  // single pass / merge kernel
-
-  // Fused merge: the last live partition of this (sequence, head chunk) to finish merges them
-  // all, saving the merge launch (~3 us on a one-sequence step). Classic fence-then-count: each
-  // CTA publishes its partials (fence), counts itself in, and the one that sees the count reach
-  // the live total reads everyone's partials and resets the counter for the next launch (stream
-  // order puts the next launch after this kernel ends).
-  __shared__ bool is_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const int pair_idx = blockIdx.x;
-    const int n_live = min(live_parts(span, p.part_tokens), p.num_parts);
-    const int prev = atomicAdd(p.part_counters + pair_idx, 1);
-    is_last = prev == n_live - 1;
-    if (is_last) p.part_counters[pair_idx] = 0;
-  }
-  __syncthreads();
-  if (!is_last) return;
-  __threadfence();
-  merge_rows<T, D, NW * 32>(p, seq, head0, gc, span);
 }
 
 }  // namespace swa_ops

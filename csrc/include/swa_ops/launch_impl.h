@@ -21,6 +21,26 @@ cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
   return e;
 }
 
+template <typename K>
+cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       const DecodeParams& p) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  if (cudaLaunchKernelEx(&cfg, kernel, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    kernel<<<grid, block, smem, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
 template <typename T, int D, bool SOFTCAP>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
@@ -29,31 +49,14 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
+  // Both kernels go out as programmatic dependents of their predecessor on the stream: their
+  // CTAs can be scheduled while it drains, and each waits (griddepcontrol.wait) for its
+  // predecessor's writes before reading anything. Plain launches where the attribute is refused.
   const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
-  kernel<<<grid, Tr::kWarps * 32, smem, stream>>>(p);
-  e = cudaGetLastError();
-  if (e != cudaSuccess || p.num_parts == 1 || p.part_counters != nullptr) return e;
-
-  // The merge is a programmatic dependent of the decode grid: it is scheduled as the decode's
-  // last CTAs drain instead of after a full launch gap, and waits (griddepcontrol.wait) for
-  // their writes. Falls back to a plain launch where the attribute is refused.
-  const size_t merge_smem = 0;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(p.num_seqs * p.num_heads);
-  cfg.blockDim = dim3(kMergeThreads);
-  cfg.dynamicSmemBytes = merge_smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  e = cudaLaunchKernelEx(&cfg, merge_kernel<T, D>, p);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    merge_kernel<T, D><<<cfg.gridDim, cfg.blockDim, merge_smem, stream>>>(p);
-  }
-  return cudaGetLastError();
+  e = launch_pdl(kernel, grid, dim3(Tr::kWarps * 32), smem, stream, p);
+  if (e != cudaSuccess || p.num_parts == 1) return e;
+  return launch_pdl(merge_kernel<T, D>, dim3(p.num_seqs * p.num_heads), dim3(kMergeThreads), 0,
+                    stream, p);
 }
 
 template <int D>

@@ -36,8 +36,10 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   const int c = tid % V4, slice = tid / V4;
 
   // Everything above read only inputs; the partials come from the decode grid, which this
-  // launch may overlap (programmatic dependent launch): wait for it here.
+  // launch may overlap (programmatic dependent launch): wait for it here, and let whatever
+  // follows on the stream be scheduled already (it waits for this grid in turn).
   pdl_wait();
+  pdl_launch_dependents();
 
   // One pass, online over this slice's partitions: their loads are independent of each other
   // and of any reduction, so they are all in flight together (one memory round trip).

@@ -26,9 +26,6 @@ struct DecodeParams {
                             //   softmax-normalised output
   float* part_max;          // [num_seqs, num_heads, num_parts]: its running max (log2 units)
   float* part_sum;          // [num_seqs, num_heads, num_parts]: its softmax denominator
-  int* part_counters;       // [grid.x] zeros, or nullptr: fused merge (the last live partition
-                            //   of each CTA column merges; counters are left at zero again),
-                            //   else the separate merge kernel runs
   // ---- strides (elements)
   int64_t q_stride_tok;     // query.stride(0)
   int64_t q_stride_head;    // query.stride(1)
