@@ -61,11 +61,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   constexpr int NT = D / 8;                        // n-tiles of the output
   constexpr int LOADS = kTileTokens * CPR / 32;    // 16-byte copies per lane per tile and tensor
   static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
-  // Rows of >= 256 bytes: let L2 fetch 256-byte spans per request (SWA_OPS_NO_L2_256 to compare).
-#ifdef SWA_OPS_NO_L2_256
-  constexpr bool kL2Wide = false;
+  // L2 fetch span per request: 256 B for rows of >= 256 B (+1-2 % measured at D = 128/256),
+  // else 128 B. SWA_OPS_NO_L2_HINT compiles the plain copy, for comparison.
+#ifdef SWA_OPS_NO_L2_HINT
+  constexpr int kL2Wide = 0;
 #else
-  constexpr bool kL2Wide = D * sizeof(T) >= 256;
+  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
 #endif
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
