@@ -211,16 +211,19 @@ SWA_D void store16(void* p, const Vec16& v) { *reinterpret_cast<Vec16*>(p) = v; 
 
 // Copies 16 bytes global -> shared; when `valid` is false it writes 16 zero bytes and reads
 // nothing, so rows outside the visible range are never fetched yet hold finite values (a NaN left
-// in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_256 asks L2 to fetch
-// the whole aligned 256-byte span in one go (for rows of at least 256 bytes, where those bytes
-// are all wanted).
-template <bool L2_256 = false>
+// in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)
+// asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
+// long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
+template <int L2_SPAN = 0>
 SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const int src_bytes = valid ? 16 : 0;
-  if constexpr (L2_256)
+  if constexpr (L2_SPAN == 256)
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+                 "r"(src_bytes));
+  else if constexpr (L2_SPAN == 128)
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
                  "r"(src_bytes));
   else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
@@ -229,6 +232,15 @@ SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
   Vec16 v = {{0u, 0u, 0u, 0u}};
   if (valid) v = load16(gmem);
   store16(smem, v);
+#endif
+}
+
+// Asks L2 to fetch `bytes` (a multiple of 16, 16-byte aligned) at `gmem` without waiting for it
+// or using shared memory: a prefetch a few tiles ahead of the cp.async ring (sm_90; no-op
+// elsewhere).
+SWA_D void prefetch_l2(const void* gmem, uint32_t bytes) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
 #endif
 }
 
