@@ -103,7 +103,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     return;
   }
-  const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  // Multi-token queries run each query token as its own decode row (seq_of_token maps it to its
+  // sequence's block-table row; seq_lens then holds the token's position + 1).
+  const int bt_row = p.seq_of_token != nullptr ? p.seq_of_token[seq] : seq;
+  const int* bt = p.block_tables + static_cast<int64_t>(bt_row) * p.bt_stride;
   // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
   // grid has started: its CTAs then sit at griddepcontrol.wait (which returns once this whole
   // grid has finished and its writes are visible) instead of paying a launch gap afterwards.
