@@ -1,4 +1,4 @@
-"""CUDA decode kernel of swa_ops.paged_attention against swa_ops.reference.
+"""CUDA kernels of swa_ops.paged_attention / reshape_and_cache against swa_ops.reference.
 
 The whole published aiter sliding-window grid (792 cases), then head sizes, windows, block sizes,
 GQA ratios, variable lengths (0 and 1 included), soft-cap, sinks, and CUDA-graph replay across
@@ -338,11 +338,121 @@ def _small():
     return q, kc, vc, bt, lens
 
 
-def test_rejects_multi_token_queries():
-    q, kc, vc, bt, lens = _small()
-    qsl = torch.tensor([0, 1, 2], dtype=torch.int32, device="cuda")
-    with pytest.raises(RuntimeError, match="query_start_loc"):
-        torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 0.1, 0, 0.0, None, qsl, 1)
+# ---------------------------------------------------------------------------------------------
+# Multi-token queries (speculative decoding, multi-token prediction, chunked prefill): checked
+# against reference.paged_attention itself, per-row window bounds included.
+
+
+def token_rows(seq_lens, q_lens, block_tables):
+    """The decode row each query token is: its sequence's block-table row and position + 1."""
+    rows, lens = [], []
+    for s, (L, q) in enumerate(zip(seq_lens, q_lens)):
+        for i in range(q):
+            rows.append(s)
+            lens.append(max(L - q + i + 1, 0))
+    return (block_tables[torch.tensor(rows, dtype=torch.long, device=block_tables.device)],
+            torch.tensor(lens, dtype=torch.int32, device=block_tables.device))
+
+
+def check_multi_token(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, window,
+                      dtype=torch.bfloat16, seed=0, soft_cap=0.0, use_sinks=False):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    used = [(L + block_size - 1) // block_size for L in seq_lens]
+    max_blocks = max(used + [1]) + 1
+    num_blocks = sum(used) + 2
+    shape = (num_blocks, block_size, num_kv_heads, head_size)
+    k_cache = torch.randn(shape, generator=g, device="cuda").to(dtype)
+    v_cache = torch.randn(shape, generator=g, device="cuda").to(dtype)
+    perm = torch.randperm(num_blocks, generator=g, device="cuda").int()
+    bt = torch.full((len(seq_lens), max_blocks), -1, dtype=torch.int32, device="cuda")
+    nxt = 0
+    for s, (L, q) in enumerate(zip(seq_lens, q_lens)):
+        blocks = perm[nxt:nxt + used[s]]
+        nxt += used[s]
+        # -1 before the *first* query row's window: no row may read those entries.
+        first = reference.window_start(max(L - q, 0), window) // block_size if L else 0
+        bt[s, first:used[s]] = blocks[first:]
+    qsl = torch.tensor([0] + list(itertools.accumulate(q_lens)), dtype=torch.int32,
+                       device="cuda")
+    num_tokens = int(qsl[-1])
+    query = torch.randn(num_tokens, num_heads, head_size, generator=g, device="cuda").to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    scale = head_size ** -0.5
+    sinks = torch.randn(num_heads, generator=g, device="cuda") if use_sinks else None
+    out = torch.ops.swa_ops.paged_attention(query, k_cache, v_cache, bt, lens, scale, window,
+                                            soft_cap, sinks, qsl, max(q_lens + [1]))
+    ref = reference.paged_attention(query.float(), k_cache.float(), v_cache.float(), bt, lens,
+                                    scale, window, soft_cap, sinks, qsl, max(q_lens + [1]))
+    # PyTorch's low-precision attention over the same rows (bf16/fp16 logits and P), as in
+    # check_case: each query token as the decode row it is.
+    bt_rows, len_rows = token_rows(seq_lens, q_lens, bt)
+    pt = batched_decode_ref(query, k_cache, v_cache, bt_rows, len_rows, scale, window, soft_cap,
+                            sinks, compute_dtype=dtype)
+    assert not out.isnan().any()
+    err = (out.float() - ref).abs().max().item()
+    pt_err = (pt.float() - ref).abs().max().item()
+    assert err <= 2 * pt_err + ATOL_FLOOR, f"max err {err:.3g} > 2 x PyTorch's {pt_err:.3g}"
+    return out
+
+
+@pytest.mark.parametrize("window", (128, 1000, 0))
+@pytest.mark.parametrize("heads", ((32, 8), (8, 8), (16, 1)), ids=lambda h: f"h{h[0]}-{h[1]}")
+def test_multi_token_speculative(window, heads):
+    # 1..16 tokens per sequence, mixed in one batch, lengths around the window edges, 0 and 1.
+    seq_lens = [1, 5, 200, 1000, 1001, 1200, 4, 300, 0]
+    q_lens = [1, 5, 16, 4, 1, 16, 2, 0, 0]
+    check_multi_token(seq_lens, q_lens, heads[0], heads[1], 128, 16, window, seed=window)
+
+
+@pytest.mark.parametrize("head_size", (64, 96, 128, 256))
+@pytest.mark.parametrize("block_size", (8, 16, 64))
+def test_multi_token_head_and_block_sizes(head_size, block_size):
+    check_multi_token([700, 33, 129], [4, 8, 3], 16, 4, head_size, block_size, 256,
+                      dtype=torch.float16, seed=head_size + block_size)
+
+
+def test_multi_token_chunked_prefill():
+    # A 300-token chunk after 900 cached tokens, and a whole 500-token prompt, with W = 256.
+    check_multi_token([1200, 500], [300, 500], 32, 8, 128, 16, 256, seed=5)
+    check_multi_token([1200, 500], [300, 500], 8, 2, 64, 16, 0, seed=6)
+
+
+def test_multi_token_soft_cap_and_sinks():
+    check_multi_token([4200, 64], [4, 3], 16, 8, 256, 16, 4096, seed=8, soft_cap=50.0)
+    check_multi_token([300, 9], [16, 2], 64, 8, 64, 16, 128, seed=9, use_sinks=True)
+
+
+def test_multi_token_cuda_graph():
+    """A speculative step (4 tokens per sequence) captured once, replayed as contexts grow."""
+    torch.manual_seed(1)
+    H, KVH, D, bs, W, S, Q = 32, 8, 128, 16, 512, 3, 4
+    max_blocks = 256
+    dt = torch.bfloat16
+    k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn_like(k_cache)
+    bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
+    lens = torch.tensor([10, 400, 2000], dtype=torch.int32, device="cuda")
+    qsl = torch.arange(0, S * Q + 1, Q, dtype=torch.int32, device="cuda")
+    q = torch.randn(S * Q, H, D, device="cuda", dtype=dt)
+    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W, 0.0, None,
+                                      qsl, Q)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W, 0.0,
+                                                None, qsl, Q)
+    for step in range(0, 600, 150):
+        lens.copy_(torch.tensor([10 + step, 400 + step, 2000 + step], dtype=torch.int32))
+        q.copy_(torch.randn(S * Q, H, D, dtype=dt))
+        graph.replay()
+        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
+                                        D ** -0.5, W, 0.0, None, qsl, Q)
+        cur = [10 + step, 400 + step, 2000 + step]
+        bt_rows, len_rows = token_rows(cur, [Q] * S, bt)
+        pt = batched_decode_ref(q, k_cache, v_cache, bt_rows, len_rows, D ** -0.5, W,
+                                compute_dtype=dt)
+        err = (out.float() - ref).abs().max().item()
+        assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
 
 
 def test_rejects_fp8_cache():

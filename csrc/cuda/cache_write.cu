@@ -1,6 +1,8 @@
 // reshape_and_cache kernels for every (source dtype, cache kind) pair. Torch-free.
+// Also the token map of multi-token queries (a tiny kernel, kept out of the torch unit).
 #include "swa_ops/cache_write.h"
 #include "swa_ops/launch.h"
+#include "swa_ops/token_map.h"
 
 namespace swa_ops {
 namespace {
@@ -36,6 +38,12 @@ cudaError_t launch_cache_write(const CacheWriteParams& p, cudaStream_t stream) {
   if (p.src_is_float32) return launch_src<float>(p, stream);
   if (p.dtype == DType::kBFloat16) return launch_src<bf16_t>(p, stream);
   return launch_src<fp16_t>(p, stream);
+}
+
+cudaError_t launch_token_map(const TokenMapParams& p, cudaStream_t stream) {
+  if (p.num_tokens == 0 || p.num_seqs == 0) return cudaSuccess;
+  token_map_kernel<<<(p.num_tokens + 255) / 256, 256, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace swa_ops

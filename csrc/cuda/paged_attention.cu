@@ -83,13 +83,9 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const PagedAttentionDims d =
       check_paged_attention(query, key_cache, value_cache, block_tables, seq_lens, sinks,
                             query_start_loc, max_query_len, k_scale, v_scale);
-  // Features the CUDA decode path does not implement yet fail loudly, naming the argument,
-  // rather than computing something else.
-  TORCH_CHECK(!query_start_loc.has_value(), kAttnOp,
-              ": query_start_loc (multi-token queries) is not supported on CUDA yet; the CUDA "
-              "kernel handles decode only (one query token per sequence, query_start_loc=None)");
-  TORCH_CHECK(max_query_len == 1, kAttnOp, ": max_query_len must be 1 for decode, got ",
-              num(max_query_len));
+  // Features the CUDA path does not implement yet fail loudly, naming the argument, rather than
+  // computing something else. Multi-token queries (query_start_loc) run one decode row per
+  // query token (token_map.h).
   TORCH_CHECK(!d.fp8, kAttnOp,
               ": float8_e4m3fn key_cache/value_cache are not supported on CUDA yet");
   const auto dt = query.scalar_type();
@@ -112,7 +108,10 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
 
   c10::cuda::CUDAGuard guard(query.device());
   at::Tensor out = at::empty({d.num_tokens, d.num_heads, d.head_size}, query.options());
-  if (d.num_seqs == 0 || d.num_heads == 0) return out;
+  const bool multi = query_start_loc.has_value();
+  const int64_t rows = multi ? d.num_tokens : d.num_seqs;  // decode rows the kernel runs
+  if (rows == 0 || d.num_heads == 0) return out;
+  if (multi && d.num_seqs == 0) return out.zero_();  // no sequence: no token sees a key
 
   // Small tensors are made contiguous/aligned here (no copy when they already are); the caches
   // are never copied.
@@ -133,7 +132,8 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const int group = static_cast<int>(d.num_heads / d.num_kv_heads);
   const int head_chunks = (group + 15) / 16;
   const DecodeSplit split = choose_decode_split(
-      checked_int(d.num_seqs, "num_seqs"), checked_int(d.num_kv_heads, "num_kv_heads"),
+      checked_int(rows, multi ? "num_tokens" : "num_seqs"),
+      checked_int(d.num_kv_heads, "num_kv_heads"),
       head_chunks, window,
       checked_int(max_context, "max_blocks_per_seq * block_size"),
       num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
@@ -149,7 +149,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   at::Tensor ws;
   if (split.num_parts > 1) {
     // Workspace sized from host-known values: [rows * parts] x (D outputs + max + sum).
-    const int64_t slots = d.num_seqs * d.num_heads * split.num_parts;
+    const int64_t slots = rows * d.num_heads * split.num_parts;
     ws = at::empty({slots * (d.head_size + 2)}, query.options().dtype(at::kFloat));
     p.part_out = ws.data_ptr<float>();
     p.part_max = p.part_out + slots * d.head_size;
@@ -161,7 +161,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.kv_stride_tok = key_cache.stride(1);
   p.kv_stride_head = key_cache.stride(2);
   p.bt_stride = bt.stride(0);
-  p.num_seqs = static_cast<int>(d.num_seqs);
+  p.num_seqs = static_cast<int>(rows);
   p.num_heads = checked_int(d.num_heads, "num_heads");
   p.num_kv_heads = static_cast<int>(d.num_kv_heads);
   p.head_size = static_cast<int>(d.head_size);
@@ -184,6 +184,22 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.kv_fp8 = false;
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor token_map;
+  if (multi) {
+    // Per token: its sequence and position + 1, computed on the device (no host sync).
+    const at::Tensor qsl = query_start_loc->contiguous();
+    token_map = at::empty({2, d.num_tokens}, lens.options());
+    TokenMapParams tp{};
+    tp.query_start_loc = qsl.data_ptr<int>();
+    tp.seq_lens = lens.data_ptr<int>();
+    tp.seq_of_token = token_map.data_ptr<int>();
+    tp.token_lens = tp.seq_of_token + d.num_tokens;
+    tp.num_seqs = static_cast<int>(d.num_seqs);
+    tp.num_tokens = static_cast<int>(d.num_tokens);
+    C10_CUDA_CHECK(launch_token_map(tp, stream));
+    p.seq_of_token = tp.seq_of_token;
+    p.seq_lens = tp.token_lens;
+  }
   cudaError_t err = cudaSuccess;
   const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
     err = launch_decode<decltype(hd)::value>(p, stream);

@@ -235,15 +235,6 @@ SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
 #endif
 }
 
-// Asks L2 to fetch `bytes` (a multiple of 16, 16-byte aligned) at `gmem` without waiting for it
-// or using shared memory: a prefetch a few tiles ahead of the cp.async ring (sm_90; no-op
-// elsewhere).
-SWA_D void prefetch_l2(const void* gmem, uint32_t bytes) {
-#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(gmem), "r"(bytes) : "memory");
-#endif
-}
-
 SWA_D void cp_async_commit() {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);

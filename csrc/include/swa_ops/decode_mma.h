@@ -103,7 +103,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     return;
   }
-  const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  // Multi-token queries run each query token as its own decode row (seq_of_token maps it to its
+  // sequence's block-table row; seq_lens then holds the token's position + 1).
+  const int bt_row = p.seq_of_token != nullptr ? p.seq_of_token[seq] : seq;
+  const int* bt = p.block_tables + static_cast<int64_t>(bt_row) * p.bt_stride;
   // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
   // grid has started: its CTAs then sit at griddepcontrol.wait (which returns once this whole
   // grid has finished and its writes are visible) instead of paying a launch gap afterwards.
@@ -205,21 +208,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   }
   TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
   if (NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
-  // L2 prefetch of the tile kPfAhead tiles past the last one in the ring: more bytes in flight
-  // per SM than shared memory can hold, so the ring's copies mostly hit L2. Lanes 0-15 take the
-  // K rows, 16-31 the V rows of full, single-block tiles (edge tiles are simply not prefetched).
-  constexpr int kPfAhead = 2;
-  TileBlocks pf_blk{0, 0};
-  if (NSTAGE - 1 + kPfAhead < n_mine) pf_blk = tile_blocks(warp + NW * (NSTAGE - 1 + kPfAhead));
-  auto prefetch_tile = [&](int tile, TileBlocks blk) {
-    const int tb = begin + tile * kTileTokens;
-    if (!one_block_tiles || tb < span.lo || tb + kTileTokens > end) return;
-    const int r = lane & 15;
-    const T* base = (lane < 16 ? k_base : v_base) +
-                    static_cast<int64_t>(blk.a) * p.kv_stride_block +
-                    static_cast<int64_t>((tb & bs_mask) + r) * p.kv_stride_tok;
-    prefetch_l2(base, D * sizeof(T));
-  };
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
@@ -261,12 +249,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       issue(warp + NW * jn, jn % NSTAGE, next_blk);
       if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
     }
-#ifndef SWA_OPS_NO_L2_PREFETCH
-    if (jn + kPfAhead < n_mine) {
-      prefetch_tile(warp + NW * (jn + kPfAhead), pf_blk);
-      if (jn + kPfAhead + 1 < n_mine) pf_blk = tile_blocks(warp + NW * (jn + kPfAhead + 1));
-    }
-#endif
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     __syncwarp();

@@ -56,6 +56,9 @@ int decode_ctas_per_sm();
 template <int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream);
 
+// Per query token: its sequence and effective length (token_map.h; csrc/cuda/cache_write.cu).
+cudaError_t launch_token_map(const TokenMapParams& p, cudaStream_t stream);
+
 // reshape_and_cache's kernel for every source dtype and cache kind (csrc/cuda/cache_write.cu).
 cudaError_t launch_cache_write(const CacheWriteParams& p, cudaStream_t stream);
 

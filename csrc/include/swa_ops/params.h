@@ -15,6 +15,9 @@ struct DecodeParams {
   const void* v_cache;      // same shape and strides as k_cache (checked by the launcher)
   const int* block_tables;  // [num_seqs, max_blocks_per_seq] int32
   const int* seq_lens;      // [num_seqs] int32: cached tokens including this step's
+  const int* seq_of_token;  // multi-token queries only (else nullptr): then every "sequence" here
+                            //   is one query token, seq_of_token[t] its block-table row and
+                            //   seq_lens[t] its position + 1 (token_map_kernel builds both)
   const float* sinks;       // [num_heads] fp32 sink logits, or nullptr
   const float* k_scale;     // fp8 only: device scalar dequantization scale of K (else nullptr)
   const float* v_scale;     // fp8 only: device scalar dequantization scale of V (else nullptr)
@@ -53,6 +56,16 @@ struct DecodeParams {
   float cap_post;           // soft-cap only: cap * log2(e); logit = cap_post * tanh(cap_pre * q.k)
   DType dtype;
   bool kv_fp8;              // caches are float8_e4m3fn
+};
+
+// Multi-token queries: per query token, its sequence and its effective length (position + 1).
+struct TokenMapParams {
+  const int* query_start_loc;  // [num_seqs + 1] int32 prefix sums of query lengths
+  const int* seq_lens;         // [num_seqs] int32
+  int* seq_of_token;           // [num_tokens] out: the token's sequence (0 for uncovered tokens)
+  int* token_lens;             // [num_tokens] out: L - q_len + i + 1, or 0 (sees no key)
+  int num_seqs;
+  int num_tokens;
 };
 
 // reshape_and_cache: writes each token's K/V row into its slot. Strides in elements.
