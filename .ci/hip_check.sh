@@ -84,7 +84,7 @@ else
   objcopy -O binary --only-section=.hip_fatbin "$tmp/instantiate_all.o" "$tmp/fatbin"
   "$bundler" --unbundle --type=o --input="$tmp/fatbin" \
     --targets="hipv4-amdgcn-amd-amdhsa--$arch" --output="$tmp/device.co"
-  "$nm" -C "$tmp/device.co" | grep ' T ' | sed -E 's/.* T (void )?swa_ops::([a-z_]+)<.*/\2/' \
+  "$nm" -C "$tmp/device.co" | grep ' T ' | sed -E 's/.* T (void )?swa_ops::([A-Za-z0-9_]+)[<(].*/\2/' \
     | sort | uniq -c > "$tmp/kernels"
   echo "hip_check: kernels in the $arch code object:" "$(awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}' "$tmp/kernels")"
   [[ -s "$tmp/kernels" ]] || { echo "hip_check: FAIL: no kernel in the code object" >&2; exit 1; }
