@@ -88,15 +88,32 @@ else
     | sort | uniq -c > "$tmp/kernels"
   echo "hip_check: kernels in the $arch code object:" "$(awk '{printf "%s%s x%s", (NR > 1 ? ", " : ""), $2, $1}' "$tmp/kernels")"
   [[ -s "$tmp/kernels" ]] || { echo "hip_check: FAIL: no kernel in the code object" >&2; exit 1; }
-  # Every __global__ template in the device headers should be there; one that is not is reached
-  # by no launcher on AMD (dead, or compiled out for ROCm): say so.
-  for k in $(python3 -c 'import re, glob
-for f in sorted(glob.glob("csrc/include/swa_ops/*.h")):
-    for m in re.finditer(r"__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s*)?(\w+)\s*\(", open(f).read()):
-        print(m.group(1))'); do
-    grep -q " $k\$" "$tmp/kernels" ||
-      echo "hip_check: WARNING: $k (csrc/include/swa_ops) is not in the $arch code object"
+  # Every kernel the device headers define for ROCm must be there: preprocess all of them as a
+  # ROCm build sees them (so NVIDIA-only kernels behind #ifndef USE_ROCM drop out) and compare.
+  for h in csrc/include/swa_ops/*.h; do echo "#include \"${h#csrc/include/}\""; done \
+    > "$tmp/all_headers.hip"
+  hipcc -E --cuda-device-only --offload-arch="$arch" -std=c++17 -D__HIP_PLATFORM_AMD__=1 \
+    -DUSE_ROCM=1 -I csrc/include "$tmp/all_headers.hip" -o "$tmp/all_headers.i"
+  missing=0
+  for k in $(python3 - "$tmp/all_headers.i" <<'PY'
+import re, sys
+text, ours = open(sys.argv[1]).read(), []
+# Keep only the text of our headers (the preprocessor's line markers say which file follows).
+for chunk in re.split(r'^# \d+ "', text, flags=re.M):
+    if chunk.startswith("csrc/include/swa_ops/"):
+        ours.append(chunk)
+kernel = r"__attribute__\(\(global\)\)\s*void\s*(?:__attribute__\(\([^;{]*?\)\)\)\s*)*(\w+)\s*\("
+print("\n".join(sorted({m.group(1) for c in ours for m in re.finditer(kernel, c)})))
+PY
+  ); do
+    if ! grep -q " $k\$" "$tmp/kernels"; then
+      echo "hip_check: FAIL: $k is defined for ROCm in csrc/include/swa_ops but not compiled:" \
+        "no launcher that $tu reaches launches it (add one there, or keep the kernel" \
+        "behind #ifndef USE_ROCM if it is NVIDIA-only)" >&2
+      missing=1
+    fi
   done
+  [[ $missing -eq 0 ]] || exit 1
 fi
 # The code only HIP builds run, run here on the CPU: compat.h's bit-level bf16/fp8 conversions
 # (host side of __host__ __device__ functions) and the portable ldmatrix/mma.sync path (32 threads
