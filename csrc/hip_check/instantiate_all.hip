@@ -6,8 +6,10 @@
 //   - decode (+ merge): launch_decode<D> for every head size D that dispatch.h's
 //     dispatch_head_size() switches to (the list csrc/cuda/paged_attention.cu dispatches over);
 //     launch_decode<D> (launch_impl.h) instantiates each dtype x feature variant of the kernels;
-//   - reshape_and_cache: csrc/cuda/cache_write.cu itself (torch-free), every source dtype x cache
-//     kind.
+//   - csrc/cuda/cache_write.cu itself (torch-free): reshape_and_cache for every source dtype x
+//     cache kind, and the token map of multi-token queries.
+// .ci/hip_check.sh then fails if a kernel the headers define for ROCm is not in the code object,
+// so a kernel whose launcher lives elsewhere must be reached from here.
 // Functions are referenced by address, not called, so a change to a launcher's parameters needs
 // no change here.
 #include "swa_ops/dispatch.h"
