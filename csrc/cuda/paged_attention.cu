@@ -86,17 +86,16 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   // Features the CUDA path does not implement yet fail loudly, naming the argument, rather than
   // computing something else. Multi-token queries (query_start_loc) run one decode row per
   // query token (token_map.h).
-  TORCH_CHECK(!d.fp8, kAttnOp,
-              ": float8_e4m3fn key_cache/value_cache are not supported on CUDA yet");
   const auto dt = query.scalar_type();
   TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
               ": query must be float16 or bfloat16 on CUDA, got ", dt);
   TORCH_CHECK(value_cache.strides() == key_cache.strides(), kAttnOp,
               ": value_cache strides ", dims(value_cache.strides()),
               " must equal key_cache strides ", dims(key_cache.strides()));
+  const int64_t vec = d.fp8 ? 16 : 8;  // elements per 16-byte copy
   TORCH_CHECK(aligned16(key_cache.data_ptr()) && aligned16(value_cache.data_ptr()) &&
-                  key_cache.stride(0) % 8 == 0 && key_cache.stride(1) % 8 == 0 &&
-                  key_cache.stride(2) % 8 == 0,
+                  key_cache.stride(0) % vec == 0 && key_cache.stride(1) % vec == 0 &&
+                  key_cache.stride(2) % vec == 0,
               kAttnOp, ": key_cache/value_cache rows must be 16-byte aligned (strides ",
               dims(key_cache.strides()), ")");
   TORCH_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
@@ -181,7 +180,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
   }
   p.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
-  p.kv_fp8 = false;
+  p.kv_fp8 = d.fp8;
+  if (d.fp8) {  // checked present, float32 scalars on this device (check_paged_attention)
+    p.k_scale = k_scale->data_ptr<float>();
+    p.v_scale = v_scale->data_ptr<float>();
+  }
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map;
