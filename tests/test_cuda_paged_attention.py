@@ -475,8 +475,9 @@ def check_fp8(seq_lens, num_heads, num_kv_heads, head_size, block_size, window, 
                                             None, 1, ks, vs)
     ref = reference.paged_attention(q.float(), kc8, vc8, bt, lens, scale, window, soft_cap,
                                     sinks, None, 1, ks, vs).float()
-    pt = batched_decode_ref(q, kc8.to(dtype), vc8.to(dtype), bt, lens, scale * ks.item(), window,
-                            soft_cap, sinks, compute_dtype=dtype) * vs.item()
+    # (rounded to the output dtype, as any bf16/fp16 attention's output is)
+    pt = (batched_decode_ref(q, kc8.to(dtype), vc8.to(dtype), bt, lens, scale * ks.item(), window,
+                             soft_cap, sinks, compute_dtype=dtype) * vs.item()).to(dtype)
     assert not out.isnan().any()
     err = (out.float() - ref).abs().max().item()
     pt_err = (pt.float() - ref).abs().max().item()
