@@ -6,6 +6,39 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
+
+namespace swa_ops {
+
+// Error messages are built here as one std::string and handed to TORCH_CHECK whole, never by
+// streaming numbers into it: on the GPU machine the extension carries parts of libstdc++
+// statically, and std::ostream's insertion of an int64 from that copy segfaulted
+// (notes/decode.md). With a single std::string argument c10::str returns it as is, no ostream.
+namespace msg_detail {
+inline std::string piece(const char* s) { return s; }
+inline std::string piece(const std::string& s) { return s; }
+inline std::string piece(int64_t v) { return std::to_string(v); }
+inline std::string piece(c10::ScalarType t) { return c10::toString(t); }
+inline std::string piece(const c10::Device& d) { return d.str(); }
+inline std::string piece(c10::IntArrayRef a) {
+  std::string s = "[";
+  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
+  return s + "]";
+}
+}  // namespace msg_detail
+
+template <typename... Args>
+std::string message(const Args&... args) {
+  std::string s;
+  ((s += msg_detail::piece(args)), ...);
+  return s;
+}
+
+}  // namespace swa_ops
+
+// TORCH_CHECK whose message pieces (strings, integers, dtypes, devices, shapes) are joined by
+// swa_ops::message; evaluated only when the check fails.
+#define SWA_CHECK(cond, ...) TORCH_CHECK(cond, ::swa_ops::message(__VA_ARGS__))
 
 namespace swa_ops {
 

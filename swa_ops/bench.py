@@ -41,6 +41,7 @@ class Shape:
     window: int
     block_size: int = 16
     dtype: torch.dtype = torch.bfloat16
+    fp8: bool = False  # fp8 e4m3 K/V caches (per-tensor scales)
 
     @property
     def visible(self) -> int:
@@ -48,7 +49,7 @@ class Shape:
 
     def window_bytes(self) -> int:
         """K and V bytes one decode step must read: the floor's numerator."""
-        elem = torch.tensor([], dtype=self.dtype).element_size()
+        elem = 1 if self.fp8 else torch.tensor([], dtype=self.dtype).element_size()
         return 2 * self.batch * self.visible * self.kv_heads * self.head_size * elem
 
 
@@ -62,6 +63,7 @@ SHAPES = [
     Shape("nowindow", 32, 32, 8, 128, 4096, 0),
     Shape("single-128k", 1, 32, 8, 128, 131072, 4096),
     Shape("phi3", 16, 32, 32, 96, 8192, 2047),
+    Shape("mistral-32k-fp8", 32, 32, 8, 128, 32768, 4096, fp8=True),
 ]
 
 CPU_SHAPE = Shape("mistral-cpu", 4, 32, 8, 128, 16384, 4096)
@@ -83,6 +85,12 @@ class Problem:
         shape = (self.num_blocks, s.block_size, s.kv_heads, s.head_size)
         self.k = [torch.randn(shape, generator=g, device=device).to(s.dtype) for _ in range(layers)]
         self.v = [torch.randn(shape, generator=g, device=device).to(s.dtype) for _ in range(layers)]
+        self.k_scale = self.v_scale = None
+        if s.fp8:  # stored as x / scale; randn fits 448 * 0.02 comfortably
+            self.k_scale = torch.tensor([0.02], device=device)
+            self.v_scale = torch.tensor([0.02], device=device)
+            self.k = [(t.float() / 0.02).to(torch.float8_e4m3fn) for t in self.k]
+            self.v = [(t.float() / 0.02).to(torch.float8_e4m3fn) for t in self.v]
         self.block_tables = torch.randperm(self.num_blocks, generator=g, device=device).int()
         self.block_tables = self.block_tables.view(s.batch, bps)
         self.seq_lens = torch.full((s.batch,), s.ctx, dtype=torch.int32, device=device)
@@ -96,7 +104,8 @@ class Problem:
     def swa(self, i: int) -> torch.Tensor:
         return torch.ops.swa_ops.paged_attention(
             self.q, self.k[i % self.layers], self.v[i % self.layers], self.block_tables,
-            self.seq_lens, self.scale, self.s.window)
+            self.seq_lens, self.scale, self.s.window, 0.0, None, None, 1, self.k_scale,
+            self.v_scale)
 
     def sdpa(self, i: int) -> torch.Tensor:
         """SDPA over the window's gathered pages (the gather is part of the cost)."""
@@ -116,6 +125,8 @@ class Problem:
         s = self.s
         k = self.k[0][self.window_blocks].flatten(1, 2).float()
         v = self.v[0][self.window_blocks].flatten(1, 2).float()
+        if s.fp8:
+            k, v = k * self.k_scale, v * self.v_scale
         pos = self.first_block * s.block_size + torch.arange(k.shape[1], device=k.device)
         lo = max(0, s.ctx - s.window) if s.window > 0 else 0
         valid = (pos >= lo) & (pos < s.ctx)
@@ -146,8 +157,10 @@ def flashinfer_runner(pb: Problem, trimmed: bool) -> Optional[Callable[[int], to
         ws, "NHD", use_tensor_cores=(s.heads // s.kv_heads) >= 4)
     wrapper.plan(indptr, indices, last, s.heads, s.kv_heads, s.head_size, s.block_size,
                  window_left=(s.window - 1) if s.window > 0 else -1, q_data_type=s.dtype,
-                 kv_data_type=s.dtype, sm_scale=pb.scale)
-    runner = lambda i: wrapper.run(pb.q, (pb.k[i % pb.layers], pb.v[i % pb.layers]))  # noqa: E731
+                 kv_data_type=torch.float8_e4m3fn if s.fp8 else s.dtype, sm_scale=pb.scale)
+    scales = {"k_scale": 0.02, "v_scale": 0.02} if s.fp8 else {}
+    runner = lambda i: wrapper.run(pb.q, (pb.k[i % pb.layers], pb.v[i % pb.layers]),  # noqa: E731
+                                   **scales)
     runner.keepalive = (ws, wrapper, indptr, indices, last)
     return runner
 
@@ -275,7 +288,7 @@ def run_gpu(args) -> Dict:
                     fn = None
                 if fn is not None:
                     runners.append((key, fn))
-        if "sdpa" in args.peers:
+        if "sdpa" in args.peers and not s.fp8:
             runners.append(("sdpa", pb.sdpa))
         for key, fn in runners:
             try:

@@ -455,13 +455,65 @@ def test_multi_token_cuda_graph():
         assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
 
 
-def test_rejects_fp8_cache():
-    q, kc, vc, bt, lens = _small()
-    s = torch.ones(1, device="cuda")
-    with pytest.raises(RuntimeError, match="float8_e4m3fn"):
-        torch.ops.swa_ops.paged_attention(q, kc.to(torch.float8_e4m3fn),
-                                          vc.to(torch.float8_e4m3fn), bt, lens, 0.1, 0, 0.0,
-                                          None, None, 1, s, s)
+# ---------------------------------------------------------------------------------------------
+# fp8 e4m3 K/V caches (per-tensor scales): the kernel widens fp8 exactly and applies the scales
+# in fp32, so PyTorch's baseline is the same attention over the fp8 values as 16-bit numbers
+# with scale * k_scale and a final * v_scale.
+
+
+def check_fp8(seq_lens, num_heads, num_kv_heads, head_size, block_size, window, dtype=torch.bfloat16,
+              seed=0, soft_cap=0.0, use_sinks=False, q_lens=None):
+    q, kc, vc, bt, lens = make_case(seq_lens, num_heads, num_kv_heads, head_size, block_size,
+                                    window, dtype, seed)
+    ks = torch.tensor([0.02], device="cuda")
+    vs = torch.tensor([0.015], device="cuda")
+    kc8 = reference.quantize_fp8(kc, ks)
+    vc8 = reference.quantize_fp8(vc, vs)
+    scale = head_size ** -0.5
+    sinks = torch.randn(num_heads, device="cuda") if use_sinks else None
+    out = torch.ops.swa_ops.paged_attention(q, kc8, vc8, bt, lens, scale, window, soft_cap, sinks,
+                                            None, 1, ks, vs)
+    ref = reference.paged_attention(q.float(), kc8, vc8, bt, lens, scale, window, soft_cap,
+                                    sinks, None, 1, ks, vs).float()
+    # (rounded to the output dtype, as any bf16/fp16 attention's output is)
+    pt = (batched_decode_ref(q, kc8.to(dtype), vc8.to(dtype), bt, lens, scale * ks.item(), window,
+                             soft_cap, sinks, compute_dtype=dtype) * vs.item()).to(dtype)
+    assert not out.isnan().any()
+    err = (out.float() - ref).abs().max().item()
+    pt_err = (pt.float() - ref).abs().max().item()
+    assert err <= 2 * pt_err + ATOL_FLOOR, f"max err {err:.3g} > 2 x PyTorch's {pt_err:.3g}"
+    zero_rows = (lens == 0).nonzero().flatten()
+    if len(zero_rows):
+        assert (out[zero_rows] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("head_size", (64, 80, 96, 128, 192, 256))
+@pytest.mark.parametrize("window", (128, 2047, 0))
+def test_fp8_cache(dtype, head_size, window):
+    check_fp8([window + 300, 5000, 1, 0, 4097], 16, 4, head_size, 16, window, dtype,
+              seed=head_size + window)
+
+
+@pytest.mark.parametrize("block_size", (8, 32))
+def test_fp8_cache_blocks_gqa_softcap_sinks(block_size):
+    check_fp8([3000, 17, 0], 32, 8, 128, block_size, 1024, seed=block_size)
+    check_fp8([4200, 64], 16, 8, 256, block_size, 4096, seed=3, soft_cap=50.0)
+    check_fp8([300, 9], 64, 8, 64, block_size, 128, seed=4, use_sinks=True)
+
+
+def test_fp8_error_against_bf16():
+    """How far fp8 storage moves the output from the bf16-cache output (reported, bounded)."""
+    q, kc, vc, bt, lens = make_case([4096] * 8, 32, 8, 128, 16, 4096, torch.bfloat16, seed=2)
+    ks = (kc.float().nan_to_num().abs().amax() / 448).reshape(1)
+    vs = (vc.float().nan_to_num().abs().amax() / 448).reshape(1)
+    out8 = torch.ops.swa_ops.paged_attention(q, reference.quantize_fp8(kc, ks),
+                                             reference.quantize_fp8(vc, vs), bt, lens, 128 ** -0.5,
+                                             4096, 0.0, None, None, 1, ks, vs)
+    ref16 = reference.paged_attention(q, kc, vc, bt, lens, 128 ** -0.5, 4096).float()
+    rel = ((out8.float() - ref16).norm() / ref16.norm()).item()
+    print(f"fp8 KV vs bf16 reference: relative error {rel:.3%}")
+    assert rel < 0.1
 
 
 def test_rejects_float32_query():

@@ -25,35 +25,35 @@ std::vector<cpu::WorkItem> plan(const PagedAttentionDims& d, const at::Tensor& b
   const int32_t* bt = block_tables.data_ptr<int32_t>();
   const int32_t* lens = seq_lens.data_ptr<int32_t>();
   const int32_t* starts = qsl.data_ptr<int32_t>();
-  TORCH_CHECK(starts[0] == 0, op, ": query_start_loc[0] must be 0, got ", starts[0]);
-  TORCH_CHECK(starts[d.num_seqs] == d.num_tokens, op, ": query_start_loc[-1] = ",
-              starts[d.num_seqs], " must equal num_tokens = ", d.num_tokens);
+  SWA_CHECK(starts[0] == 0, op, ": query_start_loc[0] must be 0, got ", starts[0]);
+  SWA_CHECK(starts[d.num_seqs] == d.num_tokens, op, ": query_start_loc[-1] = ",
+            starts[d.num_seqs], " must equal num_tokens = ", d.num_tokens);
   std::vector<cpu::WorkItem> items;
   for (int64_t s = 0; s < d.num_seqs; ++s) {
     const int64_t q_len = int64_t(starts[s + 1]) - starts[s];
     const int64_t len = lens[s];
-    TORCH_CHECK(q_len >= 0, op, ": query_start_loc must be non-decreasing, but entry ", s + 1,
-                " (", starts[s + 1], ") < entry ", s, " (", starts[s], ")");
-    TORCH_CHECK(q_len <= max_query_len, op, ": sequence ", s, " has ", q_len,
-                " query tokens, more than max_query_len = ", max_query_len);
-    TORCH_CHECK(len >= 0, op, ": seq_lens[", s, "] = ", len, " is negative");
-    TORCH_CHECK(len <= d.max_blocks_per_seq * d.block_size, op, ": seq_lens[", s, "] = ", len,
-                " exceeds what block_tables can hold (", d.max_blocks_per_seq, " blocks of ",
-                d.block_size, " tokens)");
+    SWA_CHECK(q_len >= 0, op, ": query_start_loc must be non-decreasing, but entry ", s + 1,
+              " (", starts[s + 1], ") < entry ", s, " (", starts[s], ")");
+    SWA_CHECK(q_len <= max_query_len, op, ": sequence ", s, " has ", q_len,
+              " query tokens, more than max_query_len = ", max_query_len);
+    SWA_CHECK(len >= 0, op, ": seq_lens[", s, "] = ", len, " is negative");
+    SWA_CHECK(len <= d.max_blocks_per_seq * d.block_size, op, ": seq_lens[", s, "] = ", len,
+              " exceeds what block_tables can hold (", d.max_blocks_per_seq, " blocks of ",
+              d.block_size, " tokens)");
     if (q_len == 0) continue;
     // seq_len 0 is a padded slot (its rows see no key and output zeros); otherwise the cached
     // tokens include this step's, so fewer than q_len of them means inconsistent metadata.
-    TORCH_CHECK(len == 0 || q_len <= len, op, ": sequence ", s, " has ", q_len,
-                " query tokens but seq_lens[", s, "] = ", len,
-                "; seq_lens must include this step's tokens");
+    SWA_CHECK(len == 0 || q_len <= len, op, ": sequence ", s, " has ", q_len,
+              " query tokens but seq_lens[", s, "] = ", len,
+              "; seq_lens must include this step's tokens");
     // Only the blocks the kernel will read: from the first row's window start to the end.
     const int64_t first_block =
         cpu::window_start(len - q_len, int(sliding_window)) / d.block_size;
     const int64_t end_block = (len + d.block_size - 1) / d.block_size;
     for (int64_t b = first_block; b < end_block; ++b) {
       const int32_t id = bt[s * block_tables.stride(0) + b];
-      TORCH_CHECK(id >= 0 && id < d.num_blocks, op, ": block_tables[", s, ", ", b, "] = ", id,
-                  " is out of range [0, ", d.num_blocks, ") for a block inside the window");
+      SWA_CHECK(id >= 0 && id < d.num_blocks, op, ": block_tables[", s, ", ", b, "] = ", id,
+                " is out of range [0, ", d.num_blocks, ") for a block inside the window");
     }
     const int chunk = q_len == 1 ? 1 : kRowChunk;
     for (int64_t r = 0; r < q_len; r += chunk)

@@ -38,8 +38,8 @@ void reshape_and_cache_cpu(const at::Tensor& key, const at::Tensor& value, at::T
   const int64_t block_size = key_cache.size(1);
   const int64_t num_slots = key_cache.size(0) * block_size;
   for (int64_t t = 0; t < num_tokens; ++t)
-    TORCH_CHECK(slot[t] >= -1 && slot[t] < num_slots, op, ": slot_mapping[", t, "] = ", slot[t],
-                " is out of range [-1, ", num_slots, ")");
+    SWA_CHECK(slot[t] >= -1 && slot[t] < num_slots, op, ": slot_mapping[", t, "] = ", slot[t],
+              " is out of range [-1, ", num_slots, ")");
   const float ks = fp8 ? k_scale->item<float>() : 1.f;
   const float vs = fp8 ? v_scale->item<float>() : 1.f;
 

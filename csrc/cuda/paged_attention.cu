@@ -28,15 +28,7 @@ constexpr const char* kCacheOp = "swa_ops.reshape_and_cache (CUDA)";
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Error messages format integers with std::to_string, never by streaming an int64 into
-// TORCH_CHECK: in this nvcc-compiled unit, std::ostream's insertion of a `long` segfaulted on the
-// GPU machine (torch 2.11 + nvcc 13.0; backtrace in notes/runs/run4_seg.log). Lists likewise.
-std::string num(int64_t v) { return std::to_string(v); }
-std::string dims(at::IntArrayRef a) {
-  std::string s = "[";
-  for (size_t i = 0; i < a.size(); ++i) s += (i ? ", " : "") + std::to_string(a[i]);
-  return s + "]";
-}
+// Messages go through SWA_CHECK (csrc/checks.h): numbers are never streamed into TORCH_CHECK.
 
 // Waves of resident CTAs the decode split fills (choose_decode_split). SWA_OPS_WAVES overrides
 // it (read once), for tuning.
@@ -68,8 +60,8 @@ int sm_count() {
 }
 
 int32_t checked_int(int64_t v, const char* what) {
-  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", num(v),
-              " exceeds the 32-bit range the kernels index with");
+  SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
+            " exceeds the 32-bit range the kernels index with");
   return static_cast<int32_t>(v);
 }
 
@@ -86,25 +78,24 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   // Features the CUDA path does not implement yet fail loudly, naming the argument, rather than
   // computing something else. Multi-token queries (query_start_loc) run one decode row per
   // query token (token_map.h).
-  TORCH_CHECK(!d.fp8, kAttnOp,
-              ": float8_e4m3fn key_cache/value_cache are not supported on CUDA yet");
   const auto dt = query.scalar_type();
-  TORCH_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
-              ": query must be float16 or bfloat16 on CUDA, got ", dt);
-  TORCH_CHECK(value_cache.strides() == key_cache.strides(), kAttnOp,
-              ": value_cache strides ", dims(value_cache.strides()),
-              " must equal key_cache strides ", dims(key_cache.strides()));
-  TORCH_CHECK(aligned16(key_cache.data_ptr()) && aligned16(value_cache.data_ptr()) &&
-                  key_cache.stride(0) % 8 == 0 && key_cache.stride(1) % 8 == 0 &&
-                  key_cache.stride(2) % 8 == 0,
-              kAttnOp, ": key_cache/value_cache rows must be 16-byte aligned (strides ",
-              dims(key_cache.strides()), ")");
-  TORCH_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
-              ": block_size must be a power of two on CUDA, got ", num(d.block_size));
+  SWA_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
+            ": query must be float16 or bfloat16 on CUDA, got ", dt);
+  SWA_CHECK(value_cache.strides() == key_cache.strides(), kAttnOp,
+            ": value_cache strides ", value_cache.strides(),
+            " must equal key_cache strides ", key_cache.strides());
+  const int64_t vec = d.fp8 ? 16 : 8;  // elements per 16-byte copy
+  SWA_CHECK(aligned16(key_cache.data_ptr()) && aligned16(value_cache.data_ptr()) &&
+                key_cache.stride(0) % vec == 0 && key_cache.stride(1) % vec == 0 &&
+                key_cache.stride(2) % vec == 0,
+            kAttnOp, ": key_cache/value_cache rows must be 16-byte aligned (strides ",
+            key_cache.strides(), ")");
+  SWA_CHECK((d.block_size & (d.block_size - 1)) == 0, kAttnOp,
+            ": block_size must be a power of two on CUDA, got ", d.block_size);
 
-  TORCH_CHECK(dispatch_head_size(static_cast<int>(d.head_size), [](auto) {}), kAttnOp,
-              ": head_size ", num(d.head_size), " is not compiled into this build (compiled:",
-              compiled_head_sizes(), ")");
+  SWA_CHECK(dispatch_head_size(static_cast<int>(d.head_size), [](auto) {}), kAttnOp,
+            ": head_size ", d.head_size, " is not compiled into this build (compiled:",
+            compiled_head_sizes(), ")");
 
   c10::cuda::CUDAGuard guard(query.device());
   at::Tensor out = at::empty({d.num_tokens, d.num_heads, d.head_size}, query.options());
@@ -181,7 +172,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
   }
   p.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
-  p.kv_fp8 = false;
+  p.kv_fp8 = d.fp8;
+  if (d.fp8) {  // checked present, float32 scalars on this device (check_paged_attention)
+    p.k_scale = k_scale->data_ptr<float>();
+    p.v_scale = v_scale->data_ptr<float>();
+  }
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map;
@@ -204,8 +199,8 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
     err = launch_decode<decltype(hd)::value>(p, stream);
   });
-  TORCH_CHECK(compiled, kAttnOp, ": head_size ", num(d.head_size),
-              " is not compiled into this build (compiled:", compiled_head_sizes(), ")");
+  SWA_CHECK(compiled, kAttnOp, ": head_size ", d.head_size,
+            " is not compiled into this build (compiled:", compiled_head_sizes(), ")");
   C10_CUDA_CHECK(err);
   return out;
 }
@@ -216,11 +211,11 @@ void reshape_and_cache_cuda(const at::Tensor& key, const at::Tensor& value, at::
                             const std::optional<at::Tensor>& v_scale) {
   const bool fp8 =
       check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale);
-  TORCH_CHECK(value_cache.strides() == key_cache.strides(), kCacheOp, ": value_cache strides ",
-              dims(value_cache.strides()), " must equal key_cache strides ",
-              dims(key_cache.strides()));
-  TORCH_CHECK(key.size(0) <= std::numeric_limits<int32_t>::max(), kCacheOp,
-              ": too many tokens for one launch: ", num(key.size(0)));
+  SWA_CHECK(value_cache.strides() == key_cache.strides(), kCacheOp, ": value_cache strides ",
+            value_cache.strides(), " must equal key_cache strides ",
+            key_cache.strides());
+  SWA_CHECK(key.size(0) <= std::numeric_limits<int32_t>::max(), kCacheOp,
+            ": too many tokens for one launch: ", key.size(0));
   c10::cuda::CUDAGuard guard(key.device());
   if (key.size(0) == 0 || key.numel() == 0) return;
   const at::Tensor slots = slot_mapping.contiguous();

@@ -200,6 +200,16 @@ SWA_HD float e4m3_to_float_portable(uint8_t v) {
   return f;
 }
 
+// e4m3fn -> float, exact: the hardware pair conversion on sm_89+, the bit-level one elsewhere.
+SWA_D float fp8_e4m3_to_float(uint8_t v) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(v), __NV_E4M3);
+  return __half2float(__half(h));
+#else
+  return e4m3_to_float_portable(v);
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16-byte global loads/stores and async global->shared copies.
 struct alignas(16) Vec16 {

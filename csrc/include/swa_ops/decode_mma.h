@@ -51,7 +51,44 @@ struct DecodeMmaTraits {
   }
 };
 
-template <typename T, int D, bool SOFTCAP>
+// fp8 e4m3 K/V: a tile's fp8 rows are copied into the upper half of its 16-bit rows, then each
+// warp widens them in place to T (exact: every e4m3 value is a bf16 and an fp16 value) and the
+// 16-bit path runs unchanged; k_scale folds into the logit scale and v_scale into the output.
+// Half the HBM bytes per tile for the same shared memory.
+template <typename T, int D>
+SWA_D void widen_fp8_tile(T* tile) {  // [16][ROW] T rows whose bytes [D, 2D) hold fp8
+  constexpr int ROWB = DecodeMmaTraits<D>::kRow * 2;  // bytes per row
+  constexpr int CH = D / 16;                          // 16-byte fp8 chunks per row
+  constexpr int PER_LANE = (kTileTokens * CH + 31) / 32;
+  unsigned char* base = reinterpret_cast<unsigned char*>(tile);
+  const int lane = threadIdx.x % 32;
+  Vec16 raw[PER_LANE];
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int idx = lane + 32 * i;
+    if (idx < kTileTokens * CH) raw[i] = load16(base + (idx / CH) * ROWB + D + (idx % CH) * 16);
+  }
+  __syncwarp();  // every lane has read its fp8 bytes before any lane overwrites the row
+#pragma unroll
+  for (int i = 0; i < PER_LANE; ++i) {
+    const int idx = lane + 32 * i;
+    if (idx >= kTileTokens * CH) continue;
+    Vec16 out[2];
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      float f[4];
+#pragma unroll
+      for (int b = 0; b < 4; ++b) f[b] = fp8_e4m3_to_float(static_cast<uint8_t>(raw[i].w[w] >> (8 * b)));
+      out[w / 2].w[(w % 2) * 2] = pack2<T>(f[0], f[1]);
+      out[w / 2].w[(w % 2) * 2 + 1] = pack2<T>(f[2], f[3]);
+    }
+    unsigned char* dst = base + (idx / CH) * ROWB + (idx % CH) * 32;
+    store16(dst, out[0]);
+    store16(dst + 16, out[1]);
+  }
+}
+
+template <typename T, int D, bool SOFTCAP, bool KV8 = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
@@ -85,6 +122,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // may be scheduled before that kernel ends; nothing is read before the wait, which returns once
   // the predecessor has finished and its writes (the cache, this step's query) are visible.
   pdl_wait();
+  // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
+  const float k_sc = KV8 ? *p.k_scale : 1.f, v_sc = KV8 ? *p.v_scale : 1.f;
+  const float scale_log2 = p.scale_log2 * k_sc, cap_pre = p.cap_pre * k_sc;
   const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
   const int begin = span.origin + part * p.part_tokens;
   const int end = min(begin + p.part_tokens, span.hi);
@@ -156,6 +196,31 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     const int tb = begin + tile * kTileTokens;
     T* ks = ring + stage * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
+    if constexpr (KV8) {
+      // fp8 rows (D bytes = D / 16 chunks) into bytes [D, 2D) of each 16-bit row.
+      constexpr int CH = D / 16;
+      const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
+      const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
+#pragma unroll
+      for (int i = 0; i < (kTileTokens * CH + 31) / 32; ++i) {
+        const int idx = lane + 32 * i;
+        if (idx >= kTileTokens * CH) continue;
+        const int row = idx / CH, c = idx % CH;
+        const int t = tb + row;
+        const bool valid = t >= span.lo && t < end;
+        int64_t off = 0;
+        if (valid) {
+          const int b = p.block_size >= 8 ? (row < 8 ? blk.a : blk.b)
+                                          : __ldg(bt + (t >> p.log2_block_size));
+          off = static_cast<int64_t>(b) * p.kv_stride_block +
+                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
+        }
+        const int dst = row * ROW * 2 + D + c * 16;
+        cp_async16(reinterpret_cast<unsigned char*>(ks) + dst, kb8 + off, valid);
+        cp_async16(reinterpret_cast<unsigned char*>(vs) + dst, vb8 + off, valid);
+      }
+      return;
+    }
     if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
       // Fast path (every tile but a partition's edge tiles): all 16 rows visible, one block, so
       // one 64-bit base per tile and a fixed per-lane offset per row.
@@ -255,6 +320,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
+    if constexpr (KV8) {
+      widen_fp8_tile<T, D>(const_cast<T*>(ks));
+      widen_fp8_tile<T, D>(const_cast<T*>(vs));
+      __syncwarp();
+    }
 
     // S = Q K^T for 16 rows x 16 tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -278,9 +348,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         if constexpr (SOFTCAP)
-          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * p.cap_pre);
+          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
         else
-          s[n][e] *= p.scale_log2;
+          s[n][e] *= scale_log2;
       }
     const int tb = begin + (warp + NW * j) * kTileTokens;
     if (tb < span.lo || tb + kTileTokens > end) {
@@ -378,6 +448,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       sum += f * red_l[w * 16 + r];
     }
     const int head = head0 + r;
+    acc *= v_sc;
     if (p.num_parts == 1) {
       if (p.sinks != nullptr) {
         // The sink joins the denominator once per row: rescale to max(mx, sink).

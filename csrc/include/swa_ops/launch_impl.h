@@ -41,11 +41,11 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
   return cudaGetLastError();
 }
 
-template <typename T, int D, bool SOFTCAP>
+template <typename T, int D, bool SOFTCAP, bool KV8>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
   const size_t smem = Tr::smem_bytes();
-  auto kernel = decode_mma_kernel<T, D, SOFTCAP>;
+  auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
@@ -79,14 +79,20 @@ int decode_ctas_per_sm() {
   return n;
 }
 
+template <typename T, int D>
+cudaError_t launch_decode_t(const DecodeParams& p, cudaStream_t stream) {
+  const bool cap = p.cap_post > 0.f;
+  if (p.kv_fp8)
+    return cap ? launch_decode_typed<T, D, true, true>(p, stream)
+               : launch_decode_typed<T, D, false, true>(p, stream);
+  return cap ? launch_decode_typed<T, D, true, false>(p, stream)
+             : launch_decode_typed<T, D, false, false>(p, stream);
+}
+
 template <int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
-  const bool cap = p.cap_post > 0.f;
-  if (p.dtype == DType::kBFloat16)
-    return cap ? launch_decode_typed<bf16_t, D, true>(p, stream)
-               : launch_decode_typed<bf16_t, D, false>(p, stream);
-  return cap ? launch_decode_typed<fp16_t, D, true>(p, stream)
-             : launch_decode_typed<fp16_t, D, false>(p, stream);
+  return p.dtype == DType::kBFloat16 ? launch_decode_t<bf16_t, D>(p, stream)
+                                     : launch_decode_t<fp16_t, D>(p, stream);
 }
 
 }  // namespace swa_ops
