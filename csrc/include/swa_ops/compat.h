@@ -9,7 +9,8 @@
 #include <stdint.h>
 
 #ifdef USE_ROCM
-#include <hip/hip_bf16.h>
+// No hip_bf16.h / fp8 headers: ROCm 5.2 (Debian's hipcc, which CI compiles with) has neither, and
+// the bit-level conversions below are what the compiler emits on gfx90a/gfx942 anyway.
 #include <hip/hip_fp16.h>
 #include <hip/hip_runtime.h>
 #else
@@ -25,9 +26,20 @@
 namespace swa_ops {
 
 #ifdef USE_ROCM
-// CDNA wavefronts are 64 wide; the kernels size their lane math from this constant.
+// Wavefront width at compile time: 64 on CDNA (gfx90a, gfx942), 32 on RDNA. clang defines
+// __AMDGCN_WAVEFRONT_SIZE for the target being compiled (the host pass sees 64); releases that
+// drop the macro are taken to be CDNA. Host code must not size launches from this constant: it
+// asks the device with device_warp_size() below.
+#ifdef __AMDGCN_WAVEFRONT_SIZE
+constexpr int kWarpSize = __AMDGCN_WAVEFRONT_SIZE;
+#else
 constexpr int kWarpSize = 64;
-using bf16_t = __hip_bfloat16;
+#endif
+// bf16 as its 16 bits (the layout of torch's BFloat16): the kernels only load, store and convert
+// it, and hip_bf16.h's __hip_bfloat16 is missing from ROCm 5.2 and changed shape across releases.
+struct alignas(2) bf16_t {
+  uint16_t x;
+};
 using fp16_t = __half;
 #else
 constexpr int kWarpSize = 32;
@@ -35,8 +47,37 @@ using bf16_t = __nv_bfloat16;
 using fp16_t = __half;
 #endif
 
+#ifdef USE_ROCM
+// The torch-free launchers (launch.h, launch_impl.h, csrc/cuda/*.cu) spell the runtime API the CUDA
+// way. A ROCm build of torch hipifies them, and this block with them (into harmless `#define hipX
+// hipX` lines); compiled directly with hipcc -DUSE_ROCM, as CI's .ci/hip_check.sh does, these
+// names map onto HIP's.
+#define cudaError_t hipError_t
+#define cudaSuccess hipSuccess
+#define cudaStream_t hipStream_t
+#define cudaGetDevice hipGetDevice
+#define cudaGetLastError hipGetLastError
+#define cudaFuncSetAttribute hipFuncSetAttribute
+#define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#endif
+
+// Warp width of device `dev` at run time, 0 if it cannot be read. Host code sizes launches from
+// this, never from kWarpSize: the host pass cannot know which target's code will run.
+inline int device_warp_size(int dev) {
+  int w = 0;
+#ifdef USE_ROCM
+  if (hipDeviceGetAttribute(&w, hipDeviceAttributeWarpSize, dev) != hipSuccess) w = 0;
+#else
+  if (cudaDeviceGetAttribute(&w, cudaDevAttrWarpSize, dev) != cudaSuccess) w = 0;
+#endif
+  return w;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shuffles. The CUDA forms need a member mask; HIP's take none (all lanes participate).
+// The kernels are written for 32-lane warps (threadIdx.x / 32). On a 64-wide CDNA wavefront each
+// wavefront holds two of them, and a lane_mask below 32 never leaves its half, so the same code
+// is correct there.
 template <typename T>
 SWA_D T shfl_xor(T v, int lane_mask) {
 #ifdef USE_ROCM
@@ -46,11 +87,41 @@ SWA_D T shfl_xor(T v, int lane_mask) {
 #endif
 }
 
+// True when `pred` holds on any lane of this lane's 32-lane warp; all its lanes must take part.
+SWA_D bool warp_any(bool pred) {
+#ifdef USE_ROCM
+  // A wave64 ballot covers both warps of the wavefront: keep this warp's half.
+  const unsigned long long b = __ballot(pred);
+  return ((b >> (__lane_id() & 32u)) & 0xffffffffull) != 0;
+#else
+  return __any_sync(0xffffffffu, pred);
+#endif
+}
+
 SWA_D void warp_sync() {
-#ifndef USE_ROCM
+#ifdef USE_ROCM
+  // A wavefront's lanes run in lockstep, so what is left of __syncwarp is memory order: shared
+  // memory written by one lane is seen by the others' reads after this point, and the compiler
+  // moves no shared-memory access across it (the portable cp_async16/ldmatrix rely on this).
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+  __builtin_amdgcn_wave_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+#else
   __syncwarp();
 #endif
 }
+
+#ifdef USE_ROCM
+// Lane index within a 32-lane warp and a shuffle among its lanes (width 32: on a 64-wide
+// wavefront the two halves are separate warps). For mma_portable.h.
+using smem_addr_t = const unsigned char*;  // a generic pointer into shared memory
+SWA_D int lane32() { return static_cast<int>(__lane_id()) & 31; }
+SWA_D uint32_t shfl32(uint32_t v, int src) { return __shfl(v, src, 32); }
+SWA_D smem_addr_t shfl32(smem_addr_t p, int src) {
+  return reinterpret_cast<smem_addr_t>(
+      __shfl(static_cast<unsigned long long>(reinterpret_cast<uintptr_t>(p)), src, 32));
+}
+#endif
 
 // ---------------------------------------------------------------------------------------------
 // Programmatic dependent launch (sm_90): a dependent kernel may start while its predecessor is
@@ -105,7 +176,7 @@ struct Half2Of<fp16_t> {
 template <>
 struct Half2Of<bf16_t> {
 #ifdef USE_ROCM
-  using type = __hip_bfloat162;
+  using type = uint32_t;  // two bf16_t bit patterns, low half first
 #else
   using type = __nv_bfloat162;
 #endif
@@ -115,15 +186,44 @@ template <typename T>
 SWA_D float to_float(T v);
 template <>
 SWA_D float to_float<fp16_t>(fp16_t v) { return __half2float(v); }
+#ifdef USE_ROCM
+// bf16 is the high half of an fp32: widening is a shift.
+SWA_HD float bf16_bits_to_float(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+template <>
+SWA_D float to_float<bf16_t>(bf16_t v) { return bf16_bits_to_float(v.x); }
+#else
 template <>
 SWA_D float to_float<bf16_t>(bf16_t v) { return __bfloat162float(v); }
+#endif
 
 template <typename T>
 SWA_D T from_float(float v);
 template <>
 SWA_D fp16_t from_float<fp16_t>(float v) { return __float2half_rn(v); }
+#ifdef USE_ROCM
+// fp32 -> bf16, round to nearest even as __float2bfloat16_rn; NaN stays a (quiet) NaN rather than
+// rounding up into the exponent, infinities and overflow to inf as the rounding gives.
+SWA_HD uint16_t float_to_bf16_bits(float v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+template <>
+SWA_D bf16_t from_float<bf16_t>(float v) {
+  bf16_t r;
+  r.x = float_to_bf16_bits(v);
+  return r;
+}
+#else
 template <>
 SWA_D bf16_t from_float<bf16_t>(float v) { return __float2bfloat16_rn(v); }
+#endif
 
 // Two floats packed into one 32-bit register of two 16-bit values (low half = a), the operand
 // format of the tensor-core MMAs.

@@ -31,11 +31,17 @@ struct DecodeMmaTraits {
   // two CTAs share an SM and one's prologue/epilogue overlaps the other's streaming (with one
   // 211 KB CTA per SM, gemma3's time grew with every extra partition).
   static constexpr int kWarps = D <= 128 ? 4 : 2;
+#ifdef USE_ROCM
+  // AMD: 64 KB of LDS per work-group, and cp_async16's portable path is synchronous (a
+  // deeper ring buys nothing): one stage keeps the ring and Q under 64 KB.
+  static constexpr int kStages = 1;
+#else
   // Stages per warp ring: two tiles in flight per warp while it computes the third. Two CTAs fit
   // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
   // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256. D = 80
   // and 96 have room for a fourth stage at two CTAs per SM (107 KB at 96).
   static constexpr int kStages = (D == 80 || D == 96) ? 4 : 3;
+#endif
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
                                       // groups for every D here (row bytes / 16 is odd or 4 mod 8)
@@ -43,6 +49,10 @@ struct DecodeMmaTraits {
   // Q lives in registers up to D = 128 (loaded straight from global in fragment order); larger
   // heads re-read it from shared memory each tile to leave room for the D / 2 fp32 accumulators.
   static constexpr bool kQInRegs = D <= 128;
+#ifdef USE_ROCM
+  static_assert(sizeof(uint16_t) * (kWarps * kStages * kStageElems + kTileTokens * kRow) <= 65536,
+                "decode shared memory exceeds the 64 KB of LDS a CDNA work-group has");
+#endif
 
   // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
   static size_t smem_bytes() {
@@ -68,7 +78,7 @@ SWA_D void widen_fp8_tile(T* tile) {  // [16][ROW] T rows whose bytes [D, 2D) ho
     const int idx = lane + 32 * i;
     if (idx < kTileTokens * CH) raw[i] = load16(base + (idx / CH) * ROWB + D + (idx % CH) * 16);
   }
-  __syncwarp();  // every lane has read its fp8 bytes before any lane overwrites the row
+  warp_sync();  // every lane has read its fp8 bytes before any lane overwrites the row
 #pragma unroll
   for (int i = 0; i < PER_LANE; ++i) {
     const int idx = lane + 32 * i;
@@ -316,14 +326,14 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
-    __syncwarp();
+    warp_sync();
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
       widen_fp8_tile<T, D>(const_cast<T*>(ks));
       widen_fp8_tile<T, D>(const_cast<T*>(vs));
-      __syncwarp();
+      warp_sync();
     }
 
     // S = Q K^T for 16 rows x 16 tokens.
@@ -385,7 +395,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
     // The running max rarely moves after the first tiles: rescale the D/2 accumulators only
     // when some row's did (a warp-uniform branch).
-    if (__any_sync(0xffffffffu, al0 != 1.f || al1 != 1.f)) {
+    if (warp_any(al0 != 1.f || al1 != 1.f)) {
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
@@ -402,7 +412,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       mma_16816<T>(o[2 * dp], pa, b0, b1);
       mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
     }
-    __syncwarp();  // every lane is done reading this stage before it is refilled
+    warp_sync();  // every lane is done reading this stage before it is refilled
   }
   cp_async_wait<0>();
 

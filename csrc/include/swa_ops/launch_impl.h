@@ -15,7 +15,9 @@ cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
   if (dev < 64 && granted[dev] >= bytes) return cudaSuccess;
-  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  // The const void* overload: HIP has no template one before ROCm 6.
+  e = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(bytes));
   if (e == cudaSuccess && dev < 64) granted[dev] = bytes;
   return e;
@@ -24,6 +26,11 @@ cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
 template <typename K>
 cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                        const DecodeParams& p) {
+#ifdef USE_ROCM
+  // HIP has no programmatic dependent launch: a plain launch, stream order alone
+  // (pdl_wait() and pdl_launch_dependents() are no-ops there).
+  kernel<<<grid, block, smem, stream>>>(p);
+#else
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -38,6 +45,7 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
     (void)cudaGetLastError();
     kernel<<<grid, block, smem, stream>>>(p);
   }
+#endif
   return cudaGetLastError();
 }
 

@@ -1,15 +1,13 @@
 // Tensor-core building blocks for sm_80+ (ldmatrix, mma.sync m16n8k16 with fp32 accumulate).
-// NVIDIA only: HIP builds never include this file (the CUDA-core decode path serves them).
+// HIP builds get mma_portable.h instead: the same functions and fragment layouts built from
+// shuffles, so the kernels that use them compile and compute the same results there.
 #pragma once
-
-#ifdef USE_ROCM
-#error "mma.h is NVIDIA-only; HIP builds use the CUDA-core path"
-#endif
 
 #include "swa_ops/compat.h"
 
 namespace swa_ops {
 
+#ifndef USE_ROCM
 SWA_D uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -56,4 +54,10 @@ SWA_D void mma_16816<fp16_t>(float* c, const uint32_t* a, uint32_t b0, uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+#endif  // !USE_ROCM
+
 }  // namespace swa_ops
+
+#ifdef USE_ROCM
+#include "swa_ops/mma_portable.h"
+#endif
