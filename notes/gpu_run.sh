@@ -22,6 +22,18 @@ if [[ $mode == tests || $mode == all || $mode == final || $mode == sweep || $mod
     | tee "$OUT/test_cuda.log" | tail -40
   echo "cuda tests: $(( $(date +%s) - t0 )) s"
 fi
+if [[ $mode == prefill ]]; then
+  # The prefill kernel: its tests, the multi-token decode tests, then quick timings.
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -30
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  timeout 90 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe.log"
+  t0=$(date +%s)
+  timeout 180 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "multi_token or fp8" 2>&1 \
+    | tee "$OUT/test_cuda_mt.log" | tail -8
+  echo "multi-token/fp8 decode tests: $(( $(date +%s) - t0 )) s"
+fi
 if [[ $mode == check || $mode == perf ]]; then
   t0=$(date +%s)
   python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -8

@@ -59,6 +59,18 @@ int sm_count() {
   return n;
 }
 
+// Which kernel runs multi-token queries. The prefill kernel (prefill_mma.h) shares every K/V tile
+// among 64 packed (token, head) rows and has no split over keys: right once a sequence has rows
+// enough to fill its CTAs. Small query groups (speculative steps) stay on the decode kernel, whose
+// split fills the GPU from few rows. Host-known values only (max_query_len is a documented bound).
+// SWA_OPS_PREFILL=always|never overrides the choice (read per call: tests exercise both paths).
+bool use_prefill_kernel(int64_t max_query_len, int64_t group) {
+  const char* e = std::getenv("SWA_OPS_PREFILL");
+  if (e != nullptr && std::string(e) == "always") return true;
+  if (e != nullptr && std::string(e) == "never") return false;
+  return max_query_len * group > kPrefillRows;
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -118,9 +130,63 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   // 2^30 tokens behave as no window at all (no cache is that long).
   const int window =
       sliding_window > 0 ? static_cast<int>(std::min<int64_t>(sliding_window, 1 << 30)) : 0;
+  const int group = static_cast<int>(d.num_heads / d.num_kv_heads);
+  constexpr double kLog2e = 1.4426950408889634;
+  if (multi && use_prefill_kernel(max_query_len, group)) {
+    const int64_t grid = prefill_grid_ctas(d.num_tokens, d.num_seqs, group);
+    checked_int(d.num_tokens * d.num_heads, "num_tokens * num_heads");
+    const at::Tensor qsl = query_start_loc->contiguous();
+    at::Tensor cta_start = at::empty({d.num_seqs + 1}, lens.options());
+    PrefillParams pp{};
+    pp.q = q.data_ptr();
+    pp.k_cache = key_cache.data_ptr();
+    pp.v_cache = value_cache.data_ptr();
+    pp.block_tables = bt.data_ptr<int>();
+    pp.seq_lens = lens.data_ptr<int>();
+    pp.query_start_loc = qsl.data_ptr<int>();
+    pp.sinks = sinks.has_value() ? sink_t.data_ptr<float>() : nullptr;
+    if (d.fp8) {
+      pp.k_scale = k_scale->data_ptr<float>();
+      pp.v_scale = v_scale->data_ptr<float>();
+    }
+    pp.cta_start = cta_start.data_ptr<int>();
+    pp.out = out.data_ptr();
+    pp.q_stride_tok = q.stride(0);
+    pp.q_stride_head = q.stride(1);
+    pp.kv_stride_block = key_cache.stride(0);
+    pp.kv_stride_tok = key_cache.stride(1);
+    pp.kv_stride_head = key_cache.stride(2);
+    pp.bt_stride = bt.stride(0);
+    pp.num_seqs = checked_int(d.num_seqs, "num_seqs");
+    pp.num_tokens = checked_int(d.num_tokens, "num_tokens");
+    pp.num_heads = checked_int(d.num_heads, "num_heads");
+    pp.num_kv_heads = static_cast<int>(d.num_kv_heads);
+    pp.head_size = static_cast<int>(d.head_size);
+    pp.group = group;
+    pp.block_size = static_cast<int>(d.block_size);
+    pp.log2_block_size = 0;
+    while ((1 << pp.log2_block_size) < pp.block_size) ++pp.log2_block_size;
+    pp.max_blocks_per_seq = checked_int(d.max_blocks_per_seq, "max_blocks_per_seq");
+    checked_int(d.max_blocks_per_seq * d.block_size, "max_blocks_per_seq * block_size");
+    pp.grid_ctas = checked_int(grid, "prefill CTAs per kv head");
+    pp.window = window;
+    pp.scale_log2 = static_cast<float>(scale * kLog2e);
+    if (logits_soft_cap > 0) {
+      pp.cap_pre = static_cast<float>(scale / logits_soft_cap);
+      pp.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
+    }
+    pp.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+    pp.kv_fp8 = d.fp8;
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    cudaError_t err = cudaSuccess;
+    dispatch_head_size(pp.head_size, [&](auto hd) {
+      err = launch_prefill<decltype(hd)::value>(pp, stream);
+    });
+    C10_CUDA_CHECK(err);
+    return out;
+  }
   const int num_sms = sm_count();
   const int64_t max_context = d.max_blocks_per_seq * d.block_size;
-  const int group = static_cast<int>(d.num_heads / d.num_kv_heads);
   const int head_chunks = (group + 15) / 16;
   const DecodeSplit split = choose_decode_split(
       checked_int(rows, multi ? "num_tokens" : "num_seqs"),
@@ -165,7 +231,6 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.num_parts = split.num_parts;
   p.part_tokens = split.part_tokens;
   p.window = window;
-  constexpr double kLog2e = 1.4426950408889634;
   p.scale_log2 = static_cast<float>(scale * kLog2e);
   if (logits_soft_cap > 0) {
     p.cap_pre = static_cast<float>(scale / logits_soft_cap);

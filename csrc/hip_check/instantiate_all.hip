@@ -6,6 +6,8 @@
 //   - decode (+ merge): launch_decode<D> for every head size D that dispatch.h's
 //     dispatch_head_size() switches to (the list csrc/cuda/paged_attention.cu dispatches over);
 //     launch_decode<D> (launch_impl.h) instantiates each dtype x feature variant of the kernels;
+//   - prefill (+ its plan kernel): launch_prefill<D> (prefill_launch.h) for the same head sizes,
+//     each dtype x feature variant;
 //   - csrc/cuda/cache_write.cu itself (torch-free): reshape_and_cache for every source dtype x
 //     cache kind, and the token map of multi-token queries.
 // .ci/hip_check.sh then fails if a kernel the headers define for ROCm is not in the code object,
@@ -14,6 +16,7 @@
 // no change here.
 #include "swa_ops/dispatch.h"
 #include "swa_ops/launch_impl.h"
+#include "swa_ops/prefill_launch.h"
 
 #include "../cuda/cache_write.cu"
 
@@ -22,6 +25,8 @@ void swa_ops_hip_check_instantiate_all(int head_size) {
   swa_ops::dispatch_head_size(head_size, [](auto d) {
     volatile auto decode = &swa_ops::launch_decode<decltype(d)::value>;
     (void)decode;
+    volatile auto prefill = &swa_ops::launch_prefill<decltype(d)::value>;
+    (void)prefill;
   });
   volatile auto cache_write = &swa_ops::launch_cache_write;
   (void)cache_write;

@@ -56,6 +56,19 @@ int decode_ctas_per_sm();
 template <int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream);
 
+// Multi-token queries on the tensor-core prefill kernel (prefill_mma.h) for head size D: the plan
+// kernel (row tiles per sequence, on the device) then the prefill grid of p.grid_ctas x
+// num_kv_heads CTAs, both on `stream`. Returns the launch error.
+template <int D>
+cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream);
+
+// CTAs per kv head that cover any batch: every sequence's q_len * group packed rows in tiles of
+// kPrefillRows, bounded from the token count alone (sum of q_len <= num_tokens), so the grid never
+// depends on query_start_loc's contents.
+inline long prefill_grid_ctas(long num_tokens, long num_seqs, long group) {
+  return (num_tokens * group + kPrefillRows - 1) / kPrefillRows + num_seqs;
+}
+
 // Per query token: its sequence and effective length (token_map.h; csrc/cuda/cache_write.cu).
 cudaError_t launch_token_map(const TokenMapParams& p, cudaStream_t stream);
 

@@ -23,9 +23,9 @@ cudaError_t allow_smem(K kernel, size_t bytes, size_t* granted) {
   return e;
 }
 
-template <typename K>
+template <typename K, typename P>
 cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                       const DecodeParams& p) {
+                       const P& p) {
 #ifdef USE_ROCM
   // HIP has no programmatic dependent launch: a plain launch, stream order alone
   // (pdl_wait() and pdl_launch_dependents() are no-ops there).

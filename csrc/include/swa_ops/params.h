@@ -90,4 +90,43 @@ struct CacheWriteParams {
   bool cache_fp8;
 };
 
+// Packed (query token, head) rows per prefill CTA: four warps of 16 MMA rows.
+constexpr int kPrefillRows = 64;
+
+// One launch of the tensor-core prefill kernel (prefill_mma.h): multi-token queries whose packed
+// (query token, head) rows are many, e.g. chunked or whole-prompt prefill. Strides in elements.
+struct PrefillParams {
+  const void* q;                // [num_tokens, num_heads, head_size], dtype `dtype`
+  const void* k_cache;          // [num_blocks, block_size, num_kv_heads, head_size], dtype or fp8
+  const void* v_cache;          // same shape and strides as k_cache
+  const int* block_tables;      // [num_seqs, max_blocks_per_seq] int32
+  const int* seq_lens;          // [num_seqs] int32: cached tokens, this chunk's included
+  const int* query_start_loc;   // [num_seqs + 1] int32 prefix sums of query lengths
+  const float* sinks;           // [num_heads] fp32 sink logits, or nullptr
+  const float* k_scale;         // fp8 only: device scalars (else nullptr)
+  const float* v_scale;
+  int* cta_start;               // [num_seqs + 1] written by the plan kernel: first CTA of each
+                                //   sequence (exclusive prefix sum of its row tiles); last = total
+  void* out;                    // [num_tokens, num_heads, head_size], dtype `dtype`, contiguous
+  int64_t q_stride_tok, q_stride_head;
+  int64_t kv_stride_block, kv_stride_tok, kv_stride_head;
+  int64_t bt_stride;
+  int num_seqs;
+  int num_tokens;
+  int num_heads;
+  int num_kv_heads;
+  int head_size;
+  int group;                    // num_heads / num_kv_heads
+  int block_size;               // a power of two
+  int log2_block_size;
+  int max_blocks_per_seq;
+  int grid_ctas;                // CTAs per kv head launched (host bound on the plan's total)
+  int window;                   // W > 0: row at position p sees [max(0, p - W + 1), p]
+  float scale_log2;
+  float cap_pre;                // soft-cap only (see DecodeParams)
+  float cap_post;
+  DType dtype;
+  bool kv_fp8;
+};
+
 }  // namespace swa_ops

@@ -1,0 +1,46 @@
+// Definition of launch_prefill<D>, included once per head size by csrc/cuda/prefill_hd<D>.cu.
+#pragma once
+
+#include "swa_ops/launch.h"
+#include "swa_ops/launch_impl.h"
+#include "swa_ops/prefill_mma.h"
+
+namespace swa_ops {
+
+template <typename T, int D, bool SOFTCAP, bool KV8>
+cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
+  using Tr = PrefillTraits<D>;
+  const size_t smem = Tr::smem_bytes();
+  auto kernel = prefill_mma_kernel<T, D, SOFTCAP, KV8>;
+  static size_t granted[64] = {};  // one per template instance, indexed by device
+  cudaError_t e = allow_smem(kernel, smem, granted);
+  if (e != cudaSuccess) return e;
+  // The plan and the prefill go out as programmatic dependents: each waits for its predecessor's
+  // writes before reading anything (the cache write of this chunk, then the plan).
+  e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
+  if (e != cudaSuccess || p.grid_ctas == 0) return e;
+  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(Tr::kThreads), smem, stream,
+                    p);
+}
+
+template <typename T, int D>
+cudaError_t launch_prefill_t(const PrefillParams& p, cudaStream_t stream) {
+  const bool cap = p.cap_post > 0.f;
+  if (p.kv_fp8)
+    return cap ? launch_prefill_typed<T, D, true, true>(p, stream)
+               : launch_prefill_typed<T, D, false, true>(p, stream);
+  return cap ? launch_prefill_typed<T, D, true, false>(p, stream)
+             : launch_prefill_typed<T, D, false, false>(p, stream);
+}
+
+template <int D>
+cudaError_t launch_prefill(const PrefillParams& p, cudaStream_t stream) {
+  return p.dtype == DType::kBFloat16 ? launch_prefill_t<bf16_t, D>(p, stream)
+                                     : launch_prefill_t<fp16_t, D>(p, stream);
+}
+
+}  // namespace swa_ops
+
+// One line per head-size translation unit.
+#define SWA_OPS_INSTANTIATE_PREFILL(D) \
+  template cudaError_t swa_ops::launch_prefill<D>(const swa_ops::PrefillParams&, cudaStream_t);

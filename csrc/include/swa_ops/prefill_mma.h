@@ -1,0 +1,491 @@
+// Tensor-core prefill over the paged cache with sliding windows (mma.sync m16n8k16; sm_80+, and
+// HIP through mma_portable.h).
+//
+// Rows. A sequence's query rows are packed as (query token, head of the GQA group) pairs, head
+// fastest: packed row R is token i = R / group of the chunk, head kvh * group + R % group. A CTA
+// takes BM = 64 consecutive packed rows of one (sequence, kv head); each of its four warps owns 16
+// of them on the M side of the MMA. Every K/V tile a CTA loads therefore serves all heads of the
+// group and all of its tokens at once, and packing by head first keeps a CTA's tokens few (64 /
+// group), so the union of its rows' windows is barely wider than W: with W = 128 and group 8 a
+// CTA's 8 tokens span 135 keys, where a 64-token tile of one head would span 191.
+//
+// Keys. Row R at position p = L - q_len + i sees [max(0, p - W + 1), p]. The CTA walks BN-key
+// tiles over the union [lo of its first row, hi of its last row) only: key tiles outside every
+// row's window are never loaded and their block-table entries never read (rows of a tile outside
+// the union are zero-filled without a global read). Tiles inside every row's window of a warp skip
+// the mask; a warp whose rows see nothing in a tile skips its math for it.
+//
+// Pipeline. All warps share each K/V tile: the block copies tile j + 1 (cp.async) while every warp
+// computes tile j; fp32 online softmax per row in log2 units, as the decode kernel. No split over
+// keys: a prefill has query tiles enough to fill the GPU, and the work of a CTA is bounded by
+// 64 / group + W keys, never by the context.
+#pragma once
+
+#include "swa_ops/compat.h"
+#include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
+#include "swa_ops/mma.h"
+#include "swa_ops/params.h"
+
+namespace swa_ops {
+
+constexpr int kPrefillWarps = kPrefillRows / 16;  // kPrefillRows (params.h): BM
+
+template <int D>
+struct PrefillTraits {
+  static constexpr int kThreads = kPrefillWarps * 32;
+#ifdef USE_ROCM
+  // 64 KB of LDS per work-group and a synchronous cp_async16: one stage, narrower key tiles.
+  static constexpr int kStages = 1;
+  static constexpr int kBN = D <= 128 ? 32 : 16;
+#else
+  // Two stages of 64-key tiles: 87 KB at D = 128, so two CTAs share an SM and one's softmax
+  // overlaps the other's MMAs; 32-key tiles above D = 128 keep two CTAs per SM there as well.
+  static constexpr int kStages = 2;
+  static constexpr int kBN = D <= 128 ? 64 : 32;
+#endif
+  static constexpr int kRow = D + 8;  // padded smem row: conflict-free ldmatrix (decode_mma.h)
+  static constexpr int kStageElems = 2 * kBN * kRow;  // K tile then V tile
+  // Q fragments live in registers up to D = 128; above, they are re-read from shared memory.
+  static constexpr bool kQInRegs = D <= 128;
+  static size_t smem_bytes() {
+    return sizeof(uint16_t) * (kPrefillRows * kRow + kStages * kStageElems);
+  }
+#ifdef USE_ROCM
+  static_assert(sizeof(uint16_t) * (kPrefillRows * kRow + kStages * kStageElems) <= 65536,
+                "prefill shared memory exceeds the 64 KB of LDS a CDNA work-group has");
+#endif
+};
+
+// First visible key and one past the last of a packed row; empty (lo >= hi) when the row is past
+// the sequence's query rows or sits before position 0 (L < q_len).
+struct RowSpan {
+  int lo, hi;
+};
+
+SWA_D RowSpan row_span(int R, int rows, int group, int L, int q_len, int window) {
+  RowSpan s{0, 0};
+  if (R >= rows) return s;
+  const int pos = L - q_len + R / group;
+  if (pos < 0) return s;
+  s.hi = pos + 1;
+  s.lo = window > 0 ? max(0, pos - window + 1) : 0;
+  return s;
+}
+
+template <typename T, int D, bool SOFTCAP, bool KV8>
+__global__ void __launch_bounds__(kPrefillWarps * 32)
+    prefill_mma_kernel(const PrefillParams p) {
+  using Tr = PrefillTraits<D>;
+  constexpr int NT = Tr::kThreads, BM = kPrefillRows, BN = Tr::kBN, NSTAGE = Tr::kStages;
+  constexpr int ROW = Tr::kRow;
+  constexpr int CPR = D / 8;    // 16-byte chunks per 16-bit row
+  constexpr int KCH = D / 16;   // k-chunks of QK^T, column pairs of PV
+  constexpr int ONT = D / 8;    // n-tiles of the output
+  constexpr int SNT = BN / 8;   // n-tiles of S
+  static_assert(D % 16 == 0 && BN % 16 == 0, "head size and key tile must be multiples of 16");
+#ifdef SWA_OPS_NO_L2_HINT
+  constexpr int kL2Wide = 0;
+#else
+  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
+#endif
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* q_s = reinterpret_cast<T*>(smem_raw);  // [BM][ROW]: Q, then the output staging
+  T* kv_s = q_s + BM * ROW;                 // [NSTAGE][K|V][BN][ROW]
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int kvh = blockIdx.y;
+  const int x = blockIdx.x;
+
+  // Everything read below may come from the plan kernel or the predecessor (the cache write of
+  // this chunk): launched as a programmatic dependent, wait for them first.
+  pdl_wait();
+  const int total = p.cta_start[p.num_seqs];
+  if (x >= total) return;
+  // The sequence whose tiles hold CTA x: the last s with cta_start[s] <= x (empty sequences
+  // repeat a value; the last of a run is the one that owns x).
+  int s_lo = 0, s_hi = p.num_seqs;
+  while (s_hi - s_lo > 1) {
+    const int mid = (s_lo + s_hi) / 2;
+    if (p.cta_start[mid] <= x) s_lo = mid; else s_hi = mid;
+  }
+  const int seq = s_lo;
+  const int q_begin = p.query_start_loc[seq];
+  const int q_len = max(0, p.query_start_loc[seq + 1] - q_begin);
+  const int n_row_tiles = p.cta_start[seq + 1] - p.cta_start[seq];
+  // Later tiles first: without a window they see the most keys, so they start earliest.
+  const int tile = n_row_tiles - 1 - (x - p.cta_start[seq]);
+  const int rows = q_len * p.group;
+  const int row0 = tile * BM;
+  const int cap = p.max_blocks_per_seq << p.log2_block_size;
+  const int L = min(max(p.seq_lens[seq], 0), cap);
+  pdl_launch_dependents();
+
+  // This lane's two rows (lane / 4 and lane / 4 + 8 of its warp) and the CTA's key union.
+  const int wr0 = row0 + warp * 16;
+  const RowSpan ra = row_span(wr0 + (lane >> 2), rows, p.group, L, q_len, p.window);
+  const RowSpan rb = row_span(wr0 + (lane >> 2) + 8, rows, p.group, L, q_len, p.window);
+  const int last_row = min(row0 + BM, rows) - 1;
+  const RowSpan first = row_span(row0, rows, p.group, L, q_len, p.window);
+  const RowSpan last = row_span(last_row, rows, p.group, L, q_len, p.window);
+  // Positions grow with R, so the first row with a position >= 0 has the lowest lo: when the
+  // first row sits before position 0, lo is 0 (the window of the first live row starts there).
+  const int kv_hi = last.hi;
+  const int kv_lo = first.hi > first.lo ? first.lo : 0;
+  const int origin = kv_lo & ~(BN - 1);
+  const int n_tiles = kv_hi > kv_lo ? (kv_hi - origin + BN - 1) / BN : 0;
+  // The warp's own union, for skipping tiles none of its rows sees.
+  int w_lo = ra.hi > ra.lo ? ra.lo : INT32_MAX, w_hi = ra.hi > ra.lo ? ra.hi : 0;
+  if (rb.hi > rb.lo) {
+    w_lo = min(w_lo, rb.lo);
+    w_hi = max(w_hi, rb.hi);
+  }
+#pragma unroll
+  for (int m = 4; m < 32; m <<= 1) {
+    w_lo = min(w_lo, shfl_xor(w_lo, m));
+    w_hi = max(w_hi, shfl_xor(w_hi, m));
+  }
+#pragma unroll
+  for (int m = 1; m < 4; m <<= 1) {  // lanes of a quad share rows; keep the reduction uniform
+    w_lo = min(w_lo, shfl_xor(w_lo, m));
+    w_hi = max(w_hi, shfl_xor(w_hi, m));
+  }
+
+  const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  const int bs_mask = p.block_size - 1;
+
+  // Q rows of this CTA into shared memory (rows past the sequence's rows are zero queries).
+  {
+    const T* qg = static_cast<const T*>(p.q);
+    for (int i = tid; i < BM * CPR; i += NT) {
+      const int r = i / CPR, c = (i % CPR) * 8;
+      const int R = row0 + r;
+      const bool valid = R < rows;
+      int64_t off = 0;
+      if (valid)
+        off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
+              static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
+      cp_async16(q_s + r * ROW + c, qg + off, valid);
+    }
+    cp_async_commit();
+  }
+
+  // One K/V tile (keys [t0, t0 + BN)) into `stage`, block-wide; keys outside [kv_lo, kv_hi) are
+  // zero-filled without touching their block-table entries.
+  const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
+  const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+  auto issue = [&](int j, int stage) {
+    const int t0 = origin + j * BN;
+    T* ks = kv_s + stage * Tr::kStageElems;
+    T* vs = ks + BN * ROW;
+    if constexpr (KV8) {
+      constexpr int CH = D / 16;  // 16-byte fp8 chunks per row, into bytes [D, 2D) of the row
+      const unsigned char* kb8 =
+          static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
+      const unsigned char* vb8 =
+          static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
+      for (int i = tid; i < BN * CH; i += NT) {
+        const int r = i / CH, c = i % CH;
+        const int t = t0 + r;
+        const bool valid = t >= kv_lo && t < kv_hi;
+        int64_t off = 0;
+        if (valid)
+          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
+                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
+        const int dst = r * ROW * 2 + D + c * 16;
+        cp_async16(reinterpret_cast<unsigned char*>(ks) + dst, kb8 + off, valid);
+        cp_async16(reinterpret_cast<unsigned char*>(vs) + dst, vb8 + off, valid);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < (BN * CPR + NT - 1) / NT; ++k) {
+        const int i = tid + k * NT;
+        if (BN * CPR % NT != 0 && i >= BN * CPR) break;
+        const int r = i / CPR, c = (i % CPR) * 8;
+        const int t = t0 + r;
+        const bool valid = t >= kv_lo && t < kv_hi;
+        int64_t off = 0;
+        if (valid)
+          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
+                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
+        cp_async16<kL2Wide>(ks + r * ROW + c, k_base + off, valid);
+        cp_async16<kL2Wide>(vs + r * ROW + c, v_base + off, valid);
+      }
+    }
+  };
+
+  // fp8: widen a stage's K and V rows in place (read everything, barrier, write: a row's 16-bit
+  // chunks overlap other threads' fp8 source bytes).
+  auto widen = [&](int stage) {
+    constexpr int CH = D / 16;
+    constexpr int PER = (2 * BN * CH + NT - 1) / NT;
+    unsigned char* base = reinterpret_cast<unsigned char*>(kv_s + stage * Tr::kStageElems);
+    Vec16 raw[PER];
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      const int i = tid + k * NT;
+      if (i < 2 * BN * CH) raw[k] = load16(base + (i / CH) * ROW * 2 + D + (i % CH) * 16);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+      const int i = tid + k * NT;
+      if (i >= 2 * BN * CH) continue;
+      Vec16 o2[2];
+#pragma unroll
+      for (int w = 0; w < 4; ++w) {
+        float f[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+          f[b] = fp8_e4m3_to_float(static_cast<uint8_t>(raw[k].w[w] >> (8 * b)));
+        o2[w / 2].w[(w % 2) * 2] = pack2<T>(f[0], f[1]);
+        o2[w / 2].w[(w % 2) * 2 + 1] = pack2<T>(f[2], f[3]);
+      }
+      unsigned char* dst = base + (i / CH) * ROW * 2 + (i % CH) * 32;
+      store16(dst, o2[0]);
+      store16(dst + 16, o2[1]);
+    }
+    __syncthreads();
+  };
+
+  const float k_sc = KV8 ? *p.k_scale : 1.f, v_sc = KV8 ? *p.v_scale : 1.f;
+  const float scale_log2 = p.scale_log2 * k_sc, cap_pre = p.cap_pre * k_sc;
+
+#pragma unroll
+  for (int j = 0; j < NSTAGE - 1; ++j) {
+    if (j < n_tiles) issue(j, j);
+    cp_async_commit();
+  }
+
+  // ldmatrix lane roles (decode_mma.h): A rows/cols, K as the col-major B, V transposed.
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+  const int quad_col = (lane & 3) * 2;
+  const T* q_w = q_s + warp * 16 * ROW;
+
+  uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;  // rows a (lane / 4) and b (+ 8)
+  float o[ONT][4];
+#pragma unroll
+  for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+
+  if (n_tiles == 0) {  // no row sees a key (L == 0 or every position < 0): zeros below
+    cp_async_wait<0>();
+    __syncthreads();
+  }
+  for (int j = 0; j < n_tiles; ++j) {
+    if (j + NSTAGE - 1 < n_tiles) issue(j + NSTAGE - 1, (j + NSTAGE - 1) % NSTAGE);
+    cp_async_commit();
+    cp_async_wait<NSTAGE - 1>();
+    __syncthreads();
+    const int stage = j % NSTAGE;
+    if constexpr (KV8) widen(stage);
+    if constexpr (Tr::kQInRegs) {
+      if (j == 0) {
+#pragma unroll
+        for (int kc = 0; kc < KCH; ++kc)
+          ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), q_frag[kc][0],
+                      q_frag[kc][1], q_frag[kc][2], q_frag[kc][3]);
+      }
+    }
+    const T* ks = kv_s + stage * Tr::kStageElems;
+    const T* vs = ks + BN * ROW;
+    const int t0 = origin + j * BN;
+
+    if (t0 < w_hi && t0 + BN > w_lo) {  // some row of this warp sees a key of the tile
+      float s[SNT][4];
+#pragma unroll
+      for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < KCH; ++kc) {
+        uint32_t a[4];
+        if constexpr (Tr::kQInRegs) {
+          a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
+        } else {
+          ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
+        }
+#pragma unroll
+        for (int np = 0; np < BN / 16; ++np) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4(smem_addr(ks + (np * 16 + k_row) * ROW + kc * 16 + k_col), b0, b1, b2, b3);
+          mma_16816<T>(s[2 * np], a, b0, b1);
+          mma_16816<T>(s[2 * np + 1], a, b2, b3);
+        }
+      }
+      // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
+#pragma unroll
+      for (int n = 0; n < SNT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (SOFTCAP)
+            s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
+          else
+            s[n][e] *= scale_log2;
+        }
+      // Mask unless the whole tile is inside both of this lane's rows' windows, on every lane.
+      const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
+      if (warp_any(!inside)) {
+#pragma unroll
+        for (int n = 0; n < SNT; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int t = t0 + n * 8 + quad_col + (e & 1);
+            const RowSpan& rs = e < 2 ? ra : rb;
+            if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
+          }
+      }
+
+      // Online softmax. A row may see no key of this tile (its max stays -inf): exponentiate
+      // against 0 then, so its weights are exactly 0 and nothing becomes NaN.
+      float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+      for (int n = 0; n < SNT; ++n) {
+        mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+        mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+      }
+      mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+      mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+      mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+      mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+      const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+      const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+      m0 = mn0;
+      m1 = mn1;
+      float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+      for (int n = 0; n < SNT; ++n) {
+        s[n][0] = fast_exp2(s[n][0] - ms0);
+        s[n][1] = fast_exp2(s[n][1] - ms0);
+        s[n][2] = fast_exp2(s[n][2] - ms1);
+        s[n][3] = fast_exp2(s[n][3] - ms1);
+        rs0 += s[n][0] + s[n][1];
+        rs1 += s[n][2] + s[n][3];
+      }
+      l0 = l0 * al0 + rs0;
+      l1 = l1 * al1 + rs1;
+      if (warp_any(al0 != 1.f || al1 != 1.f)) {
+#pragma unroll
+        for (int nt = 0; nt < ONT; ++nt) {
+          o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+        }
+      }
+
+      // O += P V, P straight from the S accumulators (already the A layout).
+#pragma unroll
+      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+        const uint32_t pa[4] = {pack2<T>(s[2 * kc2][0], s[2 * kc2][1]),
+                                pack2<T>(s[2 * kc2][2], s[2 * kc2][3]),
+                                pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]),
+                                pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < KCH; ++dp) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(smem_addr(vs + (kc2 * 16 + v_row) * ROW + dp * 16 + v_col), b0, b1,
+                            b2, b3);
+          mma_16816<T>(o[2 * dp], pa, b0, b1);
+          mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with this stage before it is refilled
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: the row sums, the sink (once per row), 1 / sum, then the rows through this warp's
+  // own 16 rows of q_s (no other warp reads them any more) and out as 16-byte stores.
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  const int ra_R = wr0 + (lane >> 2), rb_R = ra_R + 8;
+  if (p.sinks != nullptr) {
+    if (ra_R < rows) {
+      const float sk = p.sinks[kvh * p.group + ra_R % p.group] * kLog2e;
+      const float mx2 = fmaxf(m0, sk), f = fast_exp2(m0 - mx2);
+      l0 = l0 * f + fast_exp2(sk - mx2);
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) { o[nt][0] *= f; o[nt][1] *= f; }
+    }
+    if (rb_R < rows) {
+      const float sk = p.sinks[kvh * p.group + rb_R % p.group] * kLog2e;
+      const float mx2 = fmaxf(m1, sk), f = fast_exp2(m1 - mx2);
+      l1 = l1 * f + fast_exp2(sk - mx2);
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) { o[nt][2] *= f; o[nt][3] *= f; }
+    }
+  }
+  const float inv0 = l0 > 0.f ? v_sc / l0 : 0.f, inv1 = l1 > 0.f ? v_sc / l1 : 0.f;
+  warp_sync();
+  T* stage_o = const_cast<T*>(q_w);
+#pragma unroll
+  for (int nt = 0; nt < ONT; ++nt) {
+    const int col = nt * 8 + quad_col;
+    *reinterpret_cast<uint32_t*>(stage_o + (lane >> 2) * ROW + col) =
+        pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
+    *reinterpret_cast<uint32_t*>(stage_o + ((lane >> 2) + 8) * ROW + col) =
+        pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
+  }
+  warp_sync();
+  T* out = static_cast<T*>(p.out);
+  for (int i = lane; i < 16 * CPR; i += 32) {
+    const int r = i / CPR, c = (i % CPR) * 8;
+    const int R = wr0 + r;
+    if (R >= rows) continue;
+    const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
+                         kvh * p.group + R % p.group;
+    store16(out + orow * D + c, load16(stage_o + r * ROW + c));
+  }
+}
+
+// Per sequence, how many CTAs (64-row tiles of its q_len * group packed rows) it gets, as an
+// exclusive prefix sum over sequences in one block; cta_start[num_seqs] is the total. It also
+// zeroes the output rows no sequence covers (tokens before query_start_loc[0] or from
+// query_start_loc[num_seqs] on), as the reference leaves them.
+constexpr int kPlanThreads = 256;
+
+template <int BM>
+__global__ void __launch_bounds__(kPlanThreads) prefill_plan_kernel(const PrefillParams p) {
+  __shared__ int scan[kPlanThreads];
+  __shared__ int carry;
+  const int tid = threadIdx.x;
+  pdl_wait();
+  if (tid == 0) carry = 0;
+  __syncthreads();
+  for (int base = 0; base < p.num_seqs; base += kPlanThreads) {
+    const int s = base + tid;
+    int v = 0;
+    if (s < p.num_seqs) {
+      const int q_len = max(0, p.query_start_loc[s + 1] - p.query_start_loc[s]);
+      v = (q_len * p.group + BM - 1) / BM;
+    }
+    scan[tid] = v;
+    __syncthreads();
+    for (int off = 1; off < kPlanThreads; off <<= 1) {  // Hillis-Steele inclusive scan
+      const int add = tid >= off ? scan[tid - off] : 0;
+      __syncthreads();
+      scan[tid] += add;
+      __syncthreads();
+    }
+    if (s < p.num_seqs) p.cta_start[s] = carry + scan[tid] - v;
+    __syncthreads();
+    if (tid == 0) carry += scan[kPlanThreads - 1];
+    __syncthreads();
+  }
+  if (tid == 0) p.cta_start[p.num_seqs] = carry;
+  pdl_launch_dependents();
+
+  // Uncovered output rows: zeros (16-byte stores; a row is num_heads * head_size 16-bit values,
+  // a multiple of 8 since head sizes are).
+  const int cov_lo = min(max(p.query_start_loc[0], 0), p.num_tokens);
+  const int cov_hi = min(max(p.query_start_loc[p.num_seqs], cov_lo), p.num_tokens);
+  const int64_t row_vecs = static_cast<int64_t>(p.num_heads) * p.head_size / 8;
+  Vec16* out = static_cast<Vec16*>(p.out);
+  const Vec16 zero = {{0u, 0u, 0u, 0u}};
+  for (int64_t i = tid; i < cov_lo * row_vecs; i += kPlanThreads) out[i] = zero;
+  for (int64_t i = cov_hi * row_vecs + tid; i < p.num_tokens * row_vecs; i += kPlanThreads)
+    out[i] = zero;
+}
+
+}  // namespace swa_ops

@@ -1,0 +1,226 @@
+"""The CUDA prefill kernel (multi-token queries with many rows) against swa_ops.reference.
+
+Chunked and whole-prompt prefill mixed in one batch with decode rows, q_len 0 and seq_len 0
+sequences; chunks that start mid-block; windows 128/1024/4096/none; every head size; GQA 1 to 64
+(and a group that is not a power of two); block sizes 8 to 256; soft-cap, sinks, fp8 caches; the
+path choice forced both ways on the same inputs; CUDA-graph replay of a chunked step as contexts
+grow. What no row may read is poisoned: blocks before the first row's window are -1 in the table
+and NaN in the cache; slots of gathered blocks outside every window hold 3e4, so a mask slip shows.
+
+Tolerance as in test_cuda_paged_attention.py: the kernel's max error against the fp32 reference
+may be at most twice that of the same attention computed by PyTorch in the input dtype (logits and
+probabilities in bf16/fp16, softmax in fp32), plus a tiny floor.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from swa_ops import reference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+ATOL_FLOOR = 1e-5
+
+
+def build(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, window, dtype,
+          seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    used = [(L + block_size - 1) // block_size for L in seq_lens]
+    max_blocks = max(used + [1]) + 1
+    num_blocks = sum(used) + 2
+    shape = (num_blocks, block_size, num_kv_heads, head_size)
+    k_cache = torch.randn(shape, generator=g, device="cuda").to(dtype)
+    v_cache = torch.randn(shape, generator=g, device="cuda").to(dtype)
+    perm = torch.randperm(num_blocks, generator=g, device="cuda").int()
+    bt = torch.full((len(seq_lens), max_blocks), -1, dtype=torch.int32, device="cuda")
+    visible = torch.zeros(num_blocks * block_size, dtype=torch.bool, device="cuda")
+    nxt = 0
+    for s, (L, q) in enumerate(zip(seq_lens, q_lens)):
+        blocks = perm[nxt:nxt + used[s]]
+        nxt += used[s]
+        if L == 0 or q == 0:
+            continue
+        first_key = reference.window_start(L - q, window)
+        first = first_key // block_size
+        bt[s, first:used[s]] = blocks[first:]
+        pos = torch.arange(first_key, L, device="cuda")
+        visible[blocks.long()[pos // block_size] * block_size + pos % block_size] = True
+    visible = visible.view(num_blocks, block_size)
+    k_cache[~visible] = 3e4
+    v_cache[~visible] = 3e4
+    untouched = ~visible.any(dim=1)
+    k_cache[untouched] = float("nan")
+    v_cache[untouched] = float("nan")
+    qsl = torch.tensor([0] + list(itertools.accumulate(q_lens)), dtype=torch.int32, device="cuda")
+    query = torch.randn(int(qsl[-1]), num_heads, head_size, generator=g, device="cuda").to(dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    return query, k_cache, v_cache, bt, lens, qsl
+
+
+def lowp_attention(query, k_cache, v_cache, bt, lens, qsl, scale, window, soft_cap, sinks, dtype):
+    """reference.paged_attention with logits and probabilities in `dtype` (PyTorch's own
+    low-precision attention): the yardstick of the tolerance. Caches are 16-bit here."""
+    num_tokens, num_heads, head_size = query.shape
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    group = num_heads // num_kv_heads
+    out = torch.zeros(num_tokens, num_heads, head_size, device="cuda")
+    for s, (q0, q1, L) in enumerate(zip(qsl[:-1].tolist(), qsl[1:].tolist(), lens.tolist())):
+        q_len = q1 - q0
+        if q_len == 0 or L == 0:
+            continue
+        first = reference.window_start(L - q_len, window) // block_size
+        blocks = bt[s, first:(L + block_size - 1) // block_size].long()
+        k = k_cache[blocks].reshape(-1, num_kv_heads, head_size).to(dtype)
+        v = v_cache[blocks].reshape(-1, num_kv_heads, head_size).to(dtype)
+        key_pos = torch.arange(first * block_size, first * block_size + k.shape[0], device="cuda")
+        q = query[q0:q1].to(dtype).view(q_len, num_kv_heads, group, head_size)
+        logits = torch.einsum("qngd,knd->ngqk", q, k).float().reshape(num_heads, q_len, -1) * scale
+        if soft_cap > 0:
+            logits = soft_cap * torch.tanh(logits / soft_cap)
+        row_pos = torch.arange(L - q_len, L, device="cuda")
+        vis = key_pos[None, :] <= row_pos[:, None]
+        if window > 0:
+            vis &= key_pos[None, :] > row_pos[:, None] - window
+        logits = logits.masked_fill(~vis, float("-inf"))
+        m = logits.amax(-1, keepdim=True)
+        if sinks is not None:
+            m = torch.maximum(m, sinks.float().view(num_heads, 1, 1))
+        m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        w = torch.exp(logits - m)
+        den = w.sum(-1, keepdim=True)
+        if sinks is not None:
+            den = den + torch.exp(sinks.float().view(num_heads, 1, 1) - m)
+        p = torch.where(den > 0, w / den.clamp_min(1e-30), torch.zeros_like(w)).to(dtype)
+        o = torch.einsum("ngqk,knd->qngd", p.view(num_kv_heads, group, q_len, -1), v).float()
+        out[q0:q1] = o.reshape(q_len, num_heads, head_size)
+    return out
+
+
+def check(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, window,
+          dtype=torch.bfloat16, seed=0, soft_cap=0.0, use_sinks=False, fp8=False):
+    query, kc, vc, bt, lens, qsl = build(seq_lens, q_lens, num_heads, num_kv_heads, head_size,
+                                         block_size, window, dtype, seed)
+    scale = head_size ** -0.5
+    sinks = (torch.randn(num_heads, generator=torch.Generator().manual_seed(seed)).cuda()
+             if use_sinks else None)
+    mql = max(q_lens + [1])
+    if fp8:
+        ks = torch.tensor([0.02], device="cuda")
+        vs = torch.tensor([0.015], device="cuda")
+        kc8, vc8 = reference.quantize_fp8(kc, ks), reference.quantize_fp8(vc, vs)
+        out = torch.ops.swa_ops.paged_attention(query, kc8, vc8, bt, lens, scale, window, soft_cap,
+                                                sinks, qsl, mql, ks, vs)
+        ref = reference.paged_attention(query.float(), kc8, vc8, bt, lens, scale, window,
+                                        soft_cap, sinks, qsl, mql, ks, vs).float()
+        pt = (lowp_attention(query, kc8.to(dtype), vc8.to(dtype), bt, lens, qsl,
+                             scale * ks.item(), window, soft_cap, sinks, dtype)
+              * vs.item()).to(dtype)
+    else:
+        out = torch.ops.swa_ops.paged_attention(query, kc, vc, bt, lens, scale, window, soft_cap,
+                                                sinks, qsl, mql)
+        ref = reference.paged_attention(query.float(), kc.float(), vc.float(), bt, lens, scale,
+                                        window, soft_cap, sinks, qsl, mql).float()
+        pt = lowp_attention(query, kc, vc, bt, lens, qsl, scale, window, soft_cap, sinks, dtype)
+    assert out.dtype == dtype and out.shape == query.shape
+    assert not out.isnan().any(), "NaN in the output: a poisoned slot or -1 block was read"
+    err = (out.float() - ref).abs().max().item()
+    pt_err = (pt.float() - ref).abs().max().item()
+    assert err <= 2 * pt_err + ATOL_FLOOR, f"max err {err:.3g} > 2 x PyTorch's {pt_err:.3g}"
+    # Rows that see no key (seq_len 0) are exact zeros.
+    for s, (q0, q1, L) in enumerate(zip(qsl[:-1].tolist(), qsl[1:].tolist(), seq_lens)):
+        if L == 0 and q1 > q0:
+            assert (out[q0:q1] == 0).all()
+    return out
+
+
+# A whole prompt, a chunk starting mid-block after cached tokens, a decode row, q_len 0, a padded
+# slot (seq_len 0 with query tokens), a short chunk, and a chunk longer than the window.
+MIXED_SEQS = [1000, 1204, 1, 0, 93, 2100, 700]
+MIXED_QS = [1000, 300, 1, 5, 77, 1300, 0]
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=("bf16", "fp16"))
+@pytest.mark.parametrize("head_size", (64, 80, 96, 128, 192, 256))
+@pytest.mark.parametrize("window", (128, 1024, 4096, 0))
+def test_prefill_windows_and_head_sizes(dtype, head_size, window):
+    check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, window, dtype, seed=head_size + window)
+
+
+@pytest.mark.parametrize("heads", ((8, 8), (16, 4), (64, 8), (24, 4), (16, 1), (64, 1)),
+                         ids=lambda h: f"h{h[0]}-{h[1]}")
+@pytest.mark.parametrize("window", (128, 1000))
+def test_prefill_gqa(heads, window):
+    check([900, 333, 64], [900, 130, 64], heads[0], heads[1], 128, 16, window, seed=heads[0])
+
+
+@pytest.mark.parametrize("block_size", (8, 32, 64, 128, 256))
+def test_prefill_block_sizes(block_size):
+    # Chunks start mid-block for every block size here (cached 517 and 1029 tokens).
+    check([517 + 300, 1029 + 700, 40], [300, 700, 40], 32, 8, 128, block_size, 512,
+          seed=block_size)
+
+
+def test_prefill_soft_cap_gemma2():
+    check([1500, 4200], [1500, 600], 16, 8, 256, 16, 4096, seed=3, soft_cap=50.0)
+
+
+def test_prefill_sinks_gptoss():
+    check([1000, 300, 9], [1000, 300, 9], 64, 8, 64, 16, 128, seed=4, use_sinks=True)
+
+
+@pytest.mark.parametrize("head_size", (64, 96, 128, 256))
+def test_prefill_fp8(head_size):
+    check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size, fp8=True)
+
+
+def test_prefill_fp8_with_cap_and_sinks():
+    check([1500, 300], [700, 300], 16, 8, 256, 32, 4096, seed=6, soft_cap=50.0, fp8=True)
+    check([1000, 300], [1000, 100], 64, 8, 64, 8, 128, seed=7, use_sinks=True, fp8=True)
+
+
+def test_prefill_long_chunks():
+    # A 2048-token chunk on an 8k context (W 4096) and a whole 4096-token Gemma-3-like prompt.
+    check([8192, 2048], [2048, 2048], 32, 8, 128, 16, 4096, seed=8)
+    check([4096], [4096], 16, 8, 256, 16, 1024, seed=9)
+
+
+@pytest.mark.parametrize("mode", ("always", "never"))
+def test_paths_agree(monkeypatch, mode):
+    """The same batches on the prefill kernel and on the decode kernel (forced), both against the
+    reference: speculative steps (few rows) and a chunk (many)."""
+    monkeypatch.setenv("SWA_OPS_PREFILL", mode)
+    check([1, 5, 200, 1000, 1001, 1200, 4, 300, 0], [1, 5, 16, 4, 1, 16, 2, 0, 0], 32, 8, 128,
+          16, 128, seed=10)
+    check([1200, 500], [300, 500], 16, 4, 64, 16, 256, seed=11)
+
+
+def test_prefill_cuda_graph_growing_context():
+    """A chunked-prefill step (two 256-token chunks) captured once, replayed as contexts grow."""
+    torch.manual_seed(2)
+    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 256
+    max_blocks = 300
+    dt = torch.bfloat16
+    k_cache = torch.randn(2 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn_like(k_cache)
+    bt = torch.randperm(2 * max_blocks, device="cuda").int().view(2, max_blocks)
+    lens = torch.tensor([Q, 700], dtype=torch.int32, device="cuda")
+    qsl = torch.tensor([0, Q, 2 * Q], dtype=torch.int32, device="cuda")
+    q = torch.randn(2 * Q, H, D, device="cuda", dtype=dt)
+    args = (D ** -0.5, W, 0.0, None, qsl, Q)
+    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    for step in range(4):
+        lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step], dtype=torch.int32))
+        q.copy_(torch.randn(2 * Q, H, D, dtype=dt))
+        graph.replay()
+        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
+                                        *args)
+        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
+        err = (out.float() - ref.float()).abs().max().item()
+        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
