@@ -52,6 +52,11 @@ def _extension():
         gpu = ["-O3", "-std=c++17", "-DUSE_ROCM"] + defines
     else:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
+        # The Hopper prefill variant (wgmma) needs sm_90a code; the host dispatches to it only
+        # when the build has it.
+        if "9.0a" in os.environ["TORCH_CUDA_ARCH_LIST"].replace(" ", ";").split(";"):
+            defines.append("-DSWA_OPS_SM90A")
+            cxx.append("-DSWA_OPS_SM90A")
         gpu = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", "--expt-relaxed-constexpr",
                "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_BFLOAT16_OPERATORS__"] + defines

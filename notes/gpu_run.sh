@@ -29,6 +29,8 @@ if [[ $mode == prefill ]]; then
     | tee "$OUT/test_prefill.log" | tail -30
   echo "prefill tests: $(( $(date +%s) - t0 )) s"
   timeout 90 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe.log"
+  echo "== mma.sync variant (SWA_OPS_WGMMA=0)"
+  SWA_OPS_WGMMA=0 timeout 90 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe_mma.log"
   t0=$(date +%s)
   timeout 180 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "multi_token or fp8" 2>&1 \
     | tee "$OUT/test_cuda_mt.log" | tail -8

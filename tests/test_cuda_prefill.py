@@ -224,3 +224,13 @@ def test_prefill_cuda_graph_growing_context():
         pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
         err = (out.float() - ref.float()).abs().max().item()
         assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
+
+
+@pytest.mark.parametrize("head_size", (64, 128, 256))
+def test_mma_sync_variant(monkeypatch, head_size):
+    """On Hopper, head sizes 64/128/256 take the wgmma variant by default; the portable mma.sync
+    variant (what other GPUs and fp8 caches run) is checked here on the same inputs."""
+    monkeypatch.setenv("SWA_OPS_WGMMA", "0")
+    check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size + 1)
+    check([1500, 300], [700, 300], 16, 8, head_size, 32, 4096, seed=12, soft_cap=50.0,
+          use_sinks=True)

@@ -71,6 +71,25 @@ bool use_prefill_kernel(int64_t max_query_len, int64_t group) {
   return max_query_len * group > kPrefillRows;
 }
 
+// The Hopper prefill variant: on compute capability 9.x when this build has sm_90a code;
+// SWA_OPS_WGMMA=0 turns it off (read per call, for tests comparing the two variants).
+bool use_wgmma() {
+#ifdef SWA_OPS_SM90A
+  const char* e = std::getenv("SWA_OPS_WGMMA");
+  if (e != nullptr && std::string(e) == "0") return false;
+  static int major[64] = {};
+  const int dev = c10::cuda::current_device();
+  if (dev < 64 && major[dev] == 0) {
+    int m = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev));
+    major[dev] = m;
+  }
+  return dev < 64 && major[dev] == 9;
+#else
+  return false;
+#endif
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -177,6 +196,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     }
     pp.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
     pp.kv_fp8 = d.fp8;
+    pp.wgmma = use_wgmma();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;
     dispatch_head_size(pp.head_size, [&](auto hd) {

@@ -127,6 +127,8 @@ struct PrefillParams {
   float cap_post;
   DType dtype;
   bool kv_fp8;
+  bool wgmma;                   // take the Hopper (wgmma) variant where it exists (sm_90a build,
+                                //   compute capability 9.x, 16-bit caches, D % 64 == 0)
 };
 
 }  // namespace swa_ops

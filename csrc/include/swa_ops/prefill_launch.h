@@ -7,11 +7,11 @@
 
 namespace swa_ops {
 
-template <typename T, int D, bool SOFTCAP, bool KV8>
+template <typename T, int D, bool SOFTCAP, bool KV8, bool WG>
 cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
-  using Tr = PrefillTraits<D>;
+  using Tr = PrefillTraits<D, WG>;
   const size_t smem = Tr::smem_bytes();
-  auto kernel = prefill_mma_kernel<T, D, SOFTCAP, KV8>;
+  auto kernel = prefill_mma_kernel<T, D, SOFTCAP, KV8, WG>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
@@ -27,10 +27,17 @@ template <typename T, int D>
 cudaError_t launch_prefill_t(const PrefillParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
   if (p.kv_fp8)
-    return cap ? launch_prefill_typed<T, D, true, true>(p, stream)
-               : launch_prefill_typed<T, D, false, true>(p, stream);
-  return cap ? launch_prefill_typed<T, D, true, false>(p, stream)
-             : launch_prefill_typed<T, D, false, false>(p, stream);
+    return cap ? launch_prefill_typed<T, D, true, true, false>(p, stream)
+               : launch_prefill_typed<T, D, false, true, false>(p, stream);
+#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
+  if constexpr (D % 64 == 0) {
+    if (p.wgmma)
+      return cap ? launch_prefill_typed<T, D, true, false, true>(p, stream)
+                 : launch_prefill_typed<T, D, false, false, true>(p, stream);
+  }
+#endif
+  return cap ? launch_prefill_typed<T, D, true, false, false>(p, stream)
+             : launch_prefill_typed<T, D, false, false, false>(p, stream);
 }
 
 template <int D>

@@ -25,12 +25,20 @@
 #include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
 #include "swa_ops/mma.h"
 #include "swa_ops/params.h"
+#include "swa_ops/wgmma.h"
 
 namespace swa_ops {
 
 constexpr int kPrefillWarps = kPrefillRows / 16;  // kPrefillRows (params.h): BM
 
-template <int D>
+// WG: the Hopper variant (sm_90a, D = 64/128/256, 16-bit caches). Its four warps are one
+// warpgroup: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from shared memory, and
+// O += P V one wgmma m64nDk16 chain with P from the S registers and V read transposed from
+// shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma reads (rows of
+// 64-element column blocks, 16-byte chunk c of row r at chunk c ^ (r % 8)), which is also
+// conflict-free for the cp.async writes. The accumulator layouts equal the mma.sync ones, so
+// masking, softmax and the epilogue are shared.
+template <int D, bool WG = false>
 struct PrefillTraits {
   static constexpr int kThreads = kPrefillWarps * 32;
 #ifdef USE_ROCM
@@ -43,13 +51,17 @@ struct PrefillTraits {
   static constexpr int kStages = 2;
   static constexpr int kBN = D <= 128 ? 64 : 32;
 #endif
-  static constexpr int kRow = D + 8;  // padded smem row: conflict-free ldmatrix (decode_mma.h)
+  // mma.sync: padded smem rows (conflict-free ldmatrix, as decode_mma.h); wgmma: swizzled.
+  static constexpr int kRow = WG ? D : D + 8;
   static constexpr int kStageElems = 2 * kBN * kRow;  // K tile then V tile
   // Q fragments live in registers up to D = 128; above, they are re-read from shared memory.
-  static constexpr bool kQInRegs = D <= 128;
+  static constexpr bool kQInRegs = !WG && D <= 128;
+  // wgmma's swizzle is a function of the address: tiles start at 1024-byte boundaries (the
+  // dynamic allocation is rounded up in the kernel, hence the slack).
   static size_t smem_bytes() {
-    return sizeof(uint16_t) * (kPrefillRows * kRow + kStages * kStageElems);
+    return sizeof(uint16_t) * (kPrefillRows * kRow + kStages * kStageElems) + (WG ? 1024 : 0);
   }
+  static_assert(!WG || D % 64 == 0, "the wgmma variant tiles D in 64-element column blocks");
 #ifdef USE_ROCM
   static_assert(sizeof(uint16_t) * (kPrefillRows * kRow + kStages * kStageElems) <= 65536,
                 "prefill shared memory exceeds the 64 KB of LDS a CDNA work-group has");
@@ -72,10 +84,22 @@ SWA_D RowSpan row_span(int R, int rows, int group, int L, int q_len, int window)
   return s;
 }
 
-template <typename T, int D, bool SOFTCAP, bool KV8>
+// Element offset of (row r, element c, a multiple of 8) in a tile of `rows` rows: padded rows for
+// mma.sync; for wgmma, 64-element column blocks of `rows` x 128 bytes with the 128-byte swizzle.
+template <int D, bool WG>
+SWA_D int tile_offset(int r, int c, int rows) {
+  if constexpr (WG) {
+    return (c >> 6) * rows * 64 + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3);
+  } else {
+    return r * PrefillTraits<D, WG>::kRow + c;
+  }
+}
+
+template <typename T, int D, bool SOFTCAP, bool KV8, bool WG = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_mma_kernel(const PrefillParams p) {
-  using Tr = PrefillTraits<D>;
+  using Tr = PrefillTraits<D, WG>;
+  static_assert(!(WG && KV8), "fp8 caches take the mma.sync variant");
   constexpr int NT = Tr::kThreads, BM = kPrefillRows, BN = Tr::kBN, NSTAGE = Tr::kStages;
   constexpr int ROW = Tr::kRow;
   constexpr int CPR = D / 8;    // 16-byte chunks per 16-bit row
@@ -90,9 +114,15 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 #endif
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* q_s = reinterpret_cast<T*>(smem_raw);  // [BM][ROW]: Q, then the output staging
+  unsigned char* smem_base = smem_raw;
+  if constexpr (WG)
+    smem_base += (1024 - static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) % 1024) % 1024;
+  T* q_s = reinterpret_cast<T*>(smem_base);  // [BM][ROW]: Q, then the output staging
   T* kv_s = q_s + BM * ROW;                 // [NSTAGE][K|V][BN][ROW]
 
+#if defined(__CUDA_ARCH__) && !defined(SWA_OPS_HAS_WGMMA)
+  if constexpr (WG) __trap();  // compiled without sm_90a: the host never dispatches here
+#endif
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int kvh = blockIdx.y;
   const int x = blockIdx.x;
@@ -165,7 +195,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       if (valid)
         off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
               static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
-      cp_async16(q_s + r * ROW + c, qg + off, valid);
+      cp_async16(q_s + tile_offset<D, WG>(r, c, BM), qg + off, valid);
     }
     cp_async_commit();
   }
@@ -208,8 +238,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         if (valid)
           off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
                 static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
-        cp_async16<kL2Wide>(ks + r * ROW + c, k_base + off, valid);
-        cp_async16<kL2Wide>(vs + r * ROW + c, v_base + off, valid);
+        const int so = tile_offset<D, WG>(r, c, BN);
+        cp_async16<kL2Wide>(ks + so, k_base + off, valid);
+        cp_async16<kL2Wide>(vs + so, v_base + off, valid);
       }
     }
   };
@@ -278,6 +309,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     if (j + NSTAGE - 1 < n_tiles) issue(j + NSTAGE - 1, (j + NSTAGE - 1) % NSTAGE);
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
+    if constexpr (WG) fence_proxy_async_smem();  // this thread's copies, visible to wgmma
     __syncthreads();
     const int stage = j % NSTAGE;
     if constexpr (KV8) widen(stage);
@@ -293,12 +325,27 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     const T* vs = ks + BN * ROW;
     const int t0 = origin + j * BN;
 
-    if (t0 < w_hi && t0 + BN > w_lo) {  // some row of this warp sees a key of the tile
+    // Some row of this warp sees a key of the tile (wgmma is warpgroup-wide: always true there,
+    // as every tile meets the CTA's union).
+    if (WG || (t0 < w_hi && t0 + BN > w_lo)) {
       float s[SNT][4];
 #pragma unroll
       for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      if constexpr (WG) {
+        // K-major operands: k-step kc is 32 bytes into its 128-byte swizzle row of column
+        // block kc / 4; 8-row groups 1024 bytes apart (SBO); LBO unused with this swizzle.
+        wgmma_fence();
 #pragma unroll
-      for (int kc = 0; kc < KCH; ++kc) {
+        for (int kc = 0; kc < KCH; ++kc) {
+          const uint64_t da = make_smem_desc(q_s + (kc >> 2) * BM * 64 + (kc & 3) * 16, 16, 1024);
+          const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
+          wgmma_ss<T, BN>(&s[0][0], da, db, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+      }
+#pragma unroll
+      for (int kc = 0; kc < (WG ? 0 : KCH); ++kc) {
         uint32_t a[4];
         if constexpr (Tr::kQInRegs) {
           a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
@@ -373,8 +420,30 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       }
 
       // O += P V, P straight from the S accumulators (already the A layout).
+      if constexpr (WG) {
+        // Every P fragment is packed before the chain is issued: registers an in-flight wgmma
+        // reads must not change under it.
+        uint32_t pa[BN / 16][4];
 #pragma unroll
-      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+        for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+          pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
+          pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
+          pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+          pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+          // V as the MN-major (transposed) B: keys kc2 * 16.. are rows 16 kc2.. of each column
+          // block; column blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
+          const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
+          wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+      }
+#pragma unroll
+      for (int kc2 = 0; kc2 < (WG ? 0 : BN / 16); ++kc2) {
         const uint32_t pa[4] = {pack2<T>(s[2 * kc2][0], s[2 * kc2][1]),
                                 pack2<T>(s[2 * kc2][2], s[2 * kc2][3]),
                                 pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]),
@@ -418,13 +487,15 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   }
   const float inv0 = l0 > 0.f ? v_sc / l0 : 0.f, inv1 = l1 > 0.f ? v_sc / l1 : 0.f;
   warp_sync();
-  T* stage_o = const_cast<T*>(q_w);
+  // Unpadded rows of D in the wgmma variant (the swizzled Q tile is dead by now).
+  constexpr int OROW = WG ? D : ROW;
+  T* stage_o = q_s + warp * 16 * OROW;
 #pragma unroll
   for (int nt = 0; nt < ONT; ++nt) {
     const int col = nt * 8 + quad_col;
-    *reinterpret_cast<uint32_t*>(stage_o + (lane >> 2) * ROW + col) =
+    *reinterpret_cast<uint32_t*>(stage_o + (lane >> 2) * OROW + col) =
         pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
-    *reinterpret_cast<uint32_t*>(stage_o + ((lane >> 2) + 8) * ROW + col) =
+    *reinterpret_cast<uint32_t*>(stage_o + ((lane >> 2) + 8) * OROW + col) =
         pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
   }
   warp_sync();
@@ -435,7 +506,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     if (R >= rows) continue;
     const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
                          kvh * p.group + R % p.group;
-    store16(out + orow * D + c, load16(stage_o + r * ROW + c));
+    store16(out + orow * D + c, load16(stage_o + r * OROW + c));
   }
 }
 
