@@ -110,7 +110,7 @@ out = [HEAD]
 for t in ("bf16_t", "fp16_t"):
     for n in (32, 64):
         out.append(ss(t, n))
-    for n in (64, 128, 256):
+    for n in (64, 128, 192, 256):
         out.append(rs(t, n))
 out.append("}  // namespace swa_ops\n")
 path = os.path.join(os.path.dirname(__file__), "..", "csrc", "include", "swa_ops", "wgmma.h")
