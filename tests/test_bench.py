@@ -1,0 +1,356 @@
+"""CPU checks of the benchmark's own code (python -m swa_ops.bench): FLOP counting, argument and
+shape selection, the warm-up task list, and the problem setups, fp32 references and PyTorch peers of
+the decode-feature and prefill rows on tiny shapes against swa_ops.reference (the GPU paths run the
+same code on the real shapes)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+from swa_ops import bench, reference
+
+# Tiny versions of the feature rows: GQA 4, windows that cut in, a q_len > 1 row, sinks, soft-cap.
+DECODE_TINY = [
+    bench.Shape("tiny-softcap", 2, 8, 2, 64, 80, 32, soft_cap=5.0),
+    bench.Shape("tiny-sinks", 3, 8, 2, 64, 70, 16, sinks=True),
+    bench.Shape("tiny-spec4", 2, 8, 2, 64, 90, 32, q_len=4),
+    bench.Shape("tiny-spec4-sinks", 2, 8, 4, 32, 50, 0, q_len=4, sinks=True),
+    bench.Shape("tiny-fp8", 2, 8, 2, 64, 80, 32, fp8=True),
+]
+PREFILL_TINY = [
+    bench.PrefillShape("tiny-prompt", 2, 8, 2, 32, 160, 160, 48),
+    bench.PrefillShape("tiny-chunk", 2, 8, 2, 32, 300, 72, 64),  # chunk on a cached context
+    bench.PrefillShape("tiny-sinks", 2, 8, 2, 32, 128, 128, 16, sinks=True),
+    bench.PrefillShape("tiny-nowindow", 1, 4, 4, 32, 96, 40, 0),
+]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 2e-2) -> None:
+    torch.testing.assert_close(a.float(), b.float(), atol=atol, rtol=2e-2)
+
+
+@pytest.mark.parametrize("seq_len,q_len,window", [(8192, 8192, 4096), (32768, 2048, 4096),
+                                                  (100, 7, 0), (50, 50, 128), (9, 9, 1),
+                                                  (300, 72, 64)])
+def test_visible_keys_matches_brute_force(seq_len, q_len, window):
+    brute = sum(min(p + 1, window) if window > 0 else p + 1
+                for p in range(seq_len - q_len, seq_len))
+    assert bench.visible_keys(seq_len, q_len, window) == brute
+
+
+def test_prefill_flops_of_the_design_table():
+    """DESIGN.md's prefill TFLOP/s column: FlashInfer 6586 µs at 501 TFLOP/s on mistral-prefill."""
+    s = next(s for s in bench.PREFILL_SHAPES if s.name == "mistral-prefill")
+    assert bench.prefill_flops(s) == 4 * 128 * 32 * 8 * (4096 * 4097 // 2 + 4096 * 4096)
+    assert abs(bench.prefill_flops(s) / 6586e-6 / 1e12 - 501) < 1
+
+
+def test_shape_selection_and_peers():
+    ap = bench.build_parser()
+    dec, pre = bench.select_shapes(ap.parse_args([]))
+    assert len(dec) == len(bench.SHAPES) and len(pre) == len(bench.PREFILL_SHAPES)
+    dec, pre = bench.select_shapes(ap.parse_args(["--prefill"]))
+    assert dec == [] and [s.name for s in pre] == [s.name for s in bench.PREFILL_SHAPES]
+    dec, pre = bench.select_shapes(ap.parse_args(["--decode"]))
+    assert pre == [] and len(dec) == len(bench.SHAPES)
+    dec, pre = bench.select_shapes(ap.parse_args(["--shapes", "gptoss-sinks,chunked"]))
+    assert [s.name for s in dec] == ["gptoss-sinks"] and [s.name for s in pre] == ["chunked"]
+    _, pre = bench.select_shapes(ap.parse_args(["--prefill", "--prefill-batch", "4"]))
+    assert {s.batch for s in pre} == {4}
+    with pytest.raises(SystemExit):
+        bench.select_shapes(ap.parse_args(["--shapes", "nosuchshape"]))
+    assert bench.parse_peers("flashinfer,sdpa,flex") == ["flashinfer", "sdpa", "flex"]
+    assert bench.parse_peers("none") == []
+    with pytest.raises(SystemExit):
+        bench.parse_peers("flashinfr")
+    names = [s.name for s in bench.SHAPES] + [s.name for s in bench.PREFILL_SHAPES]
+    assert len(set(names)) == len(names)
+
+
+def test_warmup_tasks_one_per_variant():
+    tasks = dict(bench.warmup_tasks(bench.SHAPES, bench.PREFILL_SHAPES,
+                                    ["flashinfer", "sdpa", "flex"]))
+    specs = list(tasks.values())
+    assert len(specs) == len(set(specs))
+    # The sink variant is shared by gptoss-sinks (decode alt) and gptoss-prefill.
+    assert tasks["sink-d64-bfloat16-swa"] == "decode:gptoss-sinks:alt"
+    assert tasks["prefill-d128-bfloat16-swa"] == "decode:mistral-spec4:fi"
+    assert "decode-cuda-core-d256-bfloat16-swa-cap" in tasks
+    assert {k for k in tasks if k.startswith("flex-")} == {
+        f"flex-{s.name}" for s in bench.PREFILL_SHAPES}
+    assert bench.warmup_tasks(bench.SHAPES, bench.PREFILL_SHAPES, ["sdpa"]) == []
+    for spec in specs:  # every spec names a real row
+        section, name, kind = spec.split(":")
+        rows = bench.SHAPES if section == "decode" else bench.PREFILL_SHAPES
+        assert any(s.name == name for s in rows) and kind in ("fi", "alt", "flex")
+
+
+def _decode_reference(pb: bench.Problem, sinks: bool = True) -> torch.Tensor:
+    s = pb.s
+    return reference.paged_attention(
+        pb.q, pb.k[0], pb.v[0], pb.block_tables, pb.seq_lens, pb.scale, s.window, s.soft_cap,
+        pb.sinks if sinks else None, pb.query_start_loc, s.q_len, pb.k_scale, pb.v_scale)
+
+
+@pytest.mark.parametrize("s", DECODE_TINY, ids=lambda s: s.name)
+def test_decode_problem_reference_and_peers(s):
+    pb = bench.Problem(s, 2, "cpu")
+    spec = _decode_reference(pb)
+    ref = pb.reference()
+    assert ref.shape == (s.batch * s.q_len, s.heads, s.head_size)
+    _close(ref, spec)
+    if s.sinks:
+        _close(pb.reference(sinks=False), _decode_reference(pb, sinks=False))
+        # The sinks matter enough to be seen (a peer ignoring them must look wrong).
+        assert bench.check(pb.reference(sinks=False), ref)[1]
+    _close(pb.swa(0), ref)
+    if pb.sdpa_mask is not None:
+        _close(pb.sdpa(0), ref)
+    else:
+        assert s.fp8 or s.soft_cap > 0
+    assert not bench.check(pb.swa(0), ref)[1]
+
+
+def test_decode_visible_and_floor_bytes():
+    s = next(s for s in bench.SHAPES if s.name == "mistral-spec4")
+    assert s.visible == 4096 + 3
+    assert s.window_bytes() == 2 * 32 * 4099 * 8 * 128 * 2
+    m = next(s for s in bench.SHAPES if s.name == "mistral-32k")
+    assert m.visible == 4096
+
+
+@pytest.mark.parametrize("s", PREFILL_TINY, ids=lambda s: s.name)
+def test_prefill_problem_sampled_reference(s):
+    pp = bench.PrefillProblem(s, "cpu")
+    full = reference.paged_attention(pp.q, pp.k, pp.v, pp.block_tables, pp.seq_lens, pp.scale,
+                                     s.window, s.soft_cap, pp.sinks, pp.query_start_loc, s.q_len)
+    idx, ref = pp.sample_reference()
+    assert idx.numel() == len(set(idx.tolist()))
+    _close(ref, full[idx])
+    out = pp.swa(0)
+    assert out.shape == (s.batch * s.q_len, s.heads, s.head_size)
+    err, wrong = bench.check(out[idx], ref)
+    assert not wrong, err
+    if s.sinks:
+        nosink = pp.sample_reference(sinks=False)[1]
+        assert bench.check(nosink, ref)[1]
+    # Sampled groups: first and last rows always; the window edge when it falls in the chunk.
+    groups = pp.sample_groups()
+    assert groups[0][0] == 0 and groups[-1][1] == s.q_len
+
+
+@pytest.mark.parametrize("s", PREFILL_TINY, ids=lambda s: s.name)
+def test_prefill_sdpa_and_flex_peers(s, monkeypatch):
+    monkeypatch.setattr(bench.SdpaPrefill, "CHUNK", 32)  # several chunks and mask geometries
+    pp = bench.PrefillProblem(s, "cpu")
+    idx, ref = pp.sample_reference()
+    sdpa = bench.SdpaPrefill(pp)
+    assert not bench.check(sdpa(0)[idx], ref)[1]
+    flex = bench.FlexPrefill(s, *bench.flex_inputs(pp), pp.sinks, pp.kv_start, compile=False)
+    out = bench.FlexPrefill.to_tokens(flex(0))
+    assert out.shape == (s.batch * s.q_len, s.heads, s.head_size)
+    assert not bench.check(out[idx], ref)[1]
+
+
+def test_flex_kv_start_matches_problem():
+    for s in bench.PREFILL_SHAPES + PREFILL_TINY:
+        s = dataclasses.replace(s, batch=1, seq_len=min(s.seq_len, 400),
+                                q_len=min(s.q_len, 400, min(s.seq_len, 400)))
+        pp = bench.PrefillProblem(s, "cpu")
+        assert pp.kv_start == bench.flex_kv_start(s)
+        assert pp.kv_start <= max(0, s.seq_len - s.q_len - s.window + 1) or s.window <= 0
+
+
+def test_print_functions_handle_partial_rows(capsys):
+    bench.print_row({"shape": "x", "swa_us": 1.0, "fi_full_us": 2.0, "fi_full_wrong": True,
+                     "fi_trim_us": 3.0, "fi_trim_no_sinks": True}, header=True)
+    bench.print_prefill_row({"shape": "y", "batch": 8, "heads": "32/8", "head_size": 128,
+                             "seq_len": 8192, "q_len": 8192, "window": 4096, "flops": 3.3e12,
+                             "swa_us": 6000.0, "swa_tflops": 550.0, "swa_err": 1e-3,
+                             "fi_us": 6586.0, "fi_tflops": 501.0, "fi_wrong": True},
+                            header=True)
+    text = capsys.readouterr().out
+    assert "2.0!" in text and "3.0*" in text and "(501)!" in text
+
+
+def test_cpu_mode_main_runs(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "CPU_SHAPE", bench.Shape("mistral-cpu", 1, 8, 2, 64, 256, 64))
+    bench.main(["--device", "cpu", "--reps", "1"])
+    assert "speedup" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dry runs of the GPU sections on the CPU: CUDA timers stubbed, and a fake `flashinfer` that
+# computes what FlashInfer's wrappers document from the metadata the bench hands them (CSR pages,
+# last-page lengths, qo_indptr with bottom-right causal rows, window_left = W - 1, soft-cap; sinks
+# only through the sink wrapper, the plain wrappers drop them as fa2/fa3 do on SM90). This checks
+# the bench's page metadata, trimmed lengths and q_len handling end to end; FlashInfer itself is
+# only exercised on the GPU machine.
+
+
+class _FakeWrapper:
+    def __init__(self, float_workspace_buffer, kv_layout="NHD", use_tensor_cores=False,
+                 **kwargs):
+        assert kv_layout == "NHD" and float_workspace_buffer.dtype == torch.uint8
+        self._backend = "fake"
+        self.uses_sinks = False
+
+    def _plan(self, qo_indptr, indptr, indices, last, num_qo_heads, num_kv_heads, head_dim,
+              page_size, window_left, logits_soft_cap, sm_scale, q_data_type, kv_data_type,
+              causal):
+        for t in (qo_indptr, indptr, indices, last):
+            assert t.dtype == torch.int32 and t.dim() == 1
+        assert len(indptr) == len(last) + 1 == len(qo_indptr) and len(indices) == indptr[-1]
+        assert ((last >= 1) & (last <= page_size)).all()
+        pages = [indices[indptr[b]:indptr[b + 1]] for b in range(len(last))]
+        width = max(len(p) for p in pages)
+        self.block_tables = torch.full((len(last), width), -1, dtype=torch.int32)
+        for b, p in enumerate(pages):
+            self.block_tables[b, :len(p)] = p
+        self.kv_lens = torch.tensor([(len(p) - 1) * page_size + int(last[b])
+                                     for b, p in enumerate(pages)], dtype=torch.int32)
+        q_lens = qo_indptr[1:] - qo_indptr[:-1]
+        assert causal or bool((q_lens == 1).all())
+        self.qo_indptr, self.max_q = qo_indptr.int(), int(q_lens.max())
+        self.window = window_left + 1 if window_left >= 0 else 0
+        self.cap = logits_soft_cap or 0.0
+        self.scale = sm_scale
+        self.heads = (num_qo_heads, num_kv_heads, head_dim)
+        self.dtypes = (q_data_type, kv_data_type or q_data_type)
+
+    def run(self, q, paged_kv_cache, *args, k_scale=None, v_scale=None, out=None, sinks=None):
+        k, v = paged_kv_cache
+        assert q.shape[0] == self.qo_indptr[-1] and tuple(q.shape[1:]) == (self.heads[0],
+                                                                            self.heads[2])
+        assert (q.dtype, k.dtype) == self.dtypes and k.shape[2] == self.heads[1]
+        if self.uses_sinks:
+            sinks, scale = args
+            assert scale == self.scale and sinks.dtype == torch.float32
+        else:
+            sinks = None  # fa2/fa3 ignore a sinks argument
+        ks = torch.tensor([k_scale]) if k_scale is not None else None
+        vs = torch.tensor([v_scale]) if v_scale is not None else None
+        o = reference.paged_attention(q, k, v, self.block_tables, self.kv_lens, self.scale,
+                                      self.window, self.cap, sinks, self.qo_indptr, self.max_q,
+                                      ks, vs)
+        if out is None:
+            return o
+        assert out.shape == q.shape and out.dtype == q.dtype
+        return out.copy_(o)
+
+
+class _FakeDecode(_FakeWrapper):
+    def plan(self, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim,
+             page_size, *, window_left=-1, logits_soft_cap=None, q_data_type=torch.float16,
+             kv_data_type=None, sm_scale=None, q_len_per_req=1):
+        qo = torch.arange(len(last_page_len) + 1, dtype=torch.int32) * q_len_per_req
+        self._plan(qo, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim,
+                   page_size, window_left, logits_soft_cap, sm_scale, q_data_type, kv_data_type,
+                   causal=q_len_per_req > 1)
+
+
+class _FakePrefill(_FakeWrapper):
+    def plan(self, qo_indptr, paged_kv_indptr, paged_kv_indices, paged_kv_last_page_len,
+             num_qo_heads, num_kv_heads, head_dim_qk, page_size, head_dim_vo=None, causal=False,
+             sm_scale=None, window_left=-1, logits_soft_cap=None, q_data_type="float16",
+             kv_data_type=None):
+        self._plan(qo_indptr, paged_kv_indptr, paged_kv_indices, paged_kv_last_page_len,
+                   num_qo_heads, num_kv_heads, head_dim_qk, page_size, window_left,
+                   logits_soft_cap, sm_scale, q_data_type, kv_data_type, causal)
+
+
+class _FakeSink(_FakePrefill):
+    def __init__(self, float_workspace_buffer, kv_layout="NHD", *, q_data_type, kv_data_type,
+                 head_dim_qk, head_dim_vo, window_left):
+        super().__init__(float_workspace_buffer, kv_layout)
+        self.uses_sinks, self.jit_window_left = True, window_left
+
+    def plan(self, *args, window_left=-1, **kwargs):
+        assert window_left == self.jit_window_left
+        super().plan(*args, window_left=window_left, **kwargs)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    fi = types.ModuleType("flashinfer")
+    fi.BatchDecodeWithPagedKVCacheWrapper = _FakeDecode
+    fi.BatchPrefillWithPagedKVCacheWrapper = _FakePrefill
+    fi.BatchAttentionWithAttentionSinkWrapper = _FakeSink
+    monkeypatch.setitem(sys.modules, "flashinfer", fi)
+    monkeypatch.setattr(bench, "FI_WORKSPACE_BYTES", 16)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda *a: types.SimpleNamespace(L2_cache_size=1 << 20))
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
+    monkeypatch.setattr(bench, "graph_time_us", lambda fn, layers, replays=20: (fn(0), 10.0)[1])
+    monkeypatch.setattr(bench, "kernel_times", lambda fn, calls: (fn(0), {"decode": 9.0})[1])
+    monkeypatch.setattr(bench, "event_time_us", lambda fn, target_ms=0, reps=0: (fn(1), 1e3)[1])
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # CPU inductor: no lse
+
+
+def _assert_sound(rows, keys):
+    for row in rows:
+        assert not [k for k in row if k.endswith("_wrong")], row
+        assert not [k for k in row if k.endswith("_failed")], row
+        for key in keys:
+            assert key + "_us" in row and key + "_err" in row, (row["shape"], key)
+    json.dumps(rows)
+
+
+def test_decode_section_dry_run(fake_gpu, capsys):
+    args = bench.build_parser().parse_args(["--calls", "1", "--breakdown"])
+    rows = bench.run_decode(args, DECODE_TINY, ["flashinfer", "sdpa"], device="cpu")["rows"]
+    _assert_sound(rows, ["swa", "fi_full", "fi_trim"])
+    by = {r["shape"]: r for r in rows}
+    assert by["tiny-sinks"]["fi_full_no_sinks"] and "fi_alt_us" in by["tiny-sinks"]
+    assert "FI sink-wrapper" in by["tiny-sinks"]["fi_alt_kind"]
+    assert "q_len_per_req=4" in by["tiny-spec4"]["fi_alt_kind"]
+    assert "sdpa_us" in by["tiny-spec4"] and "sdpa_us" not in by["tiny-softcap"]
+    assert all("speedup" in r for r in rows)
+    out = capsys.readouterr().out
+    assert "FI alt" in out and "notes:" in out
+
+
+def test_prefill_section_dry_run(fake_gpu, capsys):
+    args = bench.build_parser().parse_args(["--breakdown"])
+    rows = bench.run_prefill(args, PREFILL_TINY, ["flashinfer", "sdpa", "flex"], device="cpu")
+    _assert_sound(rows, ["swa", "fi", "sdpa", "flex"])
+    by = {r["shape"]: r for r in rows}
+    assert by["tiny-sinks"]["fi_kind"] == "sink-wrapper"
+    assert by["tiny-chunk"]["fi_kind"] == "prefill-wrapper"
+    assert all(r["speedup"] == 1.0 for r in rows)
+    assert [r["swa_tflops"] for r in rows] == pytest.approx([r["flops"] / 1e9 for r in rows])
+    assert "(max abs err)" in capsys.readouterr().out
+
+
+def test_prefill_dry_run_marks_a_peer_without_sinks(fake_gpu, monkeypatch):
+    """Where the sink wrapper cannot be built, FlashInfer runs without sinks, is checked against
+    attention without them and is kept out of 'vs best'."""
+    def no_sink_wrapper(*args, **kwargs):
+        raise RuntimeError("no sink variant")
+    monkeypatch.setattr(sys.modules["flashinfer"], "BatchAttentionWithAttentionSinkWrapper",
+                        no_sink_wrapper)
+    args = bench.build_parser().parse_args([])
+    (row,) = bench.run_prefill(args, PREFILL_TINY[2:3], ["flashinfer"], device="cpu")
+    assert row["fi_no_sinks"] and not row.get("fi_wrong") and "best_peer_us" not in row
+
+
+def test_plot_covers_both_sections(tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"shape": "a", "swa_us": 1.0, "fi_full_us": 2.0, "fi_full_wrong": True}]
+    pre = [{"shape": "b", "swa_tflops": 300.0, "fi_tflops": 500.0, "fi_no_sinks": True}]
+    bench.plot({"device": "x", "rows": rows, "prefill_rows": pre}, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_warm_up_reports_failed_and_timed_out_children():
+    tasks = [("no-gpu", "decode:gptoss:fi"), ("too-slow", "decode:gptoss:alt")]
+    status = bench.warm_up(tasks[:1], 0, timeout_s=300)["tasks"]
+    assert status["no-gpu"]["rc"] not in (0, "timeout")  # no CUDA device here
+    status = bench.warm_up(tasks[1:], 0, timeout_s=0)["tasks"]
+    assert status["too-slow"]["rc"] == "timeout"
