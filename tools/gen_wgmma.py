@@ -63,6 +63,15 @@ SWA_D void fence_proxy_async_smem() {
 #endif
 }
 
+// Pins registers in place: the compiler may not move their reads or writes across this point.
+// Placed around wgmma issue and wait, it keeps ordinary code that touches accumulators from
+// drifting into the window where an asynchronous wgmma owns them (ptxas would then serialize).
+template <int N>
+SWA_D void reg_fence(float* r) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
 // D[64xN] (+)= A[64x16] B[16xN], A and B from shared memory, both K-major.
 template <typename T, int N>
 SWA_D void wgmma_ss(float* d, uint64_t desc_a, uint64_t desc_b, int scale_d);

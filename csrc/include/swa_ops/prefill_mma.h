@@ -301,51 +301,169 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 #pragma unroll
   for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
+  // Logits of one tile -> unnormalised probabilities in place, with the running max / sum and
+  // the O rescale. Shared by both variants: their accumulator layouts agree.
+  auto softmax_tile = [&](float (&s)[SNT][4], int t0) {
+    // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
+#pragma unroll
+    for (int n = 0; n < SNT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if constexpr (SOFTCAP)
+          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
+        else
+          s[n][e] *= scale_log2;
+      }
+    // Mask unless the whole tile is inside both of this lane's rows' windows, on every lane.
+    const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
+    if (warp_any(!inside)) {
+#pragma unroll
+      for (int n = 0; n < SNT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = t0 + n * 8 + quad_col + (e & 1);
+          const RowSpan& rs = e < 2 ? ra : rb;
+          if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
+        }
+    }
+
+    // Online softmax. A row may see no key of this tile (its max stays -inf): exponentiate
+    // against 0 then, so its weights are exactly 0 and nothing becomes NaN.
+    float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+    for (int n = 0; n < SNT; ++n) {
+      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+    }
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+    const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+    m0 = mn0;
+    m1 = mn1;
+    float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < SNT; ++n) {
+      s[n][0] = fast_exp2(s[n][0] - ms0);
+      s[n][1] = fast_exp2(s[n][1] - ms0);
+      s[n][2] = fast_exp2(s[n][2] - ms1);
+      s[n][3] = fast_exp2(s[n][3] - ms1);
+      rs0 += s[n][0] + s[n][1];
+      rs1 += s[n][2] + s[n][3];
+    }
+    l0 = l0 * al0 + rs0;
+    l1 = l1 * al1 + rs1;
+    if (warp_any(al0 != 1.f || al1 != 1.f)) {
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) {
+        o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+      }
+    }
+  };
+
   if (n_tiles == 0) {  // no row sees a key (L == 0 or every position < 0): zeros below
     cp_async_wait<0>();
     __syncthreads();
   }
-  for (int j = 0; j < n_tiles; ++j) {
-    if (j + NSTAGE - 1 < n_tiles) issue(j + NSTAGE - 1, (j + NSTAGE - 1) % NSTAGE);
-    cp_async_commit();
-    cp_async_wait<NSTAGE - 1>();
-    if constexpr (WG) fence_proxy_async_smem();  // this thread's copies, visible to wgmma
-    __syncthreads();
-    const int stage = j % NSTAGE;
-    if constexpr (KV8) widen(stage);
-    if constexpr (Tr::kQInRegs) {
-      if (j == 0) {
+  if constexpr (WG) {
+    static_assert(NSTAGE == 2, "the wgmma pipeline below is written for two stages");
+    // Per tile j: softmax(j) on S(j); O += P(j) V(j); then wait for tile j + 1's copies, issue
+    // S(j + 1) = Q K(j + 1)^T and, while it runs, the copies of tile j + 2 into the stage P V(j)
+    // just freed. Two CTAs per SM interleave their softmax with each other's wgmma chains.
+    float s[SNT][4];
+    auto issue_s = [&](int stage) {
+      const T* ks = kv_s + stage * Tr::kStageElems;
+      // K-major operands: k-step kc is 32 bytes into its 128-byte swizzle row of column block
+      // kc / 4; 8-row groups 1024 bytes apart (SBO); LBO unused with this swizzle.
+      reg_fence<SNT * 4>(&s[0][0]);
+      wgmma_fence();
 #pragma unroll
-        for (int kc = 0; kc < KCH; ++kc)
-          ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), q_frag[kc][0],
-                      q_frag[kc][1], q_frag[kc][2], q_frag[kc][3]);
+      for (int kc = 0; kc < KCH; ++kc) {
+        const uint64_t da = make_smem_desc(q_s + (kc >> 2) * BM * 64 + (kc & 3) * 16, 16, 1024);
+        const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
+        wgmma_ss<T, BN>(&s[0][0], da, db, kc > 0 ? 1 : 0);
+      }
+      wgmma_commit();
+      reg_fence<SNT * 4>(&s[0][0]);
+    };
+    if (n_tiles > 0) {
+      cp_async_wait<0>();  // Q and tile 0
+      fence_proxy_async_smem();
+      __syncthreads();
+      issue_s(0);
+      if (1 < n_tiles) issue(1, 1);
+      cp_async_commit();
+    }
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j & 1;
+      wgmma_wait<0>();  // S(j)
+      reg_fence<SNT * 4>(&s[0][0]);
+      reg_fence<ONT * 4>(&o[0][0]);
+      softmax_tile(s, origin + j * BN);
+      // Every P fragment is packed before the chain is issued.
+      uint32_t pa[BN / 16][4];
+#pragma unroll
+      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+        pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
+        pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
+        pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+        pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+      }
+      const T* vs = kv_s + stage * Tr::kStageElems + BN * ROW;
+      reg_fence<ONT * 4>(&o[0][0]);
+      wgmma_fence();
+#pragma unroll
+      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+        // V as the MN-major (transposed) B: keys kc2 * 16.. are rows 16 kc2.. of each column
+        // block; column blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
+        const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
+        wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
+      }
+      wgmma_commit();
+      // Waiting here costs less than overlapping P V(j) with S(j + 1): with both in flight,
+      // ptxas serializes the chains (C7515) and run 4 measured 10 % slower.
+      wgmma_wait<0>();
+      reg_fence<ONT * 4>(&o[0][0]);
+      if (j + 1 < n_tiles) {
+        cp_async_wait<0>();  // tile j + 1, every thread's share
+        fence_proxy_async_smem();
+        __syncthreads();
+        issue_s((j + 1) & 1);
+        // P V(j) is done, so its stage is free: the copies of tile j + 2 go out under S(j + 1).
+        if (j + 2 < n_tiles) issue(j + 2, stage);
+        cp_async_commit();
       }
     }
-    const T* ks = kv_s + stage * Tr::kStageElems;
-    const T* vs = ks + BN * ROW;
-    const int t0 = origin + j * BN;
-
-    // Some row of this warp sees a key of the tile (wgmma is warpgroup-wide: always true there,
-    // as every tile meets the CTA's union).
-    if (WG || (t0 < w_hi && t0 + BN > w_lo)) {
-      float s[SNT][4];
+    wgmma_wait<0>();
+    reg_fence<ONT * 4>(&o[0][0]);
+  } else {
+    for (int j = 0; j < n_tiles; ++j) {
+      if (j + NSTAGE - 1 < n_tiles) issue(j + NSTAGE - 1, (j + NSTAGE - 1) % NSTAGE);
+      cp_async_commit();
+      cp_async_wait<NSTAGE - 1>();
+      __syncthreads();
+      const int stage = j % NSTAGE;
+      if constexpr (KV8) widen(stage);
+      if constexpr (Tr::kQInRegs) {
+        if (j == 0) {
 #pragma unroll
-      for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-      if constexpr (WG) {
-        // K-major operands: k-step kc is 32 bytes into its 128-byte swizzle row of column
-        // block kc / 4; 8-row groups 1024 bytes apart (SBO); LBO unused with this swizzle.
-        wgmma_fence();
-#pragma unroll
-        for (int kc = 0; kc < KCH; ++kc) {
-          const uint64_t da = make_smem_desc(q_s + (kc >> 2) * BM * 64 + (kc & 3) * 16, 16, 1024);
-          const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
-          wgmma_ss<T, BN>(&s[0][0], da, db, 1);
+          for (int kc = 0; kc < KCH; ++kc)
+            ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), q_frag[kc][0],
+                        q_frag[kc][1], q_frag[kc][2], q_frag[kc][3]);
         }
-        wgmma_commit();
-        wgmma_wait<0>();
       }
+      const T* ks = kv_s + stage * Tr::kStageElems;
+      const T* vs = ks + BN * ROW;
+      const int t0 = origin + j * BN;
+      if (t0 < w_hi && t0 + BN > w_lo) {  // some row of this warp sees a key of the tile
+        float s[SNT][4];
 #pragma unroll
-      for (int kc = 0; kc < (WG ? 0 : KCH); ++kc) {
+        for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < KCH; ++kc) {
         uint32_t a[4];
         if constexpr (Tr::kQInRegs) {
           a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
@@ -360,90 +478,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
           mma_16816<T>(s[2 * np + 1], a, b2, b3);
         }
       }
-      // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
+        softmax_tile(s, t0);
+        // O += P V, P straight from the S accumulators (already the A layout).
 #pragma unroll
-      for (int n = 0; n < SNT; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if constexpr (SOFTCAP)
-            s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
-          else
-            s[n][e] *= scale_log2;
-        }
-      // Mask unless the whole tile is inside both of this lane's rows' windows, on every lane.
-      const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
-      if (warp_any(!inside)) {
-#pragma unroll
-        for (int n = 0; n < SNT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int t = t0 + n * 8 + quad_col + (e & 1);
-            const RowSpan& rs = e < 2 ? ra : rb;
-            if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
-          }
-      }
-
-      // Online softmax. A row may see no key of this tile (its max stays -inf): exponentiate
-      // against 0 then, so its weights are exactly 0 and nothing becomes NaN.
-      float mx0 = kNegInf, mx1 = kNegInf;
-#pragma unroll
-      for (int n = 0; n < SNT; ++n) {
-        mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-      }
-      mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
-      mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
-      mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
-      mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
-      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-      const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
-      const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
-      m0 = mn0;
-      m1 = mn1;
-      float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-      for (int n = 0; n < SNT; ++n) {
-        s[n][0] = fast_exp2(s[n][0] - ms0);
-        s[n][1] = fast_exp2(s[n][1] - ms0);
-        s[n][2] = fast_exp2(s[n][2] - ms1);
-        s[n][3] = fast_exp2(s[n][3] - ms1);
-        rs0 += s[n][0] + s[n][1];
-        rs1 += s[n][2] + s[n][3];
-      }
-      l0 = l0 * al0 + rs0;
-      l1 = l1 * al1 + rs1;
-      if (warp_any(al0 != 1.f || al1 != 1.f)) {
-#pragma unroll
-        for (int nt = 0; nt < ONT; ++nt) {
-          o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
-        }
-      }
-
-      // O += P V, P straight from the S accumulators (already the A layout).
-      if constexpr (WG) {
-        // Every P fragment is packed before the chain is issued: registers an in-flight wgmma
-        // reads must not change under it.
-        uint32_t pa[BN / 16][4];
-#pragma unroll
-        for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-          pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
-          pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
-          pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
-          pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
-        }
-        wgmma_fence();
-#pragma unroll
-        for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-          // V as the MN-major (transposed) B: keys kc2 * 16.. are rows 16 kc2.. of each column
-          // block; column blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
-          const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
-          wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-      }
-#pragma unroll
-      for (int kc2 = 0; kc2 < (WG ? 0 : BN / 16); ++kc2) {
+      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
         const uint32_t pa[4] = {pack2<T>(s[2 * kc2][0], s[2 * kc2][1]),
                                 pack2<T>(s[2 * kc2][2], s[2 * kc2][3]),
                                 pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]),
@@ -457,8 +495,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
           mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
         }
       }
+      }
+      __syncthreads();  // every warp is done with this stage before it is refilled
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
   }
   cp_async_wait<0>();
 
