@@ -215,8 +215,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     return;
   }
-  // Multi-token queries run each query token as its own decode row (seq_of_token maps it to its
-  // sequence's block-table row; seq_lens then holds the token's position + 1).
+  // Multi-token queries on the per-token path run each query token as its own decode row
+  // (seq_of_token maps it to its sequence's block-table row; seq_lens then holds the token's
+  // position + 1). The packed mode leaves seq_of_token null: seq is the sequence.
   const int bt_row = p.seq_of_token != nullptr ? p.seq_of_token[seq] : seq;
   const int* bt = p.block_tables + static_cast<int64_t>(bt_row) * p.bt_stride;
   // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
