@@ -175,8 +175,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // Packed mode: this CTA's rows are packed rows [16 chunk, 16 chunk + gc) of sequence seq.
   PackedSeq ps{0, 0, 0};
   if constexpr (PACKED) {
+    ps = packed_seq(p, seq);  // its loads first: the zeroing's go out beside them, not after
     zero_uncovered_tokens<D>(p);
-    ps = packed_seq(p, seq);
   }
   const int gc = PACKED ? min(16, ps.q_len * p.group - chunk * 16) : gc_heads;  // live rows
   if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
