@@ -90,6 +90,17 @@ bool use_wgmma() {
 #endif
 }
 
+// Multi-token queries (query_start_loc) run in the decode kernel's packed mode when a sequence's
+// (token, head) rows per kv head fill at most four of its 16-row MMA tiles (speculative decoding,
+// multi-token prediction): each K/V tile is then loaded once for up to 16 rows instead of once per
+// query token. More rows go to the prefill kernel (use_prefill_kernel); with that forced off
+// (SWA_OPS_PREFILL=never) they run one decode row per token (token_map.h). Host-known values only,
+// so the choice, like the launch shape, is fixed for a captured graph.
+constexpr int64_t kPackedMaxRows = 4 * 16;
+bool use_packed_multi_token(int64_t max_query_len, int group) {
+  return max_query_len * group <= kPackedMaxRows;
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -131,7 +142,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   c10::cuda::CUDAGuard guard(query.device());
   at::Tensor out = at::empty({d.num_tokens, d.num_heads, d.head_size}, query.options());
   const bool multi = query_start_loc.has_value();
-  const int64_t rows = multi ? d.num_tokens : d.num_seqs;  // decode rows the kernel runs
+  const int64_t rows = multi ? d.num_tokens : d.num_seqs;  // output rows (x num_heads)
   if (rows == 0 || d.num_heads == 0) return out;
   if (multi && d.num_seqs == 0) return out.zero_();  // no sequence: no token sees a key
 
@@ -208,10 +219,18 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const int num_sms = sm_count();
   const int64_t max_context = d.max_blocks_per_seq * d.block_size;
   const int head_chunks = (group + 15) / 16;
+  // Packed multi-token mode: the grid runs over (sequence, kv head, 16-row chunk of its
+  // ceil(max_query_len * group / 16)), and a chunk's keys span up to max_query_len - 1 more than a
+  // window. Otherwise over (decode row, kv head, head chunk), a decode row being a sequence or,
+  // for multi-token queries, a query token.
+  const bool packed = multi && use_packed_multi_token(max_query_len, group);
+  const int64_t grid_rows = packed ? d.num_seqs : rows;
+  const int grid_chunks =
+      packed ? static_cast<int>((max_query_len * group + 15) / 16) : head_chunks;
   const DecodeSplit split = choose_decode_split(
-      checked_int(rows, multi ? "num_tokens" : "num_seqs"),
+      checked_int(grid_rows, packed ? "num_seqs" : multi ? "num_tokens" : "num_seqs"),
       checked_int(d.num_kv_heads, "num_kv_heads"),
-      head_chunks, window,
+      grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
       checked_int(max_context, "max_blocks_per_seq * block_size"),
       num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
 
@@ -238,12 +257,12 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.kv_stride_tok = key_cache.stride(1);
   p.kv_stride_head = key_cache.stride(2);
   p.bt_stride = bt.stride(0);
-  p.num_seqs = static_cast<int>(rows);
+  p.num_seqs = static_cast<int>(grid_rows);
   p.num_heads = checked_int(d.num_heads, "num_heads");
   p.num_kv_heads = static_cast<int>(d.num_kv_heads);
   p.head_size = static_cast<int>(d.head_size);
   p.group = group;
-  p.head_chunks = head_chunks;
+  p.head_chunks = grid_chunks;
   p.block_size = static_cast<int>(d.block_size);
   p.log2_block_size = 0;
   while ((1 << p.log2_block_size) < p.block_size) ++p.log2_block_size;
@@ -264,8 +283,15 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   }
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  at::Tensor token_map;
-  if (multi) {
+  at::Tensor token_map, packed_qsl;
+  if (packed) {
+    packed_qsl = query_start_loc->contiguous();
+    p.query_start_loc = packed_qsl.data_ptr<int>();
+    p.num_tokens = checked_int(d.num_tokens, "num_tokens");
+    p.max_query_len = static_cast<int>(max_query_len);
+    checked_int(d.num_seqs * max_query_len * d.num_heads,
+                "num_seqs * max_query_len * num_heads");  // the merge's grid
+  } else if (multi) {
     // Per token: its sequence and position + 1, computed on the device (no host sync).
     const at::Tensor qsl = query_start_loc->contiguous();
     token_map = at::empty({2, d.num_tokens}, lens.options());

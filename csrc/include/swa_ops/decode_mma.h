@@ -12,6 +12,23 @@
 // P tokens from the sequence's span origin (split.h); tiles wholly outside [lo, L) are never
 // issued, and inside a partial tile the rows outside are zero-filled without a global read, so
 // block-table entries before the window are never touched.
+//
+// Packed multi-token mode (PACKED = true; speculative decoding, multi-token prediction). The M
+// side then holds (query token, head) rows of ONE sequence and kv head instead of one token's
+// heads: packed row rr = (token rr / group, head rr % group), chunk c of a sequence holds rows
+// [16c, 16c + 16) (split.h), so a K/V tile is loaded once for up to 16 rows, e.g. all four tokens
+// x four heads of a q_len-4 step at group 4, instead of once per token. The grid is host-known:
+// ceil(max_query_len * group / 16) chunks per (sequence, kv head); a chunk past its sequence's
+// q_len * group rows exits. Each row r has its own position and window [lo_r, hi_r); the CTA loads
+// the union [lo of its first row, hi of its last row), split into partitions as in decode, so
+// nothing outside some row's window is loaded. Tiles inside every live row's window
+// ([lo of the last row, hi of the first)) take the unmasked path; any other tile masks per row.
+// A row may then see no key of a tile, or of a whole partition: its running max stays -inf, and
+// the online softmax subtracts 0 instead of -inf (no exp2(-inf - -inf) = NaN) so its sums stay
+// exact zeros; such a row leaves the merge's sentinel (max -inf, sum 0) or, unsplit, zeros.
+// Rows past the chunk's live rows stay zero queries that see every loaded key, as in decode.
+// The merge (merge.h) runs per (sequence, token, head) and reads only that row's partitions;
+// query tokens outside every sequence's range are zeroed here (zero_uncovered_tokens).
 #pragma once
 
 #include "swa_ops/compat.h"
@@ -98,7 +115,27 @@ SWA_D void widen_fp8_tile(T* tile) {  // [16][ROW] T rows whose bytes [D, 2D) ho
   }
 }
 
-template <typename T, int D, bool SOFTCAP, bool KV8 = false>
+// Packed mode: query tokens outside every sequence's query range (a CUDA-graph batch's padding
+// past query_start_loc[num_seqs], or before query_start_loc[0]) see no key, so their rows are
+// zeros, as in the reference. Their number is device data, so every CTA of the grid zeroes a
+// strided share (usually nothing); the covered tokens are written by their chunks or the merge.
+template <int D>
+SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
+  const int nt = p.num_tokens;
+  const int first = min(max(p.query_start_loc[0], 0), nt);
+  const int last = max(min(p.query_start_loc[p.num_seqs], nt), first);
+  const int64_t per_tok = static_cast<int64_t>(p.num_heads) * (D / 8);  // 16-byte stores (T 16-bit)
+  const int64_t n_head = first * per_tok, n = n_head + (nt - last) * per_tok;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * gridDim.y * blockDim.x;
+  unsigned char* out = static_cast<unsigned char*>(p.out);
+  const Vec16 zero = {{0u, 0u, 0u, 0u}};
+  for (int64_t i = (static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x) * blockDim.x +
+                   threadIdx.x;
+       i < n; i += stride)
+    store16(out + 16 * (i < n_head ? i : i - n_head + last * per_tok), zero);
+}
+
+template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
@@ -125,8 +162,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int kvh = (blockIdx.x / p.head_chunks) % p.num_kv_heads;
   const int seq = blockIdx.x / (p.head_chunks * p.num_kv_heads);
   const int part = blockIdx.y;
-  const int head0 = kvh * p.group + chunk * 16;
-  const int gc = min(16, p.group - chunk * 16);  // live rows of the M tile
+  const int head0 = kvh * p.group + chunk * 16;  // single-token mode: the chunk's first head
+  const int gc_heads = min(16, p.group - chunk * 16);  // single-token mode: live rows of the M tile
 
   // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
   // may be scheduled before that kernel ends; nothing is read before the wait, which returns once
@@ -135,14 +172,39 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
   const float k_sc = KV8 ? *p.k_scale : 1.f, v_sc = KV8 ? *p.v_scale : 1.f;
   const float scale_log2 = p.scale_log2 * k_sc, cap_pre = p.cap_pre * k_sc;
-  const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
+  // Packed mode: this CTA's rows are packed rows [16 chunk, 16 chunk + gc) of sequence seq.
+  PackedSeq ps{0, 0, 0};
+  if constexpr (PACKED) {
+    ps = packed_seq(p, seq);  // its loads first: the zeroing's go out beside them, not after
+    zero_uncovered_tokens<D>(p);
+  }
+  const int gc = PACKED ? min(16, ps.q_len * p.group - chunk * 16) : gc_heads;  // live rows
+  if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
+  const SeqSpan span = PACKED ? packed_span(ps, chunk * 16, gc, p.group, p.window)
+                              : seq_span(clamp_seq_len(p, seq), p.window);
   const int begin = span.origin + part * p.part_tokens;
   const int end = min(begin + p.part_tokens, span.hi);
+  // Packed mode: row r's [token][head] row of out (and of the workspace), its head and its query.
+  auto packed_head = [&](int r) { return kvh * p.group + (chunk * 16 + r) % p.group; };
+  auto packed_tok = [&](int r) { return ps.q_begin + (chunk * 16 + r) / p.group; };
+  auto packed_slot = [&](int r) {
+    return static_cast<int64_t>(packed_tok(r)) * p.num_heads + packed_head(r);
+  };
 
   if (begin >= end) {
-    // Nothing visible in this partition. With a single partition this is L == 0: exact zeros.
-    // Otherwise leave the sentinel (max -inf, sum 0) that the merge skips.
-    if (p.num_parts == 1) {
+    // Nothing visible in this partition. With a single partition this is L == 0 (packed mode:
+    // hi == 0, every token of the chunk at a position < 0 or L == 0): exact zeros. Otherwise
+    // leave the sentinel (max -inf, sum 0) that the merge skips.
+    if constexpr (PACKED) {
+      if (p.num_parts == 1) {
+        for (int i = threadIdx.x; i < gc * D; i += NW * 32)
+          static_cast<T*>(p.out)[packed_slot(i / D) * D + i % D] = from_float<T>(0.f);
+      } else if (static_cast<int>(threadIdx.x) < gc) {
+        const int64_t idx = packed_slot(threadIdx.x) * p.num_parts + part;
+        p.part_max[idx] = kNegInf;
+        p.part_sum[idx] = 0.f;
+      }
+    } else if (p.num_parts == 1) {
       T* o = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head0) * D;
       for (int i = threadIdx.x; i < gc * D; i += NW * 32) o[i] = from_float<T>(0.f);
     } else if (threadIdx.x < gc) {
@@ -153,8 +215,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
     return;
   }
-  // Multi-token queries run each query token as its own decode row (seq_of_token maps it to its
-  // sequence's block-table row; seq_lens then holds the token's position + 1).
+  // Multi-token queries on the per-token path run each query token as its own decode row
+  // (seq_of_token maps it to its sequence's block-table row; seq_lens then holds the token's
+  // position + 1). The packed mode leaves seq_of_token null: seq is the sequence.
   const int bt_row = p.seq_of_token != nullptr ? p.seq_of_token[seq] : seq;
   const int* bt = p.block_tables + static_cast<int64_t>(bt_row) * p.bt_stride;
   // The merge, launched as a programmatic dependent, may be scheduled as soon as every CTA of this
@@ -286,6 +349,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
+  auto packed_q = [&](int r) {  // packed mode: row r's query
+    return static_cast<const T*>(p.q) + static_cast<int64_t>(packed_tok(r)) * p.q_stride_tok +
+           static_cast<int64_t>(packed_head(r)) * p.q_stride_head;
+  };
   uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
   if constexpr (Tr::kQInRegs) {
@@ -293,9 +360,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4).
     const int r = lane >> 2, c = (lane & 3) * 2;
     const uint32_t* q_lo = reinterpret_cast<const uint32_t*>(
-        q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head);
+        PACKED ? packed_q(r) : q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head);
     const uint32_t* q_hi = reinterpret_cast<const uint32_t*>(
-        q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
+        PACKED ? packed_q(r + 8) : q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
       q_frag[kc][0] = r < gc ? __ldg(q_lo + (kc * 16 + c) / 2) : 0u;
@@ -307,7 +374,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
       const int r = i / CPR, c = i % CPR;
       Vec16 v = {{0u, 0u, 0u, 0u}};
-      if (r < gc) v = load16(q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head + c * 8);
+      if (r < gc)
+        v = load16((PACKED ? packed_q(r) : q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head) +
+                   c * 8);
       store16(q_s + r * ROW + c * 8, v);
     }
     __syncthreads();
@@ -317,6 +386,25 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
   const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
   const int quad_col = (lane & 3) * 2;
+
+  // Packed mode: the keys [row_lo[k], row_hi[k]) that this lane's C-fragment rows lane / 4 + 8k
+  // see; rows past gc (zero queries, dropped) see every loaded key, so their max stays finite as
+  // in decode. Keys [all_lo, all_hi) are seen by every live row: tiles inside need no mask.
+  constexpr int kAll = 0x7fffffff;
+  int row_lo[2] = {-kAll, -kAll}, row_hi[2] = {kAll, kAll}, all_lo = 0, all_hi = 0;
+  if constexpr (PACKED) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int r = (lane >> 2) + 8 * k;
+      if (r < gc) {
+        const int n = packed_token_len(ps, (chunk * 16 + r) / p.group);
+        row_lo[k] = seq_span(n, p.window).lo;
+        row_hi[k] = n;
+      }
+    }
+    all_lo = seq_span(span.hi, p.window).lo;  // the last live row's window start
+    all_hi = packed_token_len(ps, chunk * 16 / p.group);  // the first row's end
+  }
 
   for (int j = 0; j < n_mine; ++j) {
     const int jn = j + NSTAGE - 1;
@@ -363,7 +451,19 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
           s[n][e] *= scale_log2;
       }
     const int tb = begin + (warp + NW * j) * kTileTokens;
-    if (tb < span.lo || tb + kTileTokens > end) {
+    if constexpr (PACKED) {
+      // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or
+      // past span.hi, past every row's hi: the row bounds cover the partition's edges too.
+      if (tb < all_lo || tb + kTileTokens > all_hi) {
+#pragma unroll
+        for (int n = 0; n < 2; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int t = tb + n * 8 + quad_col + (e & 1);
+            if (t < row_lo[e >> 1] || t >= row_hi[e >> 1]) s[n][e] = kNegInf;
+          }
+      }
+    } else if (tb < span.lo || tb + kTileTokens > end) {
 #pragma unroll
       for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -373,7 +473,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         }
     }
 
-    // Online softmax. Every issued tile holds a visible key, so the new max is finite.
+    // Online softmax. Every issued tile holds a visible key, so the new max is finite (packed
+    // mode: for some row; see below).
     float mx0 = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
     float mx1 = fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]));
     mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
@@ -381,15 +482,27 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
     mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
     const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
+    float al0, al1, sub0 = mn0, sub1 = mn1;
+    if constexpr (PACKED) {
+      // A row that has seen no key yet (its window starts past this tile, or its position comes
+      // before it) still has max -inf: subtract 0 (exp2(-inf - 0) = 0, its P stays 0) and keep
+      // its zero sums (factor 1, so no rescale is triggered), never exp2(-inf - -inf) = NaN.
+      al0 = m0 == mn0 ? 1.f : fast_exp2(m0 - mn0);  // m0 = -inf < mn0: exp2(-inf) = 0
+      al1 = m1 == mn1 ? 1.f : fast_exp2(m1 - mn1);
+      sub0 = mn0 == kNegInf ? 0.f : mn0;
+      sub1 = mn1 == kNegInf ? 0.f : mn1;
+    } else {
+      al0 = fast_exp2(m0 - mn0);  // exp2(-inf) = 0
+      al1 = fast_exp2(m1 - mn1);
+    }
     m0 = mn0;
     m1 = mn1;
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-      s[n][0] = fast_exp2(s[n][0] - mn0);
-      s[n][1] = fast_exp2(s[n][1] - mn0);
-      s[n][2] = fast_exp2(s[n][2] - mn1);
-      s[n][3] = fast_exp2(s[n][3] - mn1);
+      s[n][0] = fast_exp2(s[n][0] - sub0);
+      s[n][1] = fast_exp2(s[n][1] - sub0);
+      s[n][2] = fast_exp2(s[n][2] - sub1);
+      s[n][3] = fast_exp2(s[n][3] - sub1);
     }
     l0 = l0 * al0 + (s[0][0] + s[0][1] + s[1][0] + s[1][1]);
     l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
@@ -425,6 +538,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
   float* red_l = red_m + NW * 16;                 // [NW][16]
   float* red_o = red_l + NW * 16;                 // [NW][16][D]
+  int* row_tok = reinterpret_cast<int*>(red_o + NW * 16 * D);  // [16] packed mode: row's token
+  int* row_head = row_tok + 16;                                // [16] and head
+  if (PACKED && threadIdx.x < 16) {  // per row, once (integer divisions by the group)
+    row_tok[threadIdx.x] = packed_tok(threadIdx.x);
+    row_head[threadIdx.x] = packed_head(threadIdx.x);
+  }
   const int r0 = lane >> 2;
   if ((lane & 3) == 0) {
     red_m[warp * 16 + r0] = m0;
@@ -457,7 +576,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       acc += f * red_o[(w * 16 + r) * D + d];
       sum += f * red_l[w * 16 + r];
     }
-    const int head = head0 + r;
+    const int head = PACKED ? row_head[r] : head0 + r;
+    const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
     acc *= v_sc;
     if (p.num_parts == 1) {
       if (p.sinks != nullptr) {
@@ -468,11 +588,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         acc *= f;
         sum = sum * f + fast_exp2(sk - mx2);
       }
-      T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(seq) * p.num_heads + head) * D;
+      T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(tok) * p.num_heads + head) * D;
       o_out[d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
     } else {
-      const int64_t idx = (static_cast<int64_t>(seq) * p.num_heads + head) * p.num_parts + part;
-      p.part_out[idx * D + d] = acc / sum;  // live partition: sum >= 1 (its max term is 1)
+      const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
+      // Live partition: sum >= 1 (its max term is 1); packed mode: or 0 for a row that sees
+      // none of its keys (then the sentinel max -inf, sum 0 goes out, as for an empty one).
+      p.part_out[idx * D + d] = PACKED ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
       if (d == 0) {
         p.part_max[idx] = mx;
         p.part_sum[idx] = sum;

@@ -52,7 +52,9 @@ template <int D>
 int decode_ctas_per_sm();
 
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
-// p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant. Returns the launch error.
+// p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant; p.query_start_loc != nullptr
+// the packed multi-token mode (p.num_tokens, p.max_query_len; head_chunks counts row chunks).
+// Returns the launch error.
 template <int D>
 cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream);
 

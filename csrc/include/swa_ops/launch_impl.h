@@ -49,11 +49,11 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
   return cudaGetLastError();
 }
 
-template <typename T, int D, bool SOFTCAP, bool KV8>
+template <typename T, int D, bool SOFTCAP, bool KV8, bool PACKED>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
   const size_t smem = Tr::smem_bytes();
-  auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8>;
+  auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
@@ -63,8 +63,11 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
   e = launch_pdl(kernel, grid, dim3(Tr::kWarps * 32), smem, stream, p);
   if (e != cudaSuccess || p.num_parts == 1) return e;
-  return launch_pdl(merge_kernel<T, D>, dim3(p.num_seqs * p.num_heads), dim3(kMergeThreads), 0,
-                    stream, p);
+  // One merge CTA per output row: (sequence, head), or (sequence, token < max_query_len, head).
+  const int merge_rows = PACKED ? p.num_seqs * p.max_query_len * p.num_heads
+                                : p.num_seqs * p.num_heads;
+  return launch_pdl(merge_kernel<T, D, PACKED>, dim3(merge_rows), dim3(kMergeThreads), 0, stream,
+                    p);
 }
 
 template <int D>
@@ -87,14 +90,21 @@ int decode_ctas_per_sm() {
   return n;
 }
 
-template <typename T, int D>
-cudaError_t launch_decode_t(const DecodeParams& p, cudaStream_t stream) {
+template <typename T, int D, bool PACKED>
+cudaError_t launch_decode_f(const DecodeParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
   if (p.kv_fp8)
-    return cap ? launch_decode_typed<T, D, true, true>(p, stream)
-               : launch_decode_typed<T, D, false, true>(p, stream);
-  return cap ? launch_decode_typed<T, D, true, false>(p, stream)
-             : launch_decode_typed<T, D, false, false>(p, stream);
+    return cap ? launch_decode_typed<T, D, true, true, PACKED>(p, stream)
+               : launch_decode_typed<T, D, false, true, PACKED>(p, stream);
+  return cap ? launch_decode_typed<T, D, true, false, PACKED>(p, stream)
+             : launch_decode_typed<T, D, false, false, PACKED>(p, stream);
+}
+
+// p.query_start_loc set: the packed multi-token mode (decode_mma.h).
+template <typename T, int D>
+cudaError_t launch_decode_t(const DecodeParams& p, cudaStream_t stream) {
+  return p.query_start_loc != nullptr ? launch_decode_f<T, D, true>(p, stream)
+                                      : launch_decode_f<T, D, false>(p, stream);
 }
 
 template <int D>

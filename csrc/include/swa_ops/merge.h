@@ -7,6 +7,11 @@
 // Thread slices stream disjoint partitions' rows with an online rescale, so all loads are
 // independent and in flight together, then combine through shared memory (a single lane walking
 // all partitions one dependent step at a time cost ~20 us on a 65-partition sequence).
+//
+// Packed multi-token mode (PACKED): one CTA per (sequence, token i < max_query_len, head); the
+// row is out's [query_start_loc[seq] + i][head], and it reads only the partitions of its chunk
+// that hold keys of its own window (packed_row_parts), so a token whose window starts later than
+// its chunk's first token's skips the partitions before it. Tokens i >= q_len exit.
 #pragma once
 
 #include "swa_ops/compat.h"
@@ -17,7 +22,7 @@ namespace swa_ops {
 
 constexpr int kMergeThreads = 128;
 
-template <typename T, int D>
+template <typename T, int D, bool PACKED = false>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams p) {
   constexpr float kLog2eM = 1.4426950408889634f;
   constexpr float kNegInfM = -__builtin_huge_valf();
@@ -28,18 +33,39 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   __shared__ float max_s[SLICES], sum_s[SLICES];
 
   const int tid = threadIdx.x;
-  const int row = blockIdx.x;  // seq * num_heads + head
-  const int seq = row / p.num_heads, head = row % p.num_heads;
-  const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
-  const int n = min(live_parts(span, p.part_tokens), p.num_parts);
-  const int64_t base = static_cast<int64_t>(row) * p.num_parts;
+  int64_t row;  // out's row: seq * num_heads + head (packed mode: token * num_heads + head)
+  int head, j0 = 0, n;  // the partitions [j0, n) to read
+  bool live = true;
+  if constexpr (PACKED) {
+    head = blockIdx.x % p.num_heads;
+    const int si = blockIdx.x / p.num_heads;  // seq * max_query_len + i
+    const int seq = si / p.max_query_len, i = si % p.max_query_len;
+    const PackedSeq ps = packed_seq(p, seq);
+    live = i < ps.q_len;
+    row = static_cast<int64_t>(ps.q_begin + i) * p.num_heads + head;
+    const PartRange pr = packed_row_parts(ps, i, head % p.group, p.group, p.window,
+                                          p.part_tokens, p.num_parts);
+    j0 = pr.first;
+    n = pr.end;
+  } else {
+    const int rs = blockIdx.x;  // seq * num_heads + head
+    const int seq = rs / p.num_heads;
+    head = rs % p.num_heads;
+    row = rs;
+    const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
+    n = min(live_parts(span, p.part_tokens), p.num_parts);
+  }
+  const int64_t base = row * p.num_parts;
   const int c = tid % V4, slice = tid / V4;
 
   // Everything above read only inputs; the partials come from the decode grid, which this
   // launch may overlap (programmatic dependent launch): wait for it here, and let whatever
-  // follows on the stream be scheduled already (it waits for this grid in turn).
+  // follows on the stream be scheduled already (it waits for this grid in turn). A CTA with no
+  // row (packed mode: a token past its sequence's q_len) waits too, so this grid never completes
+  // before the decode grid does: whatever follows relies on that.
   pdl_wait();
   pdl_launch_dependents();
+  if (!live) return;
 
   // One pass, online over this slice's partitions: their loads are independent of each other
   // and of any reduction, so they are all in flight together (one memory round trip).
@@ -48,7 +74,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   if (slice < SLICES) {
     const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + c;
 #pragma unroll 4
-    for (int j = slice; j < n; j += SLICES) {
+    for (int j = j0 + slice; j < n; j += SLICES) {
       const float mj = p.part_max[base + j], lj = p.part_sum[base + j];
       const float4 v = src[static_cast<int64_t>(j) * V4];
       if (!(lj > 0.f)) continue;  // sentinel of an empty partition

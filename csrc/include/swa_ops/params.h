@@ -7,7 +7,8 @@ namespace swa_ops {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
 
-// One decode launch of paged_attention (one query token per sequence). Strides are in elements.
+// One decode launch of paged_attention (one query token per sequence, or the packed multi-token
+// mode at the end). Strides are in elements.
 struct DecodeParams {
   // ---- inputs
   const void* q;            // [num_seqs, num_heads, head_size], dtype `dtype`
@@ -43,6 +44,7 @@ struct DecodeParams {
   int head_size;            // D, one of the compiled sizes
   int group;                // num_heads / num_kv_heads (GQA group)
   int head_chunks;          // ceil(group / 16): groups over 16 heads are split over CTAs
+                            //   (packed mode: row chunks, below)
   int block_size;           // tokens per cache block, a power of two
   int log2_block_size;
   int max_blocks_per_seq;
@@ -56,6 +58,13 @@ struct DecodeParams {
   float cap_post;           // soft-cap only: cap * log2(e); logit = cap_post * tanh(cap_pre * q.k)
   DType dtype;
   bool kv_fp8;              // caches are float8_e4m3fn
+  // ---- packed multi-token queries (decode_mma_kernel<..., PACKED = true>; unused otherwise).
+  // Then num_seqs counts real sequences, seq_lens is theirs, and head_chunks is the number of
+  // 16-row chunks of (token, head) rows per (sequence, kv head): ceil(max_query_len * group / 16).
+  // (Last in the struct so the single-token kernels' parameter offsets are unchanged.)
+  const int* query_start_loc;  // [num_seqs + 1] int32 prefix sums of query lengths
+  int num_tokens;           // query.size(0): out and the workspace hold num_tokens x num_heads rows
+  int max_query_len;        // host bound on every query length (the caller's promise)
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).

@@ -42,6 +42,45 @@ SWA_HD int max_span_tokens(int window, int max_context) {
   return w < max_context ? w : max_context;
 }
 
+// ---- Packed multi-token queries (decode_mma_kernel<..., PACKED = true>, merge_kernel<..., true>)
+//
+// A sequence with q_len query tokens has q_len * group query rows per kv head (group = the GQA
+// group). Packed row rr is (token rr / group, head rr % group): token-major, so a 16-row chunk
+// (the MMA's M) holds whole tokens when group divides 16 and consecutive tokens always. Token i
+// sits at position L - q_len + i, so it sees what a decode step of a sequence of length
+// L - q_len + i + 1 sees (seq_span of that length). A chunk's CTA loads the union of its rows'
+// windows, [lo of its first token, position + 1 of its last), which is contiguous (consecutive
+// tokens' windows overlap) and at most W + (last - first) keys long; partitions tile it from its
+// own 16-aligned origin exactly as they tile a decode span.
+constexpr int kPackedRows = 16;  // rows per chunk: the M of mma.sync m16n8k16
+
+// The sequence side of the packed mode, from query_start_loc and seq_lens.
+struct PackedSeq {
+  int q_begin;  // the sequence's first query token (row of query / out)
+  int q_len;    // its query tokens (0 for an empty or out-of-range query range)
+  int len0;     // L - q_len + 1: token i's decode length is len0 + i (<= 0: it sees nothing)
+};
+
+// Decode length of token i (its position + 1), 0 for a token at a negative position (q_len > L).
+SWA_HD int packed_token_len(const PackedSeq& s, int i) {
+  const int n = s.len0 + i;
+  return n > 0 ? n : 0;
+}
+
+// Keys of the chunk of packed rows [row0, row0 + rows) (rows >= 1): lo/origin from its first
+// token's window, hi one past its last token's position.
+SWA_HD SeqSpan packed_span(const PackedSeq& s, int row0, int rows, int group, int window) {
+  SeqSpan sp = seq_span(packed_token_len(s, row0 / group), window);
+  sp.hi = packed_token_len(s, (row0 + rows - 1) / group);
+  return sp;
+}
+
+// The window bound the host's split sizing (max_span_tokens) uses in packed mode: a chunk's span
+// is its first token's window plus up to max_query_len - 1 later positions.
+SWA_HD int packed_split_window(int window, int max_query_len) {
+  return window > 0 ? window + max_query_len - 1 : window;
+}
+
 // seq_lens[seq], clamped to what its block-table row can address: a seq_len past
 // max_blocks_per_seq * block_size is invalid input, and clamping keeps every block-table read in
 // bounds (the op cannot check data on the host without a sync).
@@ -49,6 +88,39 @@ SWA_D int clamp_seq_len(const DecodeParams& p, int seq) {
   const int cap = p.max_blocks_per_seq << p.log2_block_size;
   const int L = p.seq_lens[seq];
   return L < cap ? (L > 0 ? L : 0) : cap;
+}
+
+// Sequence seq's query range and length for the packed mode. Ranges outside [0, num_tokens)
+// (invalid input: query_start_loc is not checked on the host) are clipped, so nothing is read or
+// written out of bounds.
+SWA_D PackedSeq packed_seq(const DecodeParams& p, int seq) {
+  PackedSeq s;
+  const int b = p.query_start_loc[seq], e = min(p.query_start_loc[seq + 1], p.num_tokens);
+  s.q_begin = b;
+  s.q_len = b >= 0 && e > b ? e - b : 0;
+  s.len0 = clamp_seq_len(p, seq) - s.q_len + 1;
+  return s;
+}
+
+// The partitions [first, end) of a packed row's chunk that hold keys the row sees (token i,
+// head h of the group): what the merge reads. The decode grid wrote every one of them.
+struct PartRange {
+  int first, end;
+};
+SWA_HD PartRange packed_row_parts(const PackedSeq& s, int i, int h, int group, int window,
+                                  int part_tokens, int num_parts) {
+  const int rr = i * group + h;
+  const int row0 = rr - rr % kPackedRows;
+  const int rows = s.q_len * group - row0 < kPackedRows ? s.q_len * group - row0 : kPackedRows;
+  const SeqSpan chunk = packed_span(s, row0, rows, group, window);
+  const SeqSpan own = seq_span(packed_token_len(s, i), window);
+  PartRange r{0, 0};
+  if (own.hi > own.lo) {
+    r.first = (own.lo - chunk.origin) / part_tokens;
+    r.end = (own.hi - 1 - chunk.origin) / part_tokens + 1;
+    if (r.end > num_parts) r.end = num_parts;  // cannot happen for a valid split; stays in bounds
+  }
+  return r;
 }
 
 }  // namespace swa_ops

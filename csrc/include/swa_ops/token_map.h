@@ -4,8 +4,10 @@
 // keys [max(0, pos - W + 1), pos], which is exactly a decode step of a sequence of length pos + 1
 // on the same block table. So the token map gives every token its sequence (for the block-table
 // row) and that length, on the device (no host sync, graph-capturable), and the decode kernel
-// runs over num_tokens rows. Each token re-reads its own window: correct for speculative decoding
-// and chunked prefill, but K/V tiles are not shared across a sequence's query rows yet.
+// runs over num_tokens rows. Each token re-reads its own window: correct for any query length, but
+// K/V tiles are not shared across a sequence's query rows. The launcher uses this path only when
+// max_query_len * group > 64; shorter queries take the decode kernel's packed mode
+// (decode_mma.h), which shares each K/V tile among up to 16 (token, head) rows.
 #pragma once
 
 #include "swa_ops/compat.h"
