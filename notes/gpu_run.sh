@@ -36,6 +36,19 @@ if [[ $mode == prefill ]]; then
     | tee "$OUT/test_cuda_mt.log" | tail -8
   echo "multi-token/fp8 decode tests: $(( $(date +%s) - t0 )) s"
 fi
+if [[ $mode == suite ]]; then
+  # Everything on the GPU: the whole suite, memcheck over the new multi-token/prefill paths, and
+  # the bench's swa_ops-only rows (no peers) as a smoke test of its new sections.
+  t0=$(date +%s)
+  timeout 420 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -15
+  echo "full suite: $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 -m pytest tests/test_cuda_multitoken.py tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
+    -k "uncovered or positions or edges or split or gqa or block_sizes or sinks_gptoss" 2>&1 | tail -6 | tee "$OUT/sanitizer.log"
+  echo "sanitizer: $(( $(date +%s) - t0 )) s"
+  timeout 150 python3 -m swa_ops.bench --peers none --json "$OUT/bench_nopeers.json" 2>&1 | grep -v Warn | tee "$OUT/bench_nopeers.log" | tail -40
+fi
 if [[ $mode == check || $mode == perf ]]; then
   t0=$(date +%s)
   python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -8
