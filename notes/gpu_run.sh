@@ -11,7 +11,9 @@ python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda)"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-if [[ -f .peers/activate.sh && $mode == final ]]; then source .peers/activate.sh; fi
+if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
+  source .peers/activate.sh
+fi
 t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
@@ -35,6 +37,12 @@ if [[ $mode == prefill ]]; then
   timeout 180 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "multi_token or fp8" 2>&1 \
     | tee "$OUT/test_cuda_mt.log" | tail -8
   echo "multi-token/fp8 decode tests: $(( $(date +%s) - t0 )) s"
+fi
+if [[ $mode == fidecode || $mode == fiprefill ]]; then
+  # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
+  sec=${mode#fi}
+  timeout 500 python3 -m swa_ops.bench --$sec --json "$OUT/bench_$sec.json" --plot "$OUT/bench_$sec.png" "$@" 2>&1 \
+    | grep -v Warn | tee "$OUT/bench_$sec.log" | tail -45
 fi
 if [[ $mode == suite ]]; then
   # Everything on the GPU: the whole suite, memcheck over the new multi-token/prefill paths, and

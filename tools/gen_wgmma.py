@@ -68,8 +68,12 @@ SWA_D void fence_proxy_async_smem() {
 // drifting into the window where an asynchronous wgmma owns them (ptxas would then serialize).
 template <int N>
 SWA_D void reg_fence(float* r) {
+#ifdef USE_ROCM
+  (void)r;  // no wgmma on AMD
+#else
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+#endif
 }
 
 // D[64xN] (+)= A[64x16] B[16xN], A and B from shared memory, both K-major.
@@ -95,6 +99,8 @@ SWA_D void wgmma_ss<{t}, {n}>(float* d, uint64_t desc_a, uint64_t desc_b, int sc
       "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty(t)}.{ty(t)} {{{regs}}}, %{m}, %{m + 1}, p, 1, 1, 0, 0;\\n}}\\n"
       : {outs}
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)scale_d;
 #endif
 }}
 '''
@@ -111,6 +117,8 @@ SWA_D void wgmma_rs_tb<{t}, {n}>(float* d, const uint32_t* a, uint64_t desc_b, i
       "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty(t)}.{ty(t)} {{{regs}}}, {{%{m}, %{m + 1}, %{m + 2}, %{m + 3}}}, %{m + 4}, p, 1, 1, 1;\\n}}\\n"
       : {outs}
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+#else
+  (void)d; (void)a; (void)desc_b; (void)scale_d;
 #endif
 }}
 '''

@@ -115,8 +115,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base = smem_raw;
+#ifndef USE_ROCM
   if constexpr (WG)
     smem_base += (1024 - static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) % 1024) % 1024;
+#endif
   T* q_s = reinterpret_cast<T*>(smem_base);  // [BM][ROW]: Q, then the output staging
   T* kv_s = q_s + BM * ROW;                 // [NSTAGE][K|V][BN][ROW]
 
