@@ -322,13 +322,19 @@ def fi_prefill_wrapper(*, q_len: int, table: torch.Tensor, kv_len: int, heads: i
     dev = table.device
     ws = torch.empty(FI_WORKSPACE_BYTES, dtype=torch.uint8, device=dev)
     window_left = window - 1 if window > 0 else -1
+    # SWA_BENCH_FI_BACKEND (auto | fa2 | fa3) picks the prefill wrapper's backend, SWA_BENCH_FI_SINKS=0
+    # runs it without sinks (the row is marked): FlashInfer JIT-compiles its sm90 (fa3) prefill and
+    # sink modules in more than 6 minutes per variant on the GPU machine, longer than one device call.
+    if os.environ.get("SWA_BENCH_FI_SINKS", "1") == "0" and sinks is not None:
+        raise RuntimeError("FlashInfer sinks disabled (SWA_BENCH_FI_SINKS=0)")
+    backend = os.environ.get("SWA_BENCH_FI_BACKEND", "auto")
     if sinks is not None:
         wrapper = flashinfer.BatchAttentionWithAttentionSinkWrapper(
             ws, "NHD", q_data_type=dtype, kv_data_type=dtype, head_dim_qk=head_size,
             head_dim_vo=head_size, window_left=window_left)
         kind = "sink-wrapper"
     else:
-        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
+        wrapper = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD", backend=backend)
         kind = "prefill-wrapper"
     rows = table.shape[0]
     qo_indptr = torch.arange(rows + 1, dtype=torch.int32, device=dev) * q_len
@@ -823,7 +829,13 @@ def warm_one(spec: str, prefill_batch: int) -> None:
     else:
         s = next(x for x in prefill_shapes(prefill_batch) if x.name == name)
         if kind == "fi":
-            fi_prefill_runner(PrefillProblem(_tiny_prefill(s), "cuda"))[0](0)
+            pp = PrefillProblem(_tiny_prefill(s), "cuda")
+            try:
+                fi_prefill_runner(pp)[0](0)
+            except Exception:
+                if not s.sinks:
+                    raise
+                fi_prefill_runner(pp, sinks=False)[0](0)  # what the row falls back to
         else:
             # Only shapes and dtypes matter to the compiled code: random tensors of the real
             # sizes (those of flex_inputs), not the whole problem.
