@@ -99,8 +99,15 @@ struct CacheWriteParams {
   bool cache_fp8;
 };
 
-// Packed (query token, head) rows per prefill CTA: four warps of 16 MMA rows.
+// Packed (query token, head) rows per prefill CTA, 16 MMA rows per warp. Every CTA reads its rows'
+// whole window from L2, so rows per CTA set the L2 traffic: at 64 rows the Mistral prefill moved
+// ~5.9 TB/s of K/V through L2 and was bound by it (run 18), hence 128 (eight warps, two
+// warpgroups) on NVIDIA. AMD keeps 64: its 64 KB of LDS per work-group holds no larger Q tile.
+#ifdef USE_ROCM
 constexpr int kPrefillRows = 64;
+#else
+constexpr int kPrefillRows = 128;
+#endif
 
 // One launch of the tensor-core prefill kernel (prefill_mma.h): multi-token queries whose packed
 // (query token, head) rows are many, e.g. chunked or whole-prompt prefill. Strides in elements.

@@ -3,11 +3,11 @@
 //
 // Rows. A sequence's query rows are packed as (query token, head of the GQA group) pairs, head
 // fastest: packed row R is token i = R / group of the chunk, head kvh * group + R % group. A CTA
-// takes BM = 64 consecutive packed rows of one (sequence, kv head); each of its four warps owns 16
-// of them on the M side of the MMA. Every K/V tile a CTA loads therefore serves all heads of the
-// group and all of its tokens at once, and packing by head first keeps a CTA's tokens few (64 /
-// group), so the union of its rows' windows is barely wider than W: with W = 128 and group 8 a
-// CTA's 8 tokens span 135 keys, where a 64-token tile of one head would span 191.
+// takes BM = kPrefillRows (128; 64 on AMD) consecutive packed rows of one (sequence, kv head);
+// each warp owns 16 of them on the M side of the MMA. Every K/V tile a CTA loads therefore serves
+// all heads of the group and all of its tokens at once, and packing by head first keeps a CTA's
+// tokens few (BM / group), so the union of its rows' windows is barely wider than W: with W = 128
+// and group 8 a CTA's 16 tokens span 143 keys, where a 128-token tile of one head would span 255.
 //
 // Keys. Row R at position p = L - q_len + i sees [max(0, p - W + 1), p]. The CTA walks BN-key
 // tiles over the union [lo of its first row, hi of its last row) only: key tiles outside every
@@ -31,8 +31,8 @@ namespace swa_ops {
 
 constexpr int kPrefillWarps = kPrefillRows / 16;  // kPrefillRows (params.h): BM
 
-// WG: the Hopper variant (sm_90a, D = 64/128/256, 16-bit caches). Its four warps are one
-// warpgroup: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from shared memory, and
+// WG: the Hopper variant (sm_90a, D = 64/128/192/256, 16-bit caches). Each four warps are a
+// warpgroup with 64 of the rows: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from shared memory, and
 // O += P V one wgmma m64nDk16 chain with P from the S registers and V read transposed from
 // shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma reads (rows of
 // 64-element column blocks, 16-byte chunk c of row r at chunk c ^ (r % 8)), which is also
@@ -372,9 +372,11 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   }
   if constexpr (WG) {
     static_assert(NSTAGE == 2, "the wgmma pipeline below is written for two stages");
-    // Per tile j: softmax(j) on S(j); O += P(j) V(j); then wait for tile j + 1's copies, issue
-    // S(j + 1) = Q K(j + 1)^T and, while it runs, the copies of tile j + 2 into the stage P V(j)
-    // just freed. Two CTAs per SM interleave their softmax with each other's wgmma chains.
+    // Per tile j, in each warpgroup: softmax(j) on S(j); O += P(j) V(j); then wait for tile
+    // j + 1's copies, issue S(j + 1) = Q K(j + 1)^T and, while it runs, the copies of tile j + 2
+    // into the stage P V(j) used: the barrier before S(j + 1) is what makes that stage free, as
+    // every warpgroup waits for its own P V(j) before reaching it. The two warpgroups of a CTA
+    // interleave their softmax with each other's wgmma chains.
     float s[SNT][4];
     auto issue_s = [&](int stage) {
       const T* ks = kv_s + stage * Tr::kStageElems;
@@ -384,7 +386,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       wgmma_fence();
 #pragma unroll
       for (int kc = 0; kc < KCH; ++kc) {
-        const uint64_t da = make_smem_desc(q_s + (kc >> 2) * BM * 64 + (kc & 3) * 16, 16, 1024);
+        const uint64_t da = make_smem_desc(
+            q_s + (kc >> 2) * BM * 64 + (warp >> 2) * 64 * 64 + (kc & 3) * 16, 16, 1024);
         const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
         wgmma_ss<T, BN>(&s[0][0], da, db, kc > 0 ? 1 : 0);
       }
