@@ -310,6 +310,29 @@ SWA_D float fp8_e4m3_to_float(uint8_t v) {
 #endif
 }
 
+// Two e4m3fn values (low byte first) -> two fp16 values in one 32-bit register (low half first),
+// exact (every e4m3 value is an fp16 value): one cvt.rn.f16x2.e4m3x2 on sm_89+.
+SWA_D uint32_t e4m3x2_to_half2_bits(uint32_t pair) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair & 0xffffu), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+#else
+  return pack2<fp16_t>(e4m3_to_float_portable(static_cast<uint8_t>(pair & 0xffu)),
+                       e4m3_to_float_portable(static_cast<uint8_t>((pair >> 8) & 0xffu)));
+#endif
+}
+
+// Two bf16 values -> two fp16 values (exact in fp16's normal range; saturated at +-65504 rather
+// than overflowing to inf).
+SWA_D uint32_t bf16x2_to_half2_bits(uint32_t v) {
+  float a, b;
+  unpack2<bf16_t>(v, a, b);
+  a = fminf(fmaxf(a, -65504.f), 65504.f);
+  b = fminf(fmaxf(b, -65504.f), 65504.f);
+  return pack2<fp16_t>(a, b);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16-byte global loads/stores and async global->shared copies.
 struct alignas(16) Vec16 {

@@ -31,6 +31,8 @@
 // query tokens outside every sequence's range are zeroed here (zero_uncovered_tokens).
 #pragma once
 
+#include <type_traits>
+
 #include "swa_ops/compat.h"
 #include "swa_ops/mma.h"
 #include "swa_ops/params.h"
@@ -79,11 +81,14 @@ struct DecodeMmaTraits {
 };
 
 // fp8 e4m3 K/V: a tile's fp8 rows are copied into the upper half of its 16-bit rows, then each
-// warp widens them in place to T (exact: every e4m3 value is a bf16 and an fp16 value) and the
-// 16-bit path runs unchanged; k_scale folds into the logit scale and v_scale into the output.
-// Half the HBM bytes per tile for the same shared memory.
-template <typename T, int D>
-SWA_D void widen_fp8_tile(T* tile) {  // [16][ROW] T rows whose bytes [D, 2D) hold fp8
+// warp widens them in place to fp16 (exact: every e4m3 value is an fp16 value; one
+// cvt.rn.f16x2.e4m3x2 per pair) and the tensor-core path runs on fp16 operands, bf16 queries
+// included (rounded to fp16 once: exact in its normal range, saturated at +-65504; P in fp16 is
+// finer than in bf16). k_scale folds into the logit scale and v_scale into the output. Half the
+// HBM bytes per tile for the same shared memory. (Widening to bf16 through fp32 cost ~8
+// instructions per value and made the fp8 tile compute-bound: 1.31x over bf16 in run 13.)
+template <int D>
+SWA_D void widen_fp8_tile(fp16_t* tile) {  // [16][ROW] rows whose bytes [D, 2D) hold fp8
   constexpr int ROWB = DecodeMmaTraits<D>::kRow * 2;  // bytes per row
   constexpr int CH = D / 16;                          // 16-byte fp8 chunks per row
   constexpr int PER_LANE = (kTileTokens * CH + 31) / 32;
@@ -103,11 +108,8 @@ SWA_D void widen_fp8_tile(T* tile) {  // [16][ROW] T rows whose bytes [D, 2D) ho
     Vec16 out[2];
 #pragma unroll
     for (int w = 0; w < 4; ++w) {
-      float f[4];
-#pragma unroll
-      for (int b = 0; b < 4; ++b) f[b] = fp8_e4m3_to_float(static_cast<uint8_t>(raw[i].w[w] >> (8 * b)));
-      out[w / 2].w[(w % 2) * 2] = pack2<T>(f[0], f[1]);
-      out[w / 2].w[(w % 2) * 2 + 1] = pack2<T>(f[2], f[3]);
+      out[w / 2].w[(w % 2) * 2] = e4m3x2_to_half2_bits(raw[i].w[w]);
+      out[w / 2].w[(w % 2) * 2 + 1] = e4m3x2_to_half2_bits(raw[i].w[w] >> 16);
     }
     unsigned char* dst = base + (idx / CH) * ROWB + (idx % CH) * 32;
     store16(dst, out[0]);
@@ -139,6 +141,13 @@ template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
+  // Tensor-core operand type: fp16 for fp8 caches (widen_fp8_tile), else the query's.
+  using MT = std::conditional_t<KV8, fp16_t, T>;
+  // The query's 16-bit pairs as MT pairs (bf16 -> fp16 for fp8 caches; else unchanged).
+  auto qcv = [](uint32_t v) -> uint32_t {
+    if constexpr (KV8 && std::is_same_v<T, bf16_t>) return bf16x2_to_half2_bits(v);
+    else return v;
+  };
   constexpr int NW = Tr::kWarps, NSTAGE = Tr::kStages, ROW = Tr::kRow;
   constexpr int CPR = D / 8;                       // 16-byte chunks per row
   constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
@@ -365,10 +374,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         PACKED ? packed_q(r + 8) : q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      q_frag[kc][0] = r < gc ? __ldg(q_lo + (kc * 16 + c) / 2) : 0u;
-      q_frag[kc][1] = r + 8 < gc ? __ldg(q_hi + (kc * 16 + c) / 2) : 0u;
-      q_frag[kc][2] = r < gc ? __ldg(q_lo + (kc * 16 + c + 8) / 2) : 0u;
-      q_frag[kc][3] = r + 8 < gc ? __ldg(q_hi + (kc * 16 + c + 8) / 2) : 0u;
+      q_frag[kc][0] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c) / 2)) : 0u;
+      q_frag[kc][1] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c) / 2)) : 0u;
+      q_frag[kc][2] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c + 8) / 2)) : 0u;
+      q_frag[kc][3] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c + 8) / 2)) : 0u;
     }
   } else {
     for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
@@ -377,6 +386,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       if (r < gc)
         v = load16((PACKED ? packed_q(r) : q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head) +
                    c * 8);
+#pragma unroll
+      for (int w = 0; w < 4; ++w) v.w[w] = qcv(v.w[w]);
       store16(q_s + r * ROW + c * 8, v);
     }
     __syncthreads();
@@ -419,8 +430,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
-      widen_fp8_tile<T, D>(const_cast<T*>(ks));
-      widen_fp8_tile<T, D>(const_cast<T*>(vs));
+      widen_fp8_tile<D>(reinterpret_cast<fp16_t*>(const_cast<T*>(ks)));
+      widen_fp8_tile<D>(reinterpret_cast<fp16_t*>(const_cast<T*>(vs)));
       warp_sync();
     }
 
@@ -436,8 +447,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       }
       uint32_t b0, b1, b2, b3;
       ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
-      mma_16816<T>(s[0], a, b0, b1);
-      mma_16816<T>(s[1], a, b2, b3);
+      mma_16816<MT>(s[0], a, b0, b1);
+      mma_16816<MT>(s[1], a, b2, b3);
     }
 
     // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
@@ -516,14 +527,14 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
 
     // O += P V: the S accumulators are already in the A layout of the next MMA.
-    const uint32_t pa[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
-                            pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+    const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
+                            pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
 #pragma unroll
     for (int dp = 0; dp < KCH; ++dp) {
       uint32_t b0, b1, b2, b3;
       ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
-      mma_16816<T>(o[2 * dp], pa, b0, b1);
-      mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
+      mma_16816<MT>(o[2 * dp], pa, b0, b1);
+      mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
     }
     warp_sync();  // every lane is done reading this stage before it is refilled
   }
