@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call: build, test, bench; logs land in $OUT (the device tool's return folder).
-# Usage: notes/gpu_run.sh [tests|bench|all|final] [extra bench args...]
+# Usage: notes/gpu_run.sh MODE [extra bench args...]; MODE: tests | bench | all | final | check |
+#   perf | profile | sweep | debug | prefill (prefill tests + probe) | suite (whole suite, memcheck,
+#   bench without peers) | fidecode / fiprefill (one bench section beside the peers; carry .peers)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"

@@ -117,9 +117,9 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const PagedAttentionDims d =
       check_paged_attention(query, key_cache, value_cache, block_tables, seq_lens, sinks,
                             query_start_loc, max_query_len, k_scale, v_scale);
-  // Features the CUDA path does not implement yet fail loudly, naming the argument, rather than
-  // computing something else. Multi-token queries (query_start_loc) run one decode row per
-  // query token (token_map.h).
+  // Features the CUDA path does not implement fail loudly, naming the argument, rather than
+  // computing something else. Multi-token queries (query_start_loc) take the packed decode mode
+  // or the prefill kernel (use_packed_multi_token / use_prefill_kernel below).
   const auto dt = query.scalar_type();
   SWA_CHECK(dt == at::kHalf || dt == at::kBFloat16, kAttnOp,
             ": query must be float16 or bfloat16 on CUDA, got ", dt);
