@@ -919,7 +919,8 @@ def warm_up(tasks: List[Tuple[str, str]], prefill_batch: int, timeout_s: float) 
 # Decode section
 
 
-def run_decode(args, shapes: Sequence[Shape], peers: Sequence[str], device: str = "cuda") -> Dict:
+def run_decode(args, shapes: Sequence[Shape], peers: Sequence[str], device: str = "cuda",
+               on_row: Optional[Callable[..., None]] = None) -> Dict:
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     bw = copy_bandwidth()
     print(f"decode: copy bandwidth {bw / 1e12:.3f} TB/s (read + write); L2 {l2 >> 20} MB",
@@ -1010,6 +1011,8 @@ def run_decode(args, shapes: Sequence[Shape], peers: Sequence[str], device: str 
         row["notes"] = "; ".join(notes)
         rows.append(row)
         print_row(row, header=len(rows) == 1)
+        if on_row is not None:
+            on_row("rows", rows, {"copy_bandwidth_Bps": bw, "l2_bytes": l2})
         if args.breakdown:
             print("      " + "; ".join(f"{k}: {v:.1f}" for k, v in row["swa_kernels_us"].items()))
         del pb, ref, ref_nosink, out
@@ -1066,7 +1069,7 @@ def prefill_shapes(batch: int = 0) -> List[PrefillShape]:
 
 
 def run_prefill(args, shapes: Sequence[PrefillShape], peers: Sequence[str],
-                device: str = "cuda") -> List[Dict]:
+                device: str = "cuda", on_row: Optional[Callable[..., None]] = None) -> List[Dict]:
     print("prefill: causal + window, bf16, block 16; device µs per call (TFLOP/s of the unmasked "
           "work); max abs error vs fp32 on sampled rows", flush=True)
     rows = []
@@ -1075,6 +1078,8 @@ def run_prefill(args, shapes: Sequence[PrefillShape], peers: Sequence[str],
         torch.cuda.empty_cache()
         rows.append(row)
         print_prefill_row(row, header=len(rows) == 1)
+        if on_row is not None:
+            on_row("prefill_rows", rows, {})
         if args.breakdown and "swa_kernels_us" in row:
             print("      " + "; ".join(f"{k}: {v:.1f}" for k, v in row["swa_kernels_us"].items()))
     if any(r.get("notes") for r in rows):
@@ -1342,11 +1347,27 @@ def run_gpu(args) -> Dict:
                                    args.warmup_timeout)
     if args.warmup_only:
         return result
+
+    def save_partial(key: str, rows: List[Dict], extra: Dict) -> None:
+        # Every finished row reaches the JSON at once (marked partial until the run ends), so a
+        # run cut short by a time limit keeps what it measured.
+        if args.json:
+            write_json(args.json, dict(result, **extra, **{key: list(rows)}, partial=True))
+        result.update(extra)
+        result[key] = list(rows)
+
     if decode:
-        result.update(run_decode(args, decode, peers))
+        result.update(run_decode(args, decode, peers, on_row=save_partial))
     if prefill:
-        result["prefill_rows"] = run_prefill(args, prefill, peers)
+        result["prefill_rows"] = run_prefill(args, prefill, peers, on_row=save_partial)
     return result
+
+
+def write_json(path: str, result: Dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1392,8 +1413,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         result = run_gpu(args) if args.device == "cuda" else run_cpu(args)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
     if args.plot and args.device == "cuda" and not args.cache_write:
         plot(result, args.plot)
 

@@ -354,3 +354,37 @@ def test_warm_up_reports_failed_and_timed_out_children():
     assert status["no-gpu"]["rc"] not in (0, "timeout")  # no CUDA device here
     status = bench.warm_up(tasks[1:], 0, timeout_s=0)["tasks"]
     assert status["too-slow"]["rc"] == "timeout"
+
+
+def test_json_keeps_finished_rows_when_a_run_is_cut_short(fake_gpu, monkeypatch, tmp_path):
+    """A device call's time limit can kill the bench mid-section: every finished row must already
+    be in the JSON (marked partial), and a completed run drops the mark."""
+    path = tmp_path / "r.json"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake", raising=False)
+    monkeypatch.setattr(bench, "select_shapes", lambda args: (DECODE_TINY[:2], PREFILL_TINY[:2]))
+    real_decode, real_prefill = bench.run_decode, bench.run_prefill
+    monkeypatch.setattr(bench, "run_decode",
+                        lambda a, s, p, on_row=None: real_decode(a, s, p, "cpu", on_row))
+
+    def prefill_killed_after_one_row(a, s, p, on_row=None):
+        real_prefill(a, s[:1], p, "cpu", on_row)
+        raise KeyboardInterrupt  # what the time limit does
+
+    monkeypatch.setattr(bench, "run_prefill", prefill_killed_after_one_row)
+    args = bench.build_parser().parse_args(["--json", str(path), "--peers", "sdpa",
+                                            "--no-warmup", "--calls", "1"])
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_gpu(args)
+    saved = json.loads(path.read_text())
+    assert saved["partial"] is True and saved["device"] == "fake"
+    assert [r["shape"] for r in saved["rows"]] == [s.name for s in DECODE_TINY[:2]]
+    assert [r["shape"] for r in saved["prefill_rows"]] == [PREFILL_TINY[0].name]
+    assert "copy_bandwidth_Bps" in saved
+
+    monkeypatch.setattr(bench, "run_prefill",
+                        lambda a, s, p, on_row=None: real_prefill(a, s, p, "cpu", on_row))
+    monkeypatch.setattr(sys, "argv", ["bench"])
+    bench.main(["--json", str(path), "--peers", "sdpa", "--no-warmup", "--calls", "1",
+                "--device", "cuda"])
+    saved = json.loads(path.read_text())
+    assert "partial" not in saved and len(saved["prefill_rows"]) == 2
