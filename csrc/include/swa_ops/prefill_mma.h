@@ -32,9 +32,9 @@ namespace swa_ops {
 constexpr int kPrefillWarps = kPrefillRows / 16;  // kPrefillRows (params.h): BM
 
 // WG: the Hopper variant (sm_90a, D = 64/128/192/256, 16-bit caches). Each four warps are a
-// warpgroup with 64 of the rows: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from shared memory, and
-// O += P V one wgmma m64nDk16 chain with P from the S registers and V read transposed from
-// shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma reads (rows of
+// warpgroup with 64 of the rows: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from
+// shared memory, and O += P V one wgmma m64nDk16 chain with P from the S registers and V read
+// transposed from shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma reads (rows of
 // 64-element column blocks, 16-byte chunk c of row r at chunk c ^ (r % 8)), which is also
 // conflict-free for the cp.async writes. The accumulator layouts equal the mma.sync ones, so
 // masking, softmax and the epilogue are shared.
@@ -468,38 +468,39 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 #pragma unroll
         for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-      for (int kc = 0; kc < KCH; ++kc) {
-        uint32_t a[4];
-        if constexpr (Tr::kQInRegs) {
-          a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
-        } else {
-          ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
-        }
+        for (int kc = 0; kc < KCH; ++kc) {
+          uint32_t a[4];
+          if constexpr (Tr::kQInRegs) {
+            a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
+          } else {
+            ldmatrix_x4(smem_addr(q_w + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
+          }
 #pragma unroll
-        for (int np = 0; np < BN / 16; ++np) {
-          uint32_t b0, b1, b2, b3;
-          ldmatrix_x4(smem_addr(ks + (np * 16 + k_row) * ROW + kc * 16 + k_col), b0, b1, b2, b3);
-          mma_16816<T>(s[2 * np], a, b0, b1);
-          mma_16816<T>(s[2 * np + 1], a, b2, b3);
+          for (int np = 0; np < BN / 16; ++np) {
+            uint32_t b0, b1, b2, b3;
+            ldmatrix_x4(smem_addr(ks + (np * 16 + k_row) * ROW + kc * 16 + k_col), b0, b1, b2,
+                        b3);
+            mma_16816<T>(s[2 * np], a, b0, b1);
+            mma_16816<T>(s[2 * np + 1], a, b2, b3);
+          }
         }
-      }
         softmax_tile(s, t0);
         // O += P V, P straight from the S accumulators (already the A layout).
 #pragma unroll
-      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-        const uint32_t pa[4] = {pack2<T>(s[2 * kc2][0], s[2 * kc2][1]),
-                                pack2<T>(s[2 * kc2][2], s[2 * kc2][3]),
-                                pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]),
-                                pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3])};
+        for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+          const uint32_t pa[4] = {pack2<T>(s[2 * kc2][0], s[2 * kc2][1]),
+                                  pack2<T>(s[2 * kc2][2], s[2 * kc2][3]),
+                                  pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]),
+                                  pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3])};
 #pragma unroll
-        for (int dp = 0; dp < KCH; ++dp) {
-          uint32_t b0, b1, b2, b3;
-          ldmatrix_x4_trans(smem_addr(vs + (kc2 * 16 + v_row) * ROW + dp * 16 + v_col), b0, b1,
-                            b2, b3);
-          mma_16816<T>(o[2 * dp], pa, b0, b1);
-          mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
+          for (int dp = 0; dp < KCH; ++dp) {
+            uint32_t b0, b1, b2, b3;
+            ldmatrix_x4_trans(smem_addr(vs + (kc2 * 16 + v_row) * ROW + dp * 16 + v_col), b0, b1,
+                              b2, b3);
+            mma_16816<T>(o[2 * dp], pa, b0, b1);
+            mma_16816<T>(o[2 * dp + 1], pa, b2, b3);
+          }
         }
-      }
       }
       __syncthreads();  // every warp is done with this stage before it is refilled
     }
