@@ -107,6 +107,63 @@ int32_t checked_int(int64_t v, const char* what) {
   return static_cast<int32_t>(v);
 }
 
+// The fields DecodeParams and PrefillParams share (same names, same meaning): tensors, strides,
+// sizes, the window and the logit transform, filled once for either launch.
+struct AttentionArgs {
+  const at::Tensor& q;
+  const at::Tensor& key_cache;
+  const at::Tensor& value_cache;
+  const at::Tensor& block_tables;
+  const at::Tensor& seq_lens;
+  const at::Tensor* sinks;  // nullptr: none
+  const std::optional<at::Tensor>& k_scale;
+  const std::optional<at::Tensor>& v_scale;
+  at::Tensor& out;
+  const PagedAttentionDims& d;
+  int group;
+  int window;
+  double scale;
+  double logits_soft_cap;
+};
+
+template <typename P>
+void fill_shared_params(P& p, const AttentionArgs& a) {
+  constexpr double kLog2e = 1.4426950408889634;
+  p.q = a.q.data_ptr();
+  p.k_cache = a.key_cache.data_ptr();
+  p.v_cache = a.value_cache.data_ptr();
+  p.block_tables = a.block_tables.data_ptr<int>();
+  p.seq_lens = a.seq_lens.data_ptr<int>();
+  p.sinks = a.sinks != nullptr ? a.sinks->data_ptr<float>() : nullptr;
+  if (a.d.fp8) {  // checked present, float32 scalars on this device (check_paged_attention)
+    p.k_scale = a.k_scale->data_ptr<float>();
+    p.v_scale = a.v_scale->data_ptr<float>();
+  }
+  p.out = a.out.data_ptr();
+  p.q_stride_tok = a.q.stride(0);
+  p.q_stride_head = a.q.stride(1);
+  p.kv_stride_block = a.key_cache.stride(0);
+  p.kv_stride_tok = a.key_cache.stride(1);
+  p.kv_stride_head = a.key_cache.stride(2);
+  p.bt_stride = a.block_tables.stride(0);
+  p.num_heads = checked_int(a.d.num_heads, "num_heads");
+  p.num_kv_heads = static_cast<int>(a.d.num_kv_heads);
+  p.head_size = static_cast<int>(a.d.head_size);
+  p.group = a.group;
+  p.block_size = static_cast<int>(a.d.block_size);
+  p.log2_block_size = 0;
+  while ((1 << p.log2_block_size) < p.block_size) ++p.log2_block_size;
+  p.max_blocks_per_seq = checked_int(a.d.max_blocks_per_seq, "max_blocks_per_seq");
+  p.window = a.window;
+  p.scale_log2 = static_cast<float>(a.scale * kLog2e);
+  if (a.logits_soft_cap > 0) {
+    p.cap_pre = static_cast<float>(a.scale / a.logits_soft_cap);
+    p.cap_post = static_cast<float>(a.logits_soft_cap * kLog2e);
+  }
+  p.dtype = a.q.scalar_type() == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
+  p.kv_fp8 = a.d.fp8;
+}
+
 at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_cache,
                                 const at::Tensor& value_cache, const at::Tensor& block_tables,
                                 const at::Tensor& seq_lens, double scale, int64_t sliding_window,
@@ -161,56 +218,26 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const int window =
       sliding_window > 0 ? static_cast<int>(std::min<int64_t>(sliding_window, 1 << 30)) : 0;
   const int group = static_cast<int>(d.num_heads / d.num_kv_heads);
-  constexpr double kLog2e = 1.4426950408889634;
+  const AttentionArgs args{q, key_cache, value_cache, bt, lens,
+                           sinks.has_value() ? &sink_t : nullptr, k_scale, v_scale, out, d,
+                           group, window, scale, logits_soft_cap};
   if (multi && use_prefill_kernel(max_query_len, group)) {
     const int64_t grid = prefill_grid_ctas(d.num_tokens, d.num_seqs, group);
     checked_int(d.num_tokens * d.num_heads, "num_tokens * num_heads");
     const at::Tensor qsl = query_start_loc->contiguous();
     at::Tensor cta_start = at::empty({d.num_seqs + 1}, lens.options());
     PrefillParams pp{};
-    pp.q = q.data_ptr();
-    pp.k_cache = key_cache.data_ptr();
-    pp.v_cache = value_cache.data_ptr();
-    pp.block_tables = bt.data_ptr<int>();
-    pp.seq_lens = lens.data_ptr<int>();
-    pp.query_start_loc = qsl.data_ptr<int>();
-    pp.sinks = sinks.has_value() ? sink_t.data_ptr<float>() : nullptr;
-    if (d.fp8) {
-      pp.k_scale = k_scale->data_ptr<float>();
-      pp.v_scale = v_scale->data_ptr<float>();
-    }
-    pp.cta_start = cta_start.data_ptr<int>();
-    pp.out = out.data_ptr();
-    pp.q_stride_tok = q.stride(0);
-    pp.q_stride_head = q.stride(1);
-    pp.kv_stride_block = key_cache.stride(0);
-    pp.kv_stride_tok = key_cache.stride(1);
-    pp.kv_stride_head = key_cache.stride(2);
-    pp.bt_stride = bt.stride(0);
     pp.num_seqs = checked_int(d.num_seqs, "num_seqs");
     pp.num_tokens = checked_int(d.num_tokens, "num_tokens");
-    pp.num_heads = checked_int(d.num_heads, "num_heads");
-    pp.num_kv_heads = static_cast<int>(d.num_kv_heads);
-    pp.head_size = static_cast<int>(d.head_size);
-    pp.group = group;
-    pp.block_size = static_cast<int>(d.block_size);
-    pp.log2_block_size = 0;
-    while ((1 << pp.log2_block_size) < pp.block_size) ++pp.log2_block_size;
-    pp.max_blocks_per_seq = checked_int(d.max_blocks_per_seq, "max_blocks_per_seq");
+    fill_shared_params(pp, args);
     checked_int(d.max_blocks_per_seq * d.block_size, "max_blocks_per_seq * block_size");
+    pp.query_start_loc = qsl.data_ptr<int>();
+    pp.cta_start = cta_start.data_ptr<int>();
     pp.grid_ctas = checked_int(grid, "prefill CTAs per kv head");
-    pp.window = window;
-    pp.scale_log2 = static_cast<float>(scale * kLog2e);
-    if (logits_soft_cap > 0) {
-      pp.cap_pre = static_cast<float>(scale / logits_soft_cap);
-      pp.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
-    }
-    pp.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
-    pp.kv_fp8 = d.fp8;
     pp.wgmma = use_wgmma();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;
-    dispatch_head_size(pp.head_size, [&](auto hd) {
+    dispatch_head_size(pp.head_size, [&](auto hd) {  // compiled: checked on entry
       err = launch_prefill<decltype(hd)::value>(pp, stream);
     });
     C10_CUDA_CHECK(err);
@@ -235,13 +262,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
       num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
 
   DecodeParams p{};
-  p.q = q.data_ptr();
-  p.k_cache = key_cache.data_ptr();
-  p.v_cache = value_cache.data_ptr();
-  p.block_tables = bt.data_ptr<int>();
-  p.seq_lens = lens.data_ptr<int>();
-  p.sinks = sinks.has_value() ? sink_t.data_ptr<float>() : nullptr;
-  p.out = out.data_ptr();
+  fill_shared_params(p, args);
   at::Tensor ws;
   if (split.num_parts > 1) {
     // Workspace sized from host-known values: [rows * parts] x (D outputs + max + sum).
@@ -251,36 +272,10 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.part_max = p.part_out + slots * d.head_size;
     p.part_sum = p.part_max + slots;
   }
-  p.q_stride_tok = q.stride(0);
-  p.q_stride_head = q.stride(1);
-  p.kv_stride_block = key_cache.stride(0);
-  p.kv_stride_tok = key_cache.stride(1);
-  p.kv_stride_head = key_cache.stride(2);
-  p.bt_stride = bt.stride(0);
   p.num_seqs = static_cast<int>(grid_rows);
-  p.num_heads = checked_int(d.num_heads, "num_heads");
-  p.num_kv_heads = static_cast<int>(d.num_kv_heads);
-  p.head_size = static_cast<int>(d.head_size);
-  p.group = group;
   p.head_chunks = grid_chunks;
-  p.block_size = static_cast<int>(d.block_size);
-  p.log2_block_size = 0;
-  while ((1 << p.log2_block_size) < p.block_size) ++p.log2_block_size;
-  p.max_blocks_per_seq = static_cast<int>(d.max_blocks_per_seq);
   p.num_parts = split.num_parts;
   p.part_tokens = split.part_tokens;
-  p.window = window;
-  p.scale_log2 = static_cast<float>(scale * kLog2e);
-  if (logits_soft_cap > 0) {
-    p.cap_pre = static_cast<float>(scale / logits_soft_cap);
-    p.cap_post = static_cast<float>(logits_soft_cap * kLog2e);
-  }
-  p.dtype = dt == at::kBFloat16 ? DType::kBFloat16 : DType::kFloat16;
-  p.kv_fp8 = d.fp8;
-  if (d.fp8) {  // checked present, float32 scalars on this device (check_paged_attention)
-    p.k_scale = k_scale->data_ptr<float>();
-    p.v_scale = v_scale->data_ptr<float>();
-  }
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;
@@ -307,11 +302,9 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.seq_lens = tp.token_lens;
   }
   cudaError_t err = cudaSuccess;
-  const bool compiled = dispatch_head_size(p.head_size, [&](auto hd) {
+  dispatch_head_size(p.head_size, [&](auto hd) {  // compiled: checked on entry
     err = launch_decode<decltype(hd)::value>(p, stream);
   });
-  SWA_CHECK(compiled, kAttnOp, ": head_size ", d.head_size,
-            " is not compiled into this build (compiled:", compiled_head_sizes(), ")");
   C10_CUDA_CHECK(err);
   return out;
 }
