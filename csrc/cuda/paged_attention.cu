@@ -59,16 +59,27 @@ int sm_count() {
   return n;
 }
 
+// Multi-token queries (query_start_loc) run in the decode kernel's packed mode when a sequence's
+// (token, head) rows per kv head fill at most four of its 16-row MMA tiles (speculative decoding,
+// multi-token prediction): each K/V tile is then loaded once for up to 16 rows instead of once per
+// query token. More rows go to the prefill kernel (use_prefill_kernel); with that forced off
+// (SWA_OPS_PREFILL=never) they run one decode row per token (token_map.h). Host-known values only,
+// so the choice, like the launch shape, is fixed for a captured graph.
+constexpr int64_t kPackedMaxRows = 4 * 16;
+bool use_packed_multi_token(int64_t max_query_len, int group) {
+  return max_query_len * group <= kPackedMaxRows;
+}
+
 // Which kernel runs multi-token queries. The prefill kernel (prefill_mma.h) shares every K/V tile
-// among 64 packed (token, head) rows and has no split over keys: right once a sequence has rows
-// enough to fill its CTAs. Small query groups (speculative steps) stay on the decode kernel, whose
+// among kPrefillRows packed (token, head) rows and has no split over keys: right once a sequence
+// has rows enough to fill its CTAs. Small query groups (speculative steps) stay on the decode kernel, whose
 // split fills the GPU from few rows. Host-known values only (max_query_len is a documented bound).
 // SWA_OPS_PREFILL=always|never overrides the choice (read per call: tests exercise both paths).
 bool use_prefill_kernel(int64_t max_query_len, int64_t group) {
   const char* e = std::getenv("SWA_OPS_PREFILL");
   if (e != nullptr && std::string(e) == "always") return true;
   if (e != nullptr && std::string(e) == "never") return false;
-  return max_query_len * group > 64;  // the packed decode mode takes up to 64 rows
+  return max_query_len * group > kPackedMaxRows;  // fewer: the packed decode mode
 }
 
 // The Hopper prefill variant: on compute capability 9.x when this build has sm_90a code;
@@ -88,17 +99,6 @@ bool use_wgmma() {
 #else
   return false;
 #endif
-}
-
-// Multi-token queries (query_start_loc) run in the decode kernel's packed mode when a sequence's
-// (token, head) rows per kv head fill at most four of its 16-row MMA tiles (speculative decoding,
-// multi-token prediction): each K/V tile is then loaded once for up to 16 rows instead of once per
-// query token. More rows go to the prefill kernel (use_prefill_kernel); with that forced off
-// (SWA_OPS_PREFILL=never) they run one decode row per token (token_map.h). Host-known values only,
-// so the choice, like the launch shape, is fixed for a captured graph.
-constexpr int64_t kPackedMaxRows = 4 * 16;
-bool use_packed_multi_token(int64_t max_query_len, int group) {
-  return max_query_len * group <= kPackedMaxRows;
 }
 
 int32_t checked_int(int64_t v, const char* what) {
