@@ -9,6 +9,7 @@ import sys
 import torch
 
 import swa_ops  # noqa: F401
+from swa_ops.bench import visible_keys  # the bench's count of unmasked (row, key) pairs
 
 SHAPES = {  # name: (batch, seq_len, q_len, heads, kv_heads, D, W, sinks)
     "mistral-prefill": (8, 8192, 8192, 32, 8, 128, 4096, False),
@@ -16,12 +17,6 @@ SHAPES = {  # name: (batch, seq_len, q_len, heads, kv_heads, D, W, sinks)
     "gemma3-prefill": (4, 8192, 8192, 16, 8, 256, 1024, False),
     "gptoss-prefill": (4, 8192, 8192, 64, 8, 64, 128, True),
 }
-
-
-def visible_keys(L, q, W):
-    pos = torch.arange(L - q, L, dtype=torch.float64)
-    vis = pos + 1 if W <= 0 else torch.clamp(pos + 1, max=W)
-    return vis.sum().item()
 
 
 def run(name, bs=16, dtype=torch.bfloat16):
