@@ -1351,10 +1351,10 @@ def run_gpu(args) -> Dict:
     def save_partial(key: str, rows: List[Dict], extra: Dict) -> None:
         # Every finished row reaches the JSON at once (marked partial until the run ends), so a
         # run cut short by a time limit keeps what it measured.
-        if args.json:
-            write_json(args.json, dict(result, **extra, **{key: list(rows)}, partial=True))
         result.update(extra)
         result[key] = list(rows)
+        if args.json:
+            write_json(args.json, dict(result, partial=True))
 
     if decode:
         result.update(run_decode(args, decode, peers, on_row=save_partial))
