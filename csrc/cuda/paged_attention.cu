@@ -73,7 +73,8 @@ bool use_packed_multi_token(int64_t max_query_len, int group) {
 // Which kernel runs multi-token queries. The prefill kernel (prefill_mma.h) shares every K/V tile
 // among kPrefillRows packed (token, head) rows and has no split over keys: right once a sequence
 // has rows enough to fill its CTAs. Small query groups (speculative steps) stay on the decode
-// kernel, whose split fills the GPU from few rows. Host-known values only (max_query_len is a documented bound).
+// kernel, whose split fills the GPU from few rows. Host-known values only (max_query_len is a
+// documented bound).
 // SWA_OPS_PREFILL=always|never overrides the choice (read per call: tests exercise both paths).
 bool use_prefill_kernel(int64_t max_query_len, int64_t group) {
   const char* e = std::getenv("SWA_OPS_PREFILL");
