@@ -57,6 +57,11 @@ if [[ $mode == suite ]]; then
     python3 -m pytest tests/test_cuda_multitoken.py tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
     -k "uncovered or positions or edges or split or gqa or block_sizes or sinks_gptoss" 2>&1 | tail -6 | tee "$OUT/sanitizer.log"
   echo "sanitizer: $(( $(date +%s) - t0 )) s"
+  # fp8 decode (operands built in registers from raw e4m3 bytes): blocks 8/32, D 64/80/128/256.
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -x \
+    -k "test_fp8_cache_blocks_gqa_softcap_sinks or (test_fp8_cache and bfloat16 and 2047 and (80 or 256))" 2>&1 \
+    | tail -4 | tee "$OUT/sanitizer_fp8.log"
   timeout 150 python3 -m swa_ops.bench --peers none --json "$OUT/bench_nopeers.json" 2>&1 | grep -v Warn | tee "$OUT/bench_nopeers.log" | tail -40
 fi
 if [[ $mode == check || $mode == perf ]]; then

@@ -1,6 +1,8 @@
-// CPU test of the portable ldmatrix / mma.sync path that HIP builds use
+// CPU test of the portable ldmatrix / movmatrix / mma.sync path that HIP builds use
 // (csrc/include/swa_ops/mma_portable.h), run by .ci/hip_check.sh: CI has no AMD GPU, so this is
-// where that code runs at all.
+// where that code runs at all. It also runs the fp8 decode tile math (fp8_frag.h: raw e4m3 bytes
+// into fp16 operands, permuted k axis, movmatrix-transposed V) on top of those primitives, which
+// checks that scheme's layout algebra against a plain matrix product.
 //
 // 32 threads play the 32 lanes of a warp; a shuffle publishes each lane's value into a slot
 // between two barriers. The header's code is used as is; only the primitives it needs (compat.h's
@@ -21,6 +23,7 @@
 #include <vector>
 
 #define SWA_D inline
+#define SWA_HD inline
 
 namespace swa_ops {
 
@@ -72,9 +75,22 @@ void unpack2<bf16_t>(uint32_t r, float& a, float& b) {
   b = bf16_to_float(r >> 16);
 }
 
+float e4m3_to_float(uint8_t b) {  // e4m3fn: bias 7, no infinities (0x7f / 0xff, NaN, unused)
+  const int e = (b >> 3) & 0xf, m = b & 7;
+  const float v = e == 0 ? std::ldexp(static_cast<float>(m), -9)
+                         : std::ldexp(static_cast<float>(8 + m), e - 10);
+  return (b & 0x80) ? -v : v;
+}
+uint16_t fp16_bits(float v);  // below: bits of an fp16 that represents v exactly
+uint32_t e4m3x2_to_half2_bits(uint32_t pair) {
+  return fp16_bits(e4m3_to_float(pair & 0xff)) |
+         (static_cast<uint32_t>(fp16_bits(e4m3_to_float((pair >> 8) & 0xff))) << 16);
+}
+
 }  // namespace swa_ops
 
 #include "swa_ops/mma_portable.h"
+#include "swa_ops/fp8_frag.h"
 
 namespace {
 
@@ -104,6 +120,13 @@ void warp_run(F f) {
     });
   for (auto& t : lanes) t.join();
 }
+
+}  // namespace
+namespace swa_ops {
+// Normal fp16 values (every nonzero e4m3 value is one) and 0.
+uint16_t fp16_bits(float v) { return bits_of(v, false); }
+}  // namespace swa_ops
+namespace {
 
 int g_failures = 0;
 void expect(bool ok, const char* what, int lane, int reg) {
@@ -136,6 +159,101 @@ void test_ldmatrix(std::mt19937& rng) {
              "ldmatrix_x4", l, i);
       expect(t[i] == word(elem(i, 2 * (l % 4), l / 4), elem(i, 2 * (l % 4) + 1, l / 4)),
              "ldmatrix_x4_trans", l, i);
+    }
+  });
+}
+
+void test_movmatrix(std::mt19937& rng) {
+  // ldmatrix_x2 of two 8x8 matrices (rows in shuffled slots), then movmatrix_trans of each.
+  constexpr int kStride = 24;
+  std::vector<int> slot(16);
+  for (int i = 0; i < 16; ++i) slot[i] = i;
+  std::shuffle(slot.begin(), slot.end(), rng);
+  std::vector<uint16_t> buf(16 * kStride, 0xdead);
+  auto elem = [](int m, int r, int c) { return static_cast<uint16_t>(m * 64 + r * 8 + c + 1); };
+  for (int m = 0; m < 2; ++m)
+    for (int r = 0; r < 8; ++r)
+      for (int c = 0; c < 8; ++c) buf[slot[m * 8 + r] * kStride + c] = elem(m, r, c);
+  auto word = [](uint16_t lo, uint16_t hi) { return lo | (static_cast<uint32_t>(hi) << 16); };
+  warp_run([&](int l) {
+    // Lanes 16..31 pass addresses too (ignored by .x2): a slot of garbage.
+    const smem_addr_t addr = smem_addr(buf.data() + (l < 16 ? slot[l] : 0) * kStride + (l < 16 ? 0 : 16));
+    uint32_t r[2];
+    ldmatrix_x2(addr, r[0], r[1]);
+    for (int i = 0; i < 2; ++i) {
+      expect(r[i] == word(elem(i, l / 4, 2 * (l % 4)), elem(i, l / 4, 2 * (l % 4) + 1)),
+             "ldmatrix_x2", l, i);
+      // The transpose, in the same layout: row l/4 of M^T = column l/4 of M.
+      expect(movmatrix_trans(r[i]) == word(elem(i, 2 * (l % 4), l / 4), elem(i, 2 * (l % 4) + 1, l / 4)),
+             "movmatrix_trans", l, i);
+    }
+  });
+}
+
+// One decode tile of an fp8 cache through fp8_frag.h: S = Q K^T and O = P V for 16 rows, 16 keys
+// and D = 48 (three 16-d chunks: an ldmatrix x4 and an x2, as D = 80 has), against plain loops.
+void test_fp8_tile(std::mt19937& rng) {
+  constexpr int D = 48, KCH = D / 16, kRowBytes = 2 * D + 16;  // the decode ring's 16-bit rows
+  std::uniform_int_distribution<int> half_steps(-6, 6), exp(5, 10), man(0, 7), coin(0, 1);
+  auto e4m3 = [&]() -> uint8_t {  // 0 or +-(1 + m/8) 2^(e-7), e in [5, 10]: exact products
+    if (coin(rng) && coin(rng)) return 0;
+    return static_cast<uint8_t>((coin(rng) << 7) | (exp(rng) << 3) | man(rng));
+  };
+  float Q[16][D], P[16][16], K[16][D], V[16][D];
+  std::vector<uint8_t> ks(16 * kRowBytes, 0x7f), vs(16 * kRowBytes, 0x7f);  // 0x7f: NaN filler
+  for (auto& row : Q) for (float& v : row) v = half_steps(rng) * 0.5f;
+  for (auto& row : P) for (float& v : row) v = half_steps(rng) * 0.5f;
+  for (int k = 0; k < 16; ++k)
+    for (int d = 0; d < D; ++d) {
+      ks[k * kRowBytes + d] = e4m3();
+      vs[k * kRowBytes + d] = e4m3();
+      K[k][d] = e4m3_to_float(ks[k * kRowBytes + d]);
+      V[k][d] = e4m3_to_float(vs[k * kRowBytes + d]);
+    }
+  float S_ref[16][16], O_ref[16][D];
+  for (int m = 0; m < 16; ++m) {
+    for (int n = 0; n < 16; ++n) {
+      float acc = 0.f;
+      for (int d = 0; d < D; ++d) acc += Q[m][d] * K[n][d];
+      S_ref[m][n] = acc;
+    }
+    for (int d = 0; d < D; ++d) {
+      float acc = 0.f;
+      for (int n = 0; n < 16; ++n) acc += P[m][n] * V[n][d];
+      O_ref[m][d] = acc;
+    }
+  }
+  warp_run([&](int l) {
+    const int g = l / 4, t = l % 4, c0 = 2 * t;
+    // Q's A fragments in fp8_q_dim order, as the decode kernel loads them.
+    auto q_operand = [&](int kc, uint32_t (&a)[4]) {
+      const int lo = kc * 16 + fp8_q_dim(c0), hi = kc * 16 + fp8_q_dim(c0 + 8);
+      a[0] = pack(Q[g][lo], Q[g][lo + 1], false);
+      a[1] = pack(Q[g + 8][lo], Q[g + 8][lo + 1], false);
+      a[2] = pack(Q[g][hi], Q[g][hi + 1], false);
+      a[3] = pack(Q[g + 8][hi], Q[g + 8][hi + 1], false);
+    };
+    const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
+    float s[2][4] = {};
+    fp8_qk<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), q_operand);
+    for (int n = 0; n < 2; ++n) {
+      expect(s[n][0] == S_ref[g][8 * n + c0], "fp8_qk", l, 4 * n);
+      expect(s[n][1] == S_ref[g][8 * n + c0 + 1], "fp8_qk", l, 4 * n + 1);
+      expect(s[n][2] == S_ref[g + 8][8 * n + c0], "fp8_qk", l, 4 * n + 2);
+      expect(s[n][3] == S_ref[g + 8][8 * n + c0 + 1], "fp8_qk", l, 4 * n + 3);
+    }
+    // P in the A layout the S accumulators give (keys in natural order).
+    const uint32_t pa[4] = {pack(P[g][c0], P[g][c0 + 1], false), pack(P[g + 8][c0], P[g + 8][c0 + 1], false),
+                            pack(P[g][c0 + 8], P[g][c0 + 9], false),
+                            pack(P[g + 8][c0 + 8], P[g + 8][c0 + 9], false)};
+    float o[2 * KCH][4] = {};
+    fp8_pv<KCH>(o, pa, smem_addr(vs.data() + row * kRowBytes + hi16 * 16));
+    for (int nt = 0; nt < 2 * KCH; ++nt) {
+      const int col = fp8_out_col(nt, l);
+      expect(o[nt][0] == O_ref[g][col], "fp8_pv", l, 4 * nt);
+      expect(o[nt][1] == O_ref[g][col + 1], "fp8_pv", l, 4 * nt + 1);
+      expect(o[nt][2] == O_ref[g + 8][col], "fp8_pv", l, 4 * nt + 2);
+      expect(o[nt][3] == O_ref[g + 8][col + 1], "fp8_pv", l, 4 * nt + 3);
     }
   });
 }
@@ -178,14 +296,17 @@ int main() {
   std::mt19937 rng(7);
   for (int rep = 0; rep < 20; ++rep) {
     test_ldmatrix(rng);
+    test_movmatrix(rng);
     test_mma<fp16_t>(rng, "mma_16816<fp16>");
     test_mma<bf16_t>(rng, "mma_16816<bf16>");
+    test_fp8_tile(rng);
   }
   if (g_failures) {
     std::printf("mma_portable_test: %d mismatches\n", g_failures);
     return 1;
   }
-  std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, mma_16816<fp16|bf16>: "
-              "20 random cases each, all lanes exact\n");
+  std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2, movmatrix_trans, "
+              "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv): 20 random cases each, all "
+              "lanes exact\n");
   return 0;
 }

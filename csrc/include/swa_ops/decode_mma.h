@@ -35,6 +35,7 @@
 
 #include "swa_ops/compat.h"
 #include "swa_ops/mma.h"
+#include "swa_ops/fp8_frag.h"  // after mma.h: uses movmatrix_trans
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
 
@@ -80,42 +81,14 @@ struct DecodeMmaTraits {
   }
 };
 
-// fp8 e4m3 K/V: a tile's fp8 rows are copied into the upper half of its 16-bit rows, then each
-// warp widens them in place to fp16 (exact: every e4m3 value is an fp16 value; one
-// cvt.rn.f16x2.e4m3x2 per pair) and the tensor-core path runs on fp16 operands, bf16 queries
+// fp8 e4m3 K/V: a tile's fp8 rows are copied (half the bytes) into the first D bytes of its
+// 16-bit ring rows, and the MMAs read them from there through fp8_frag.h: ldmatrix of the raw
+// bytes, one cvt.rn.f16x2.e4m3x2 per pair (exact: every e4m3 value is an fp16 value) and, for V,
+// a movmatrix transpose, all in registers, so the tensor cores run on fp16 operands, bf16 queries
 // included (rounded to fp16 once: exact in its normal range, saturated at +-65504; P in fp16 is
-// finer than in bf16). k_scale folds into the logit scale and v_scale into the output. Half the
-// HBM bytes per tile for the same shared memory. (Widening to bf16 through fp32 cost ~8
-// instructions per value and made the fp8 tile compute-bound: 1.31x over bf16 in run 13.)
-template <int D>
-SWA_D void widen_fp8_tile(fp16_t* tile) {  // [16][ROW] rows whose bytes [D, 2D) hold fp8
-  constexpr int ROWB = DecodeMmaTraits<D>::kRow * 2;  // bytes per row
-  constexpr int CH = D / 16;                          // 16-byte fp8 chunks per row
-  constexpr int PER_LANE = (kTileTokens * CH + 31) / 32;
-  unsigned char* base = reinterpret_cast<unsigned char*>(tile);
-  const int lane = threadIdx.x % 32;
-  Vec16 raw[PER_LANE];
-#pragma unroll
-  for (int i = 0; i < PER_LANE; ++i) {
-    const int idx = lane + 32 * i;
-    if (idx < kTileTokens * CH) raw[i] = load16(base + (idx / CH) * ROWB + D + (idx % CH) * 16);
-  }
-  warp_sync();  // every lane has read its fp8 bytes before any lane overwrites the row
-#pragma unroll
-  for (int i = 0; i < PER_LANE; ++i) {
-    const int idx = lane + 32 * i;
-    if (idx >= kTileTokens * CH) continue;
-    Vec16 out[2];
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      out[w / 2].w[(w % 2) * 2] = e4m3x2_to_half2_bits(raw[i].w[w]);
-      out[w / 2].w[(w % 2) * 2 + 1] = e4m3x2_to_half2_bits(raw[i].w[w] >> 16);
-    }
-    unsigned char* dst = base + (idx / CH) * ROWB + (idx % CH) * 32;
-    store16(dst, out[0]);
-    store16(dst + 16, out[1]);
-  }
-}
+// finer than in bf16). k_scale folds into the logit scale and v_scale into the output.
+// (Widening through fp32 to bf16 in shared memory cost ~8 instructions per value: 1.31x over bf16
+// in run 13; widening to fp16 in place in shared memory, 1.49x in run 21.)
 
 // Packed mode: query tokens outside every sequence's query range (a CUDA-graph batch's padding
 // past query_start_loc[num_seqs], or before query_start_loc[0]) see no key, so their rows are
@@ -141,7 +114,7 @@ template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
-  // Tensor-core operand type: fp16 for fp8 caches (widen_fp8_tile), else the query's.
+  // Tensor-core operand type: fp16 for fp8 caches (fp8_frag.h), else the query's.
   using MT = std::conditional_t<KV8, fp16_t, T>;
   // The query's 16-bit pairs as MT pairs (bf16 -> fp16 for fp8 caches; else unchanged).
   auto qcv = [](uint32_t v) -> uint32_t {
@@ -273,21 +246,46 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   for (int i = 0; i < LOADS; ++i)
     row_off[i] = ld_row[i] * static_cast<int>(p.kv_stride_tok) + ld_col[i];
   const bool one_block_tiles = p.block_size >= kTileTokens;
+  // fp8 rows: 16-byte chunks (CH8 per row) of the tile, this lane's LOADS8 of them: the byte
+  // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
+  constexpr int CH8 = D / 16;
+  constexpr int LOADS8 = KV8 ? (kTileTokens * CH8 + 31) / 32 : 1;
+  constexpr int kL2Wide8 = kL2Wide == 0 ? 0 : (D >= 256 ? 256 : D >= 128 ? 128 : 0);
+  int src8[LOADS8], dst8[LOADS8];
+  const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
+  const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
+#pragma unroll
+  for (int i = 0; i < LOADS8; ++i) {
+    const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
+    src8[i] = row * static_cast<int>(p.kv_stride_tok) + c * 16;
+    dst8[i] = row * ROW * 2 + c * 16;
+  }
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
     T* ks = ring + stage * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
-      // fp8 rows (D bytes = D / 16 chunks) into bytes [D, 2D) of each 16-bit row.
-      constexpr int CH = D / 16;
-      const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
-      const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
+      // fp8 rows (D bytes = D / 16 chunks) into bytes [0, D) of each 16-bit row.
+      unsigned char* ks8 = reinterpret_cast<unsigned char*>(ks);
+      unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
+      if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+        // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
+        const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
+                             static_cast<int64_t>(tb & bs_mask) * p.kv_stride_tok;
 #pragma unroll
-      for (int i = 0; i < (kTileTokens * CH + 31) / 32; ++i) {
+        for (int i = 0; i < LOADS8; ++i) {
+          if (kTileTokens * CH8 % 32 != 0 && lane + 32 * i >= kTileTokens * CH8) continue;
+          cp_async16<kL2Wide8>(ks8 + dst8[i], kb8 + base + src8[i], true);
+          cp_async16<kL2Wide8>(vs8 + dst8[i], vb8 + base + src8[i], true);
+        }
+        return;
+      }
+#pragma unroll
+      for (int i = 0; i < LOADS8; ++i) {
         const int idx = lane + 32 * i;
-        if (idx >= kTileTokens * CH) continue;
-        const int row = idx / CH, c = idx % CH;
+        if (idx >= kTileTokens * CH8) continue;
+        const int row = idx / CH8, c = idx % CH8;
         const int t = tb + row;
         const bool valid = t >= span.lo && t < end;
         int64_t off = 0;
@@ -297,9 +295,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
           off = static_cast<int64_t>(b) * p.kv_stride_block +
                 static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
         }
-        const int dst = row * ROW * 2 + D + c * 16;
-        cp_async16(reinterpret_cast<unsigned char*>(ks) + dst, kb8 + off, valid);
-        cp_async16(reinterpret_cast<unsigned char*>(vs) + dst, vb8 + off, valid);
+        const int dst = row * ROW * 2 + c * 16;
+        cp_async16<kL2Wide8>(ks8 + dst, kb8 + off, valid);
+        cp_async16<kL2Wide8>(vs8 + dst, vb8 + off, valid);
       }
       return;
     }
@@ -366,18 +364,20 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
   if constexpr (Tr::kQInRegs) {
     // Straight from global in fragment order: a[0] = (r, c..c+1), a[1] = (r+8, c..),
-    // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4).
+    // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4); for fp8
+    // caches k = c and c + 8 are the d pairs 2c and 2c + 2 (fp8_q_dim).
     const int r = lane >> 2, c = (lane & 3) * 2;
+    const int c_lo = KV8 ? fp8_q_dim(c) : c, c_hi = KV8 ? fp8_q_dim(c + 8) : c + 8;
     const uint32_t* q_lo = reinterpret_cast<const uint32_t*>(
         PACKED ? packed_q(r) : q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head);
     const uint32_t* q_hi = reinterpret_cast<const uint32_t*>(
         PACKED ? packed_q(r + 8) : q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      q_frag[kc][0] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c) / 2)) : 0u;
-      q_frag[kc][1] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c) / 2)) : 0u;
-      q_frag[kc][2] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c + 8) / 2)) : 0u;
-      q_frag[kc][3] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c + 8) / 2)) : 0u;
+      q_frag[kc][0] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c_lo) / 2)) : 0u;
+      q_frag[kc][1] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c_lo) / 2)) : 0u;
+      q_frag[kc][2] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c_hi) / 2)) : 0u;
+      q_frag[kc][3] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c_hi) / 2)) : 0u;
     }
   } else {
     for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
@@ -388,7 +388,15 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
                    c * 8);
 #pragma unroll
       for (int w = 0; w < 4; ++w) v.w[w] = qcv(v.w[w]);
-      store16(q_s + r * ROW + c * 8, v);
+      if constexpr (KV8) {
+        // Columns in fp8_q_dim order: within a 16-wide chunk, the d pairs 4t, 4t+2 go to the
+        // k pairs 2t, 2t+8. This lane's pairs are 4h..4h+3 of its chunk (h = c % 2).
+        T* dst = q_s + r * ROW + (c & ~1) * 8 + (c & 1) * 4;
+        *reinterpret_cast<uint2*>(dst) = make_uint2(v.w[0], v.w[2]);
+        *reinterpret_cast<uint2*>(dst + 8) = make_uint2(v.w[1], v.w[3]);
+      } else {
+        store16(q_s + r * ROW + c * 8, v);
+      }
     }
     __syncthreads();
   }
@@ -397,6 +405,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
   const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
   const int quad_col = (lane & 3) * 2;
+  // fp8 caches: ldmatrix rows of the raw tile, key f8_row of 16-byte chunk (kc + f8_hi).
+  const int f8_row = (lane & 7) + ((lane >> 3) & 1) * 8, f8_hi = lane >> 4;
 
   // Packed mode: the keys [row_lo[k], row_hi[k]) that this lane's C-fragment rows lane / 4 + 8k
   // see; rows past gc (zero queries, dropped) see every loaded key, so their max stays finite as
@@ -429,26 +439,30 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
-    if constexpr (KV8) {
-      widen_fp8_tile<D>(reinterpret_cast<fp16_t*>(const_cast<T*>(ks)));
-      widen_fp8_tile<D>(reinterpret_cast<fp16_t*>(const_cast<T*>(vs)));
-      warp_sync();
-    }
+    const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
+    const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);
 
     // S = Q K^T for 16 rows x 16 tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-    for (int kc = 0; kc < KCH; ++kc) {
-      uint32_t a[4];
+    auto q_operand = [&](int kc, uint32_t (&a)[4]) {
       if constexpr (Tr::kQInRegs) {
         a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
       } else {
         ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
       }
-      uint32_t b0, b1, b2, b3;
-      ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
-      mma_16816<MT>(s[0], a, b0, b1);
-      mma_16816<MT>(s[1], a, b2, b3);
+    };
+    if constexpr (KV8) {
+      fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
+    } else {
+#pragma unroll
+      for (int kc = 0; kc < KCH; ++kc) {
+        uint32_t a[4];
+        q_operand(kc, a);
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
+        mma_16816<MT>(s[0], a, b0, b1);
+        mma_16816<MT>(s[1], a, b2, b3);
+      }
     }
 
     // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
@@ -529,12 +543,16 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     // O += P V: the S accumulators are already in the A layout of the next MMA.
     const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
                             pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
+    if constexpr (KV8) {
+      fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
+    } else {
 #pragma unroll
-    for (int dp = 0; dp < KCH; ++dp) {
-      uint32_t b0, b1, b2, b3;
-      ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
-      mma_16816<MT>(o[2 * dp], pa, b0, b1);
-      mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
+      for (int dp = 0; dp < KCH; ++dp) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
+        mma_16816<MT>(o[2 * dp], pa, b0, b1);
+        mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
+      }
     }
     warp_sync();  // every lane is done reading this stage before it is refilled
   }
@@ -564,7 +582,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   }
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    const int col = nt * 8 + quad_col;
+    const int col = KV8 ? fp8_out_col(nt, lane) : nt * 8 + quad_col;
     if (r0 < gc)
       *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * D + col) = make_float2(o[nt][0], o[nt][1]);
     if (r0 + 8 < gc)
