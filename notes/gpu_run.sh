@@ -16,6 +16,13 @@ fi
 if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
   source .peers/activate.sh
 fi
+if [[ $mode == fp8ab ]]; then
+  # A second build beside the main one: the fp8 operands through cvt.rn.f16x2.e4m3x2 instead of
+  # integer bit moves (SWA_OPS_FP8_CVT=1), head size 128 only, built in place in a copy.
+  rm -rf /tmp/vcvt && mkdir -p /tmp/vcvt && cp -r setup.py swa_ops csrc /tmp/vcvt/ && \
+    ( cd /tmp/vcvt && SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS=-DSWA_OPS_FP8_CVT=1 TORCH_CUDA_ARCH_LIST=9.0a \
+      MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_cvt.log" 2>&1; echo "cvt build rc $?" ) &
+fi
 t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
@@ -39,6 +46,23 @@ if [[ $mode == prefill ]]; then
   timeout 180 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "multi_token or fp8" 2>&1 \
     | tee "$OUT/test_cuda_mt.log" | tail -8
   echo "multi-token/fp8 decode tests: $(( $(date +%s) - t0 )) s"
+fi
+if [[ $mode == fp8ab ]]; then
+  wait
+  t0=$(date +%s)
+  timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider \
+    -k "fp8" 2>&1 | tee "$OUT/test_fp8.log" | tail -4
+  echo "fp8 tests: $(( $(date +%s) - t0 )) s"
+  for v in main cvt main; do
+    echo "== $v"
+    if [[ $v == cvt ]]; then dir=/tmp/vcvt; else dir=$PWD; fi
+    ( cd $dir && timeout 100 python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k,mistral-32k-fp8 \
+      --json "$OUT/bench_$v.json" 2>&1 | grep -v Warn | grep -E "shape|mistral" )
+  done
+  timeout 120 ncu --kernel-name regex:decode_mma --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+    --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k-fp8 --calls 2 --no-warmup > "$OUT/ncu_fp8.txt" 2>&1
+  grep -E "Duration|Throughput|Pipe|Issue|Stall|Warp Cycles|Eligible|Active Warps|L1/TEX Hit|Bank" "$OUT/ncu_fp8.txt" | head -40
 fi
 if [[ $mode == fidecode || $mode == fiprefill ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).

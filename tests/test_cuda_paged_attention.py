@@ -516,6 +516,35 @@ def test_fp8_error_against_bf16():
     assert rel < 0.1
 
 
+@pytest.mark.parametrize("head_size", (80, 128, 256))
+def test_fp8_subnormal_codes(head_size):
+    """Caches holding only e4m3 subnormals (codes 1-7, both signs). The kernel turns e4m3 bytes
+    into fp16 operands worth the value / 256 (fp8_frag.h), so these become fp16 subnormals, which
+    the tensor cores must keep rather than flush: flushed, every logit would be 0 and every output
+    exactly 0."""
+    q, kc, vc, bt, lens = make_case([700, 129, 37], 16, 4, head_size, 16, 0, torch.bfloat16,
+                                    seed=head_size)
+    g = torch.Generator(device="cuda").manual_seed(head_size)
+
+    def subnormals(like):
+        codes = torch.randint(1, 8, like.shape, generator=g, device="cuda", dtype=torch.uint8)
+        signs = torch.randint(0, 2, like.shape, generator=g, device="cuda", dtype=torch.uint8)
+        return (codes | (signs << 7)).view(torch.float8_e4m3fn)
+
+    kc8, vc8 = subnormals(kc), subnormals(vc)
+    # e4m3 subnormals are m * 2^-9: scaled to m / 4 (keys) and m / 8 (values).
+    ks = torch.tensor([2.0 ** 7], device="cuda")
+    vs = torch.tensor([2.0 ** 6], device="cuda")
+    scale = head_size ** -0.5
+    out = torch.ops.swa_ops.paged_attention(q, kc8, vc8, bt, lens, scale, 0, 0.0, None, None, 1,
+                                            ks, vs)
+    ref = reference.paged_attention(q.float(), kc8, vc8, bt, lens, scale, 0, 0.0, None, None, 1,
+                                    ks, vs).float()
+    assert ref.abs().max() > 0.05  # the case is not trivially zero
+    err = (out.float() - ref).abs().max().item()
+    assert err <= 0.02 * ref.abs().max().item(), f"max err {err:.3g}"
+
+
 def test_rejects_float32_query():
     q, kc, vc, bt, lens = _small()
     with pytest.raises(RuntimeError, match="float16 or bfloat16"):

@@ -1,8 +1,8 @@
 // CPU test of the portable ldmatrix / movmatrix / mma.sync path that HIP builds use
 // (csrc/include/swa_ops/mma_portable.h), run by .ci/hip_check.sh: CI has no AMD GPU, so this is
 // where that code runs at all. It also runs the fp8 decode tile math (fp8_frag.h: raw e4m3 bytes
-// into fp16 operands, permuted k axis, movmatrix-transposed V) on top of those primitives, which
-// checks that scheme's layout algebra against a plain matrix product.
+// into fp16 operands, a permuted k axis for Q K^T, V read transposed in byte pairs) on top of
+// those primitives, which checks that scheme's layout algebra against a plain matrix product.
 //
 // 32 threads play the 32 lanes of a warp; a shuffle publishes each lane's value into a slot
 // between two barriers. The header's code is used as is; only the primitives it needs (compat.h's
@@ -180,7 +180,11 @@ void test_movmatrix(std::mt19937& rng) {
     const smem_addr_t addr = smem_addr(buf.data() + (l < 16 ? slot[l] : 0) * kStride + (l < 16 ? 0 : 16));
     uint32_t r[2];
     ldmatrix_x2(addr, r[0], r[1]);
+    uint32_t t[2];
+    ldmatrix_x2_trans(addr, t[0], t[1]);
     for (int i = 0; i < 2; ++i) {
+      expect(t[i] == word(elem(i, 2 * (l % 4), l / 4), elem(i, 2 * (l % 4) + 1, l / 4)),
+             "ldmatrix_x2_trans", l, i);
       expect(r[i] == word(elem(i, l / 4, 2 * (l % 4)), elem(i, l / 4, 2 * (l % 4) + 1)),
              "ldmatrix_x2", l, i);
       // The transpose, in the same layout: row l/4 of M^T = column l/4 of M.
@@ -191,11 +195,12 @@ void test_movmatrix(std::mt19937& rng) {
 }
 
 // One decode tile of an fp8 cache through fp8_frag.h: S = Q K^T and O = P V for 16 rows, 16 keys
-// and D = 48 (three 16-d chunks: an ldmatrix x4 and an x2, as D = 80 has), against plain loops.
+// and D = 48 (three 16-d chunks: an ldmatrix x4 and an x2, as D = 80 has), against plain loops
+// (divided by kFp8OperandScale, the factor the operands carry). Codes include e4m3 subnormals.
 void test_fp8_tile(std::mt19937& rng) {
   constexpr int D = 48, KCH = D / 16, kRowBytes = 2 * D + 16;  // the decode ring's 16-bit rows
-  std::uniform_int_distribution<int> half_steps(-6, 6), exp(5, 10), man(0, 7), coin(0, 1);
-  auto e4m3 = [&]() -> uint8_t {  // 0 or +-(1 + m/8) 2^(e-7), e in [5, 10]: exact products
+  std::uniform_int_distribution<int> half_steps(-6, 6), exp(0, 10), man(0, 7), coin(0, 1);
+  auto e4m3 = [&]() -> uint8_t {  // 0 or +-(1 + m/8) 2^(e-7) (e = 0: m/8 2^-6): exact products
     if (coin(rng) && coin(rng)) return 0;
     return static_cast<uint8_t>((coin(rng) << 7) | (exp(rng) << 3) | man(rng));
   };
@@ -215,24 +220,27 @@ void test_fp8_tile(std::mt19937& rng) {
     for (int n = 0; n < 16; ++n) {
       float acc = 0.f;
       for (int d = 0; d < D; ++d) acc += Q[m][d] * K[n][d];
-      S_ref[m][n] = acc;
+      S_ref[m][n] = acc / kFp8OperandScale;
     }
     for (int d = 0; d < D; ++d) {
       float acc = 0.f;
       for (int n = 0; n < 16; ++n) acc += P[m][n] * V[n][d];
-      O_ref[m][d] = acc;
+      O_ref[m][d] = acc / kFp8OperandScale;
     }
   }
   warp_run([&](int l) {
     const int g = l / 4, t = l % 4, c0 = 2 * t;
     // Q's A fragments in fp8_q_dim order, as the decode kernel loads them.
-    auto q_operand = [&](int kc, uint32_t (&a)[4]) {
-      const int lo = kc * 16 + fp8_q_dim(c0), hi = kc * 16 + fp8_q_dim(c0 + 8);
-      a[0] = pack(Q[g][lo], Q[g][lo + 1], false);
-      a[1] = pack(Q[g + 8][lo], Q[g + 8][lo + 1], false);
-      a[2] = pack(Q[g][hi], Q[g][hi + 1], false);
-      a[3] = pack(Q[g + 8][hi], Q[g + 8][hi + 1], false);
+    auto q_operand = [&](int kc, uint32_t (&a)[4]) {  // as the kernel: words, then split
+      const int d = kc * 16 + 4 * t;
+      for (int h = 0; h < 2; ++h) {
+        const float* q = Q[g + 8 * h];
+        fp8_split_pairs(pack(q[d], q[d + 1], false), pack(q[d + 2], q[d + 3], false), a[h],
+                        a[h + 2]);
+      }
     };
+    for (int k = 0; k < 16; ++k)  // the permutation the kernel's Q staging (D > 128) follows
+      expect(fp8_q_dim(k) == (k < 8 ? 2 * k : 2 * (k - 8) + 1), "fp8_q_dim", l, k);
     const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
     float s[2][4] = {};
     fp8_qk<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), q_operand);
@@ -251,9 +259,9 @@ void test_fp8_tile(std::mt19937& rng) {
     for (int nt = 0; nt < 2 * KCH; ++nt) {
       const int col = fp8_out_col(nt, l);
       expect(o[nt][0] == O_ref[g][col], "fp8_pv", l, 4 * nt);
-      expect(o[nt][1] == O_ref[g][col + 1], "fp8_pv", l, 4 * nt + 1);
+      expect(o[nt][1] == O_ref[g][col + 2], "fp8_pv", l, 4 * nt + 1);
       expect(o[nt][2] == O_ref[g + 8][col], "fp8_pv", l, 4 * nt + 2);
-      expect(o[nt][3] == O_ref[g + 8][col + 1], "fp8_pv", l, 4 * nt + 3);
+      expect(o[nt][3] == O_ref[g + 8][col + 2], "fp8_pv", l, 4 * nt + 3);
     }
   });
 }
@@ -305,7 +313,7 @@ int main() {
     std::printf("mma_portable_test: %d mismatches\n", g_failures);
     return 1;
   }
-  std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2, movmatrix_trans, "
+  std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2(_trans), movmatrix_trans, "
               "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv): 20 random cases each, all "
               "lanes exact\n");
   return 0;

@@ -152,7 +152,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // the predecessor has finished and its writes (the cache, this step's query) are visible.
   pdl_wait();
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
-  const float k_sc = KV8 ? *p.k_scale : 1.f, v_sc = KV8 ? *p.v_scale : 1.f;
+  // (The fp8 operands hold the values / kFp8OperandScale: fp8_frag.h.)
+  const float k_sc = KV8 ? *p.k_scale * kFp8OperandScale : 1.f;
+  const float v_sc = KV8 ? *p.v_scale * kFp8OperandScale : 1.f;
   const float scale_log2 = p.scale_log2 * k_sc, cap_pre = p.cap_pre * k_sc;
   // Packed mode: this CTA's rows are packed rows [16 chunk, 16 chunk + gc) of sequence seq.
   PackedSeq ps{0, 0, 0};
@@ -365,19 +367,28 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   if constexpr (Tr::kQInRegs) {
     // Straight from global in fragment order: a[0] = (r, c..c+1), a[1] = (r+8, c..),
     // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4); for fp8
-    // caches k = c and c + 8 are the d pairs 2c and 2c + 2 (fp8_q_dim).
+    // caches the k pairs c and c + 8 are d (2c, 2c + 2) and (2c + 1, 2c + 3) (fp8_q_dim).
     const int r = lane >> 2, c = (lane & 3) * 2;
-    const int c_lo = KV8 ? fp8_q_dim(c) : c, c_hi = KV8 ? fp8_q_dim(c + 8) : c + 8;
     const uint32_t* q_lo = reinterpret_cast<const uint32_t*>(
         PACKED ? packed_q(r) : q_g + static_cast<int64_t>(head0 + r) * p.q_stride_head);
     const uint32_t* q_hi = reinterpret_cast<const uint32_t*>(
         PACKED ? packed_q(r + 8) : q_g + static_cast<int64_t>(head0 + r + 8) * p.q_stride_head);
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      q_frag[kc][0] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c_lo) / 2)) : 0u;
-      q_frag[kc][1] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c_lo) / 2)) : 0u;
-      q_frag[kc][2] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c_hi) / 2)) : 0u;
-      q_frag[kc][3] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c_hi) / 2)) : 0u;
+      if constexpr (KV8) {
+        const int w = (kc * 16 + 2 * c) / 2;  // the words of d 2c..2c+3
+        const uint32_t l0 = r < gc ? qcv(__ldg(q_lo + w)) : 0u;
+        const uint32_t l1 = r < gc ? qcv(__ldg(q_lo + w + 1)) : 0u;
+        const uint32_t h0 = r + 8 < gc ? qcv(__ldg(q_hi + w)) : 0u;
+        const uint32_t h1 = r + 8 < gc ? qcv(__ldg(q_hi + w + 1)) : 0u;
+        fp8_split_pairs(l0, l1, q_frag[kc][0], q_frag[kc][2]);
+        fp8_split_pairs(h0, h1, q_frag[kc][1], q_frag[kc][3]);
+      } else {
+        q_frag[kc][0] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c) / 2)) : 0u;
+        q_frag[kc][1] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c) / 2)) : 0u;
+        q_frag[kc][2] = r < gc ? qcv(__ldg(q_lo + (kc * 16 + c + 8) / 2)) : 0u;
+        q_frag[kc][3] = r + 8 < gc ? qcv(__ldg(q_hi + (kc * 16 + c + 8) / 2)) : 0u;
+      }
     }
   } else {
     for (int i = threadIdx.x; i < kTileTokens * CPR; i += NW * 32) {
@@ -389,11 +400,14 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 #pragma unroll
       for (int w = 0; w < 4; ++w) v.w[w] = qcv(v.w[w]);
       if constexpr (KV8) {
-        // Columns in fp8_q_dim order: within a 16-wide chunk, the d pairs 4t, 4t+2 go to the
-        // k pairs 2t, 2t+8. This lane's pairs are 4h..4h+3 of its chunk (h = c % 2).
+        // Columns in fp8_q_dim order: a 16-wide chunk's even d, then its odd d. This lane holds
+        // d 8h..8h+7 of its chunk (h = c % 2): columns 4h.. of each half.
+        uint32_t e0, o0, e1, o1;
+        fp8_split_pairs(v.w[0], v.w[1], e0, o0);
+        fp8_split_pairs(v.w[2], v.w[3], e1, o1);
         T* dst = q_s + r * ROW + (c & ~1) * 8 + (c & 1) * 4;
-        *reinterpret_cast<uint2*>(dst) = make_uint2(v.w[0], v.w[2]);
-        *reinterpret_cast<uint2*>(dst + 8) = make_uint2(v.w[1], v.w[3]);
+        *reinterpret_cast<uint2*>(dst) = make_uint2(e0, e1);
+        *reinterpret_cast<uint2*>(dst + 8) = make_uint2(o0, o1);
       } else {
         store16(q_s + r * ROW + c * 8, v);
       }
@@ -580,14 +594,29 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     red_l[warp * 16 + r0] = l0;
     red_l[warp * 16 + r0 + 8] = l1;
   }
+  if constexpr (KV8) {
+    // n-tiles 2c and 2c + 1 hold columns 16c + 4t + {0, 2} and {1, 3} (fp8_out_col).
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) {
-    const int col = KV8 ? fp8_out_col(nt, lane) : nt * 8 + quad_col;
-    if (r0 < gc)
-      *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * D + col) = make_float2(o[nt][0], o[nt][1]);
-    if (r0 + 8 < gc)
-      *reinterpret_cast<float2*>(red_o + (warp * 16 + r0 + 8) * D + col) =
-          make_float2(o[nt][2], o[nt][3]);
+    for (int nt = 0; nt < NT; nt += 2) {
+      const int col = fp8_out_col(nt, lane);
+      if (r0 < gc)
+        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0) * D + col) =
+            make_float4(o[nt][0], o[nt + 1][0], o[nt][1], o[nt + 1][1]);
+      if (r0 + 8 < gc)
+        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0 + 8) * D + col) =
+            make_float4(o[nt][2], o[nt + 1][2], o[nt][3], o[nt + 1][3]);
+    }
+  } else {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int col = nt * 8 + quad_col;
+      if (r0 < gc)
+        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * D + col) =
+            make_float2(o[nt][0], o[nt][1]);
+      if (r0 + 8 < gc)
+        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0 + 8) * D + col) =
+            make_float2(o[nt][2], o[nt][3]);
+    }
   }
   __syncthreads();
 

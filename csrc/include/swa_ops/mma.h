@@ -35,6 +35,13 @@ SWA_D void ldmatrix_x2(uint32_t addr, uint32_t& r0, uint32_t& r1) {
                : "r"(addr));
 }
 
+// Two matrices, transposed (lanes 0..15 give the row addresses).
+SWA_D void ldmatrix_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(addr));
+}
+
 // Transposes one 8x8 b16 matrix held in the ldmatrix layout (lane l: row l/4, columns 2(l%4)
 // and 2(l%4)+1): lane l receives row l/4 of the transpose, i.e. column l/4, rows 2(l%4) and
 // 2(l%4)+1 of the input. A register-only operation (no shared memory).

@@ -47,6 +47,18 @@ SWA_D void ldmatrix_x2(smem_addr_t addr, uint32_t& r0, uint32_t& r1) {
   r1 = reinterpret_cast<const uint32_t*>(shfl32(addr, 8 + row))[word];
 }
 
+SWA_D void ldmatrix_x2_trans(smem_addr_t addr, uint32_t& r0, uint32_t& r1) {
+  const int lane = lane32(), col = lane >> 2, row = (lane & 3) * 2;
+  uint32_t r[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const uint16_t lo = reinterpret_cast<const uint16_t*>(shfl32(addr, 8 * i + row))[col];
+    const uint16_t hi = reinterpret_cast<const uint16_t*>(shfl32(addr, 8 * i + row + 1))[col];
+    r[i] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+  r0 = r[0]; r1 = r[1];
+}
+
 // Lane l receives column l/4, rows 2(l%4) (low half) and 2(l%4)+1 (high half) of the 8x8 b16
 // matrix whose row i, columns 2j and 2j+1 lane 4i + j holds.
 SWA_D uint32_t movmatrix_trans(uint32_t a) {
