@@ -17,11 +17,14 @@ if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode ==
   source .peers/activate.sh
 fi
 if [[ $mode == fp8ab ]]; then
-  # A second build beside the main one: the fp8 operands through cvt.rn.f16x2.e4m3x2 instead of
-  # integer bit moves (SWA_OPS_FP8_CVT=1), head size 128 only, built in place in a copy.
-  rm -rf /tmp/vcvt && mkdir -p /tmp/vcvt && cp -r setup.py swa_ops csrc /tmp/vcvt/ && \
-    ( cd /tmp/vcvt && SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS=-DSWA_OPS_FP8_CVT=1 TORCH_CUDA_ARCH_LIST=9.0a \
-      MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_cvt.log" 2>&1; echo "cvt build rc $?" ) &
+  # Variant builds beside the main one (head size 128 only, in place in copies), each with one
+  # compile-time override: "name:flags" pairs in FP8_VARIANTS.
+  for spec in ${FP8_VARIANTS:-}; do
+    name=${spec%%:*}; flags=${spec#*:}; flags=${flags//,/ }
+    rm -rf /tmp/v_$name && mkdir -p /tmp/v_$name && cp -r setup.py swa_ops csrc /tmp/v_$name/ && \
+      ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
+        MAX_JOBS=4 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
+  done
 fi
 t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
@@ -53,9 +56,10 @@ if [[ $mode == fp8ab ]]; then
   timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider \
     -k "fp8" 2>&1 | tee "$OUT/test_fp8.log" | tail -4
   echo "fp8 tests: $(( $(date +%s) - t0 )) s"
-  for v in main cvt main; do
+  for v in main ${FP8_VARIANTS:-} main; do
+    v=${v%%:*}
     echo "== $v"
-    if [[ $v == cvt ]]; then dir=/tmp/vcvt; else dir=$PWD; fi
+    if [[ $v == main ]]; then dir=$PWD; else dir=/tmp/v_$v; fi
     ( cd $dir && timeout 100 python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k,mistral-32k-fp8 \
       --json "$OUT/bench_$v.json" 2>&1 | grep -v Warn | grep -E "shape|mistral" )
   done

@@ -52,7 +52,7 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
 template <typename T, int D, bool SOFTCAP, bool KV8, bool PACKED>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
-  const size_t smem = Tr::smem_bytes();
+  const size_t smem = Tr::template smem_bytes<KV8>();  // fp8: never more than 16-bit (same occupancy)
   auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
