@@ -75,22 +75,29 @@ struct DecodeMmaTraits {
 #endif
 
   // fp8 caches (KV8): dense rows of D bytes, padded to an odd multiple of 16 bytes so the 8 row
-  // addresses of an ldmatrix hit 8 distinct bank groups, and as many stages as fit in the bytes
-  // of the 16-bit ring. The same shared memory (so the same occupancy) then holds ~1.8x the tiles,
-  // which keeps as many bytes in flight per warp as a 16-bit cache does.
+  // addresses of an ldmatrix hit 8 distinct bank groups. Half the shared memory per tile buys
+  // more warps per CTA instead (6 at D <= 128): an fp8 tile is half the bytes of a 16-bit one for
+  // the same instructions, so with 8 warps per SM the warps' instruction latency, not DRAM, set
+  // the pace (run 23: 0.80-0.82 of copy bandwidth, issue slots 37 % busy).
   static constexpr int kRow8 = ((D + 16) / 16) % 2 == 1 ? D + 16 : D + 32;  // bytes
   static constexpr int kStageBytes8 = 2 * kTileTokens * kRow8;              // K tile then V tile
-#ifdef SWA_OPS_FP8_STAGES  // an override, for measuring
+#ifdef SWA_OPS_FP8_STAGES  // overrides, for measuring
   static constexpr int kStages8 = SWA_OPS_FP8_STAGES;
 #else
-  static constexpr int kStages8 = kStages * kStageElems * 2 / kStageBytes8;
+  static constexpr int kStages8 = kStages;
 #endif
-  static_assert(kStages8 >= 1, "an fp8 stage must fit");
+#ifdef SWA_OPS_FP8_WARPS
+  static constexpr int kWarps8 = SWA_OPS_FP8_WARPS;
+#else
+  static constexpr int kWarps8 = D <= 128 ? 6 : kWarps;
+#endif
 
+  template <bool KV8>
+  SWA_HD static constexpr int warps() { return KV8 ? kWarps8 : kWarps; }
   // The warps' K/V rings in bytes.
   template <bool KV8>
   SWA_HD static constexpr int ring_bytes() {
-    return kWarps * (KV8 ? kStages8 * kStageBytes8 : kStages * kStageElems * 2);
+    return KV8 ? kWarps8 * kStages8 * kStageBytes8 : kWarps * kStages * kStageElems * 2;
   }
   // Dynamic shared memory: the rings, then (D > 128 only) the Q tile.
   template <bool KV8 = false>
@@ -129,7 +136,7 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 }
 
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false>
-__global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
+__global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
   // Tensor-core operand type: fp16 for fp8 caches (fp8_frag.h), else the query's.
@@ -139,7 +146,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (KV8 && std::is_same_v<T, bf16_t>) return bf16x2_to_half2_bits(v);
     else return v;
   };
-  constexpr int NW = Tr::kWarps, NSTAGE = KV8 ? Tr::kStages8 : Tr::kStages, ROW = Tr::kRow;
+  constexpr int NW = Tr::template warps<KV8>(), NSTAGE = KV8 ? Tr::kStages8 : Tr::kStages, ROW = Tr::kRow;
   constexpr int ROW8 = Tr::kRow8;  // fp8 caches: bytes per ring row
   constexpr int CPR = D / 8;                       // 16-byte chunks per row
   constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
@@ -157,9 +164,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* kv_s = reinterpret_cast<T*>(smem_raw);  // [NW][NSTAGE][K|V][16][ROW] (fp8: [16][ROW8] bytes)
   T* q_s = reinterpret_cast<T*>(smem_raw + Tr::template ring_bytes<KV8>());  // [16][ROW], D > 128
-#ifndef SWA_OPS_FP8_STAGES
+#if !defined(SWA_OPS_FP8_STAGES) && !defined(SWA_OPS_FP8_WARPS)
   static_assert(Tr::template ring_bytes<true>() <= Tr::template ring_bytes<false>(),
-                "fp8 rings must not need more shared memory (the occupancy query uses 16-bit's)");
+                "fp8 rings must not need more shared memory (the split's occupancy query uses "
+                "16-bit's)");
 #endif
   // The combine reuses the rings: per warp 16 maxima, 16 sums and 16 x D outputs, then 32 ints.
   static_assert(sizeof(float) * NW * 16 * (D + 2) + 32 * sizeof(int) <=
