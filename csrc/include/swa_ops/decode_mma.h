@@ -35,7 +35,7 @@
 
 #include "swa_ops/compat.h"
 #include "swa_ops/mma.h"
-#include "swa_ops/fp8_frag.h"  // after mma.h: uses movmatrix_trans
+#include "swa_ops/fp8_frag.h"  // after mma.h: uses its ldmatrix and mma
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
 
@@ -74,46 +74,22 @@ struct DecodeMmaTraits {
                 "decode shared memory exceeds the 64 KB of LDS a CDNA work-group has");
 #endif
 
-  // fp8 caches (KV8): dense rows of D bytes, padded to an odd multiple of 16 bytes so the 8 row
-  // addresses of an ldmatrix hit 8 distinct bank groups. Half the shared memory per tile buys
-  // more warps per CTA instead (6 at D <= 128): an fp8 tile is half the bytes of a 16-bit one for
-  // the same instructions, so with 8 warps per SM the warps' instruction latency, not DRAM, set
-  // the pace (run 23: 0.80-0.82 of copy bandwidth, issue slots 37 % busy).
-  static constexpr int kRow8 = ((D + 16) / 16) % 2 == 1 ? D + 16 : D + 32;  // bytes
-  static constexpr int kStageBytes8 = 2 * kTileTokens * kRow8;              // K tile then V tile
-#ifdef SWA_OPS_FP8_STAGES  // overrides, for measuring
-  static constexpr int kStages8 = SWA_OPS_FP8_STAGES;
-#else
-  static constexpr int kStages8 = kStages;
-#endif
-#ifdef SWA_OPS_FP8_WARPS
-  static constexpr int kWarps8 = SWA_OPS_FP8_WARPS;
-#else
-  static constexpr int kWarps8 = D <= 128 ? 6 : kWarps;
-#endif
-
-  template <bool KV8>
-  SWA_HD static constexpr int warps() { return KV8 ? kWarps8 : kWarps; }
-  // The warps' K/V rings in bytes.
-  template <bool KV8>
-  SWA_HD static constexpr int ring_bytes() {
-    return KV8 ? kWarps8 * kStages8 * kStageBytes8 : kWarps * kStages * kStageElems * 2;
-  }
-  // Dynamic shared memory: the rings, then (D > 128 only) the Q tile.
-  template <bool KV8 = false>
+  // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
   static size_t smem_bytes() {
-    return ring_bytes<KV8>() + sizeof(uint16_t) * (kQInRegs ? 0 : kTileTokens * kRow);
+    return sizeof(uint16_t) *
+           (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
 };
 
-// fp8 e4m3 K/V: a tile's fp8 rows are copied (half the bytes) into a ring of dense fp8 rows with
-// more stages (DecodeMmaTraits::kStages8), and the MMAs read them from there through fp8_frag.h: ldmatrix of the raw
-// bytes, one cvt.rn.f16x2.e4m3x2 per pair (exact: every e4m3 value is an fp16 value) and, for V,
-// a movmatrix transpose, all in registers, so the tensor cores run on fp16 operands, bf16 queries
-// included (rounded to fp16 once: exact in its normal range, saturated at +-65504; P in fp16 is
-// finer than in bf16). k_scale folds into the logit scale and v_scale into the output.
-// (Widening through fp32 to bf16 in shared memory cost ~8 instructions per value: 1.31x over bf16
-// in run 13; widening to fp16 in place in shared memory, 1.49x in run 21.)
+// fp8 e4m3 K/V: a tile's fp8 rows are copied (half the bytes) into the first D bytes of its
+// 16-bit ring rows, and the MMAs read them from there through fp8_frag.h: ldmatrix of the raw
+// bytes (transposed for V) and two integer ops per pair into fp16 operands, all in registers, so
+// the tensor cores run on fp16, bf16 queries included (rounded to fp16 once: exact in its normal
+// range, saturated at +-65504; P in fp16 is finer than in bf16). k_scale folds into the logit
+// scale and v_scale into the output, each with the operands' factor 256. (Widening through fp32
+// to bf16 in shared memory cost ~8 instructions per value: 1.31x over bf16 in run 13; widening
+// to fp16 in place in shared memory, 1.49x in run 21; in registers, 1.72x in runs 22-24. Denser
+// fp8 rings with more stages or 6 warps per CTA measured no faster: notes/decode.md.)
 
 // Packed mode: query tokens outside every sequence's query range (a CUDA-graph batch's padding
 // past query_start_loc[num_seqs], or before query_start_loc[0]) see no key, so their rows are
@@ -136,7 +112,7 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 }
 
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false>
-__global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32)
+__global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
   // Tensor-core operand type: fp16 for fp8 caches (fp8_frag.h), else the query's.
@@ -146,8 +122,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
     if constexpr (KV8 && std::is_same_v<T, bf16_t>) return bf16x2_to_half2_bits(v);
     else return v;
   };
-  constexpr int NW = Tr::template warps<KV8>(), NSTAGE = KV8 ? Tr::kStages8 : Tr::kStages, ROW = Tr::kRow;
-  constexpr int ROW8 = Tr::kRow8;  // fp8 caches: bytes per ring row
+  constexpr int NW = Tr::kWarps, NSTAGE = Tr::kStages, ROW = Tr::kRow;
   constexpr int CPR = D / 8;                       // 16-byte chunks per row
   constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
   constexpr int NT = D / 8;                        // n-tiles of the output
@@ -162,17 +137,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
 #endif
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* kv_s = reinterpret_cast<T*>(smem_raw);  // [NW][NSTAGE][K|V][16][ROW] (fp8: [16][ROW8] bytes)
-  T* q_s = reinterpret_cast<T*>(smem_raw + Tr::template ring_bytes<KV8>());  // [16][ROW], D > 128
-#if !defined(SWA_OPS_FP8_STAGES) && !defined(SWA_OPS_FP8_WARPS)
-  static_assert(Tr::template ring_bytes<true>() <= Tr::template ring_bytes<false>(),
-                "fp8 rings must not need more shared memory (the split's occupancy query uses "
-                "16-bit's)");
-#endif
-  // The combine reuses the rings: per warp 16 maxima, 16 sums and 16 x D outputs, then 32 ints.
-  static_assert(sizeof(float) * NW * 16 * (D + 2) + 32 * sizeof(int) <=
-                    static_cast<size_t>(Tr::template ring_bytes<KV8>()),
-                "the combine's scratch must fit in the rings");
+  T* kv_s = reinterpret_cast<T*>(smem_raw);       // [NW][NSTAGE][K|V][16][ROW]
+  T* q_s = kv_s + NW * NSTAGE * Tr::kStageElems;  // [16][ROW], D > 128 only
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunk = blockIdx.x % p.head_chunks;
@@ -256,7 +222,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
   const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
   const int bs_mask = p.block_size - 1;
   T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
-  unsigned char* ring8 = smem_raw + warp * NSTAGE * Tr::kStageBytes8;  // fp8 caches
 
   // Tiles start at multiples of 16 from a 16-aligned origin and block sizes are powers of two, so
   // a tile's rows lie in one block (block_size >= 16) or in two halves (block_size 8). Block ids
@@ -285,14 +250,10 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
     row_off[i] = ld_row[i] * static_cast<int>(p.kv_stride_tok) + ld_col[i];
   const bool one_block_tiles = p.block_size >= kTileTokens;
   // fp8 rows: 16-byte chunks (CH8 per row) of the tile, this lane's LOADS8 of them: the byte
-  // offsets in a block (src8) and in a ring stage's K or V tile (dst8).
+  // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
   constexpr int CH8 = D / 16;
   constexpr int LOADS8 = KV8 ? (kTileTokens * CH8 + 31) / 32 : 1;
-#ifdef SWA_OPS_FP8_L2  // an override, for measuring
-  constexpr int kL2Wide8 = SWA_OPS_FP8_L2;
-#else
   constexpr int kL2Wide8 = kL2Wide == 0 ? 0 : (D >= 256 ? 256 : D >= 128 ? 128 : 0);
-#endif
   int src8[LOADS8], dst8[LOADS8];
   const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
   const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
@@ -300,7 +261,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
   for (int i = 0; i < LOADS8; ++i) {
     const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
     src8[i] = row * static_cast<int>(p.kv_stride_tok) + c * 16;
-    dst8[i] = row * ROW8 + c * 16;
+    dst8[i] = row * ROW * 2 + c * 16;
   }
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
@@ -308,9 +269,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
     T* ks = ring + stage * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
-      // fp8 rows (D bytes = D / 16 chunks) into the dense ring rows.
-      unsigned char* ks8 = ring8 + stage * Tr::kStageBytes8;
-      unsigned char* vs8 = ks8 + kTileTokens * ROW8;
+      // fp8 rows (D bytes = D / 16 chunks) into bytes [0, D) of each 16-bit row.
+      unsigned char* ks8 = reinterpret_cast<unsigned char*>(ks);
+      unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
       if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
         // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
         const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
@@ -337,7 +298,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
           off = static_cast<int64_t>(b) * p.kv_stride_block +
                 static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
         }
-        const int dst = row * ROW8 + c * 16;
+        const int dst = row * ROW * 2 + c * 16;
         cp_async16<kL2Wide8>(ks8 + dst, kb8 + off, valid);
         cp_async16<kL2Wide8>(vs8 + dst, vb8 + off, valid);
       }
@@ -493,8 +454,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
-    const unsigned char* ks8 = ring8 + (j % NSTAGE) * Tr::kStageBytes8;  // fp8 caches
-    const unsigned char* vs8 = ks8 + kTileTokens * ROW8;
+    const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
+    const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);
 
     // S = Q K^T for 16 rows x 16 tokens.
     float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -506,7 +467,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
       }
     };
     if constexpr (KV8) {
-      fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * ROW8 + f8_hi * 16), q_operand);
+      fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
     } else {
 #pragma unroll
       for (int kc = 0; kc < KCH; ++kc) {
@@ -598,7 +559,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::template warps<KV8>() * 32
     const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
                             pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
     if constexpr (KV8) {
-      fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * ROW8 + f8_hi * 16));
+      fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
     } else {
 #pragma unroll
       for (int dp = 0; dp < KCH; ++dp) {

@@ -52,7 +52,7 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
 template <typename T, int D, bool SOFTCAP, bool KV8, bool PACKED>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
-  const size_t smem = Tr::template smem_bytes<KV8>();  // fp8: never more than 16-bit (decode_mma.h)
+  const size_t smem = Tr::smem_bytes();
   auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
@@ -61,7 +61,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   // CTAs can be scheduled while it drains, and each waits (griddepcontrol.wait) for its
   // predecessor's writes before reading anything. Plain launches where the attribute is refused.
   const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
-  e = launch_pdl(kernel, grid, dim3(Tr::template warps<KV8>() * 32), smem, stream, p);
+  e = launch_pdl(kernel, grid, dim3(Tr::kWarps * 32), smem, stream, p);
   if (e != cudaSuccess || p.num_parts == 1) return e;
   // One merge CTA per output row: (sequence, head), or (sequence, token < max_query_len, head).
   const int merge_rows = PACKED ? p.num_seqs * p.max_query_len * p.num_heads

@@ -59,16 +59,6 @@ SWA_D void ldmatrix_x2_trans(smem_addr_t addr, uint32_t& r0, uint32_t& r1) {
   r0 = r[0]; r1 = r[1];
 }
 
-// Lane l receives column l/4, rows 2(l%4) (low half) and 2(l%4)+1 (high half) of the 8x8 b16
-// matrix whose row i, columns 2j and 2j+1 lane 4i + j holds.
-SWA_D uint32_t movmatrix_trans(uint32_t a) {
-  const int lane = lane32(), col = lane >> 2, row = (lane & 3) * 2;
-  const int src = col >> 1, shift = (col & 1) * 16;
-  const uint32_t lo = (shfl32(a, 4 * row + src) >> shift) & 0xffffu;
-  const uint32_t hi = (shfl32(a, 4 * (row + 1) + src) >> shift) & 0xffffu;
-  return lo | (hi << 16);
-}
-
 // C[16x8] += A[16x16] * B[16x8] in mma.h's fragment layout. Lane l = 4g + t owns
 // C(g, 2t..2t+1) and C(g+8, 2t..2t+1): it needs rows g and g+8 of A, which lanes 4g..4g+3 hold,
 // and columns 2t and 2t+1 of B, which lanes 8t..8t+3 and 8t+4..8t+7 hold. Source lane q of each
