@@ -284,6 +284,59 @@ def test_cuda_graph_replay_growing_context():
             assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
 
 
+# Short partitions (the decode kernel's ALLIN variant, SWA_OPS_SMALL): gpt-oss-like and
+# single-128k-like shapes, window starts on and off a tile boundary (8 and 9 tiles), small blocks;
+# both paths against the reference.
+@pytest.mark.parametrize("small", ("1", "0"))
+@pytest.mark.parametrize("shape", [
+    # 64 x 8 (sequence, kv head) pairs fill the GPU: no split, 192-token partitions (9 tiles).
+    ([8192, 8191, 8185, 130, 129, 128, 127, 16, 1, 0, 8180, 4097, 2000, 511, 8177, 8178] * 4,
+     64, 8, 64, 16, 128),
+    ([8192, 8191, 8185, 300, 17, 1, 0], 64, 8, 64, 8, 128),
+    ([131072], 32, 8, 128, 16, 4096),
+    ([131065], 32, 8, 128, 32, 4096),
+    ([5000, 4097, 70, 0], 16, 4, 96, 16, 100),
+])
+def test_short_partitions(monkeypatch, small, shape):
+    monkeypatch.setenv("SWA_OPS_SMALL", small)
+    seq_lens, h, kvh, d, bs, w = shape
+    check_case(seq_lens, h, kvh, d, bs, w, torch.bfloat16, seed=21)
+
+
+def test_short_partitions_graph_with_writer_before():
+    # The kernel just before the attention rewrites seq_lens (and the query) inside the graph, so
+    # the ALLIN variant's speculative pre-wait reads may see the old lengths: only its L2 prefetch
+    # may depend on them, never the result.
+    torch.manual_seed(1)
+    H, KVH, D, bs, W, S = 64, 8, 64, 16, 128, 8
+    max_blocks = 8192 // bs
+    dt = torch.bfloat16
+    k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
+    base = torch.tensor([1, 127, 128, 129, 1000, 4095, 8000, 8100], dtype=torch.int32,
+                        device="cuda")
+    lens = base.clone()
+    step_t = torch.zeros(1, dtype=torch.int32, device="cuda")
+    q = torch.randn(S, H, D, device="cuda", dtype=dt)
+    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        torch.add(base, step_t, out=lens)  # the predecessor kernel writes seq_lens
+        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
+    for step in (0, 1, 5, 16, 33, 90):
+        step_t.fill_(step)
+        q.copy_(torch.randn(S, H, D, dtype=dt))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert (lens == base + step).all()
+        ref = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
+        pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W, compute_dtype=dt)
+        err = (out.float() - ref).abs().max().item()
+        assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
+
+
 # ---------------------------------------------------------------------------------------------
 # reshape_and_cache: moves bytes, so exact equality with the reference.
 

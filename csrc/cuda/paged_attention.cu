@@ -102,6 +102,17 @@ bool use_wgmma() {
 #endif
 }
 
+// Short partitions (decode_mma_kernel's ALLIN variant, split.h): when no partition of the split
+// can hold more than 3 tiles per warp, every warp issues all its tiles at once into per-tile
+// buffers (a smaller CTA, so the next call's CTAs fit beside this one's), prefetches them into L2
+// before its predecessor ends, and the merge lets the next kernel launch before its own wait.
+// Host-known values only (the split). SWA_OPS_SMALL=0 turns it off (read per call, for A/B runs
+// and tests of both paths).
+bool use_small_partitions() {
+  const char* e = std::getenv("SWA_OPS_SMALL");
+  return !(e != nullptr && std::string(e) == "0");
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -277,6 +288,17 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.head_chunks = grid_chunks;
   p.num_parts = split.num_parts;
   p.part_tokens = split.part_tokens;
+  p.num_blocks = checked_int(key_cache.size(0), "num_blocks");
+  if (!packed && !d.fp8 && d.head_size <= 128 && use_small_partitions()) {
+    // The most tiles a partition holds: min(P, the longest span) over 16 (split.h).
+    p.allin_tiles = allin_max_tiles(
+        split.part_tokens,
+        max_span_tokens(window, checked_int(max_context, "max_blocks_per_seq * block_size")));
+    // The speculative prefetch reads seq_lens and the block table before the predecessor ends;
+    // per-token multi-token rows read a token map the predecessor writes: no prefetch there.
+    p.prefetch_l2 = p.allin_tiles > 0 && !multi;
+    p.early_trigger = p.allin_tiles > 0;
+  }
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;

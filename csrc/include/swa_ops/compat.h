@@ -368,6 +368,28 @@ SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
 #endif
 }
 
+// Speculative reads for prefetching, allowed before pdl_wait(): an int read at L2 (never
+// allocated in L1, so no stale line there can serve a later __ldg of the same address after the
+// wait), and an L2 prefetch of the 128-byte line holding `gmem` (a hint: no data, no ordering).
+// The value may predate the predecessor kernel's writes: use it only to choose what to prefetch.
+SWA_D int ld_speculative(const int* gmem) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__)
+  int v;
+  asm volatile("ld.global.cg.s32 %0, [%1];\n" : "=r"(v) : "l"(gmem));
+  return v;
+#else
+  return *gmem;
+#endif
+}
+
+SWA_D void prefetch_l2(const void* gmem) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__)
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(gmem));
+#else
+  (void)gmem;
+#endif
+}
+
 SWA_D void cp_async_commit() {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::);

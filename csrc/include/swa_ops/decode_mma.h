@@ -79,7 +79,53 @@ struct DecodeMmaTraits {
     return sizeof(uint16_t) *
            (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
+
+  // Short-partition variant (ALLIN, split.h): one K/V buffer per tile of the longest partition,
+  // and at least what the warps' combine reuses of it. Its gain needs the CTAs its smaller
+  // footprint allows to fit by registers too: 5 per SM at D = 64 (41 KB for gpt-oss's 9 tiles;
+  // <= 102 registers, 95 with nvcc 13.0), 3 at D = 128 (70 KB for 8 tiles; <= 168, 160). Not
+  // forced with __launch_bounds__: a second argument changes the ring kernels' code as well.
+  static size_t allin_smem_bytes(int tiles) {
+    const size_t bufs = sizeof(uint16_t) * tiles * kStageElems;
+    const size_t comb = sizeof(float) * kWarps * 16 * (D + 2) + sizeof(int) * 32;
+    return bufs > comb ? bufs : comb;
+  }
 };
+
+// ALLIN, before pdl_wait(): prefetches into L2 the K/V lines of the tiles this warp will load, so
+// that the next call's DRAM stream starts while the previous kernel is still draining (its
+// CTAs become resident beside the previous grid's: the ALLIN footprint leaves room for them).
+// seq_lens and block_tables are read speculatively: the predecessor may still be writing them,
+// so nothing read here is used after the wait (the real loads read both again). L2 is the
+// coherence point, so a prefetched line is never stale: a later write by the predecessor lands in
+// L2. Every address stays inside the caches whatever the values read: the length is clamped as
+// clamp_seq_len does, the block table is read only inside that length's window (never before it),
+// and block ids outside [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V.
+template <typename T, int D, int NW, int MAX_MINE>
+SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int part) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int cap = p.max_blocks_per_seq << p.log2_block_size;
+  int L = ld_speculative(p.seq_lens + seq);
+  L = L < cap ? (L > 0 ? L : 0) : cap;
+  const SeqSpan sp = seq_span(L, p.window);
+  const int begin = sp.origin + part * p.part_tokens;
+  const int end = min(begin + p.part_tokens, sp.hi);
+  const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+  const T* base = static_cast<const T*>(lane < 16 ? p.k_cache : p.v_cache) + kvh * p.kv_stride_head;
+  constexpr int kRowBytes = D * static_cast<int>(sizeof(T));
+#pragma unroll
+  for (int j = 0; j < MAX_MINE; ++j) {
+    const int t = begin + (warp + NW * j) * kTileTokens + lane % 16;
+    if (t < sp.lo || t >= end) continue;  // also every tile past the partition's last
+    const int b = ld_speculative(bt + (t >> p.log2_block_size));
+    if (b < 0 || b >= p.num_blocks) continue;
+    const unsigned char* row = reinterpret_cast<const unsigned char*>(
+        base + static_cast<int64_t>(b) * p.kv_stride_block +
+        static_cast<int64_t>(t & (p.block_size - 1)) * p.kv_stride_tok);
+#pragma unroll
+    for (int off = 0; off < kRowBytes; off += 128) prefetch_l2(row + off);
+  }
+}
 
 // fp8 e4m3 K/V: a tile's fp8 rows are copied (half the bytes) into the first D bytes of its
 // 16-bit ring rows, and the MMAs read them from there through fp8_frag.h: ldmatrix of the raw
@@ -111,7 +157,11 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
     store16(out + 16 * (i < n_head ? i : i - n_head + last * per_tok), zero);
 }
 
-template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false>
+// ALLIN: the short-partition variant (split.h; p.allin_tiles > 0): every warp issues all of its
+// at most kAllInMaxMine tiles up front into per-tile buffers, and (p.prefetch_l2) prefetches them
+// into L2 before waiting for the predecessor kernel. Single-token, 16-bit caches, D <= 128.
+template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
+          bool ALLIN = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
@@ -122,7 +172,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (KV8 && std::is_same_v<T, bf16_t>) return bf16x2_to_half2_bits(v);
     else return v;
   };
-  constexpr int NW = Tr::kWarps, NSTAGE = Tr::kStages, ROW = Tr::kRow;
+  // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
+  constexpr int NW = Tr::kWarps, NSTAGE = ALLIN ? kAllInMaxMine + 1 : Tr::kStages;
+  constexpr int ROW = Tr::kRow;
+  static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
+                "the short-partition variant is single-token, 16-bit, D <= 128");
   constexpr int CPR = D / 8;                       // 16-byte chunks per row
   constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
   constexpr int NT = D / 8;                        // n-tiles of the output
@@ -149,8 +203,13 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int gc_heads = min(16, p.group - chunk * 16);  // single-token mode: live rows of the M tile
 
   // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
-  // may be scheduled before that kernel ends; nothing is read before the wait, which returns once
-  // the predecessor has finished and its writes (the cache, this step's query) are visible.
+  // may be scheduled before that kernel ends; nothing is read before the wait (but the ALLIN
+  // variant's speculative prefetch), which returns once the predecessor has finished and its
+  // writes (the cache, this step's query) are visible.
+  if constexpr (ALLIN) {
+    if (p.prefetch_l2 && p.seq_of_token == nullptr)
+      prefetch_partition_l2<T, D, NW, kAllInMaxMine>(p, seq, kvh, part);
+  }
   pdl_wait();
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
   // (The fp8 operands hold the values / kFp8OperandScale: fp8_frag.h.)
@@ -266,7 +325,11 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
+    // Stage `stage`: slot of this warp's ring, or (ALLIN) the buffer of its stage-th tile,
+    // warp + NW stage (shared memory holds every tile a partition can have). if constexpr, so
+    // the ring kernels' lambda captures nothing new (an extra capture alone changed their code).
     T* ks = ring + stage * Tr::kStageElems;
+    if constexpr (ALLIN) ks = kv_s + (warp + NW * stage) * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
       // fp8 rows (D bytes = D / 16 chunks) into bytes [0, D) of each 16-bit row.
@@ -355,7 +418,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
   }
   TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
-  if (NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
+  if (!ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
@@ -444,7 +507,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   for (int j = 0; j < n_mine; ++j) {
     const int jn = j + NSTAGE - 1;
-    if (jn < n_mine) {
+    if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
       issue(warp + NW * jn, jn % NSTAGE, next_blk);
       if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
     }
@@ -453,6 +516,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     warp_sync();
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
+    if constexpr (ALLIN) ks = kv_s + (warp + NW * j) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
     const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
     const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);

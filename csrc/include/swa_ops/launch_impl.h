@@ -52,10 +52,21 @@ cudaError_t launch_pdl(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_
 template <typename T, int D, bool SOFTCAP, bool KV8, bool PACKED>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
-  const size_t smem = Tr::smem_bytes();
+  size_t smem = Tr::smem_bytes();
   auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
-  cudaError_t e = allow_smem(kernel, smem, granted);
+  size_t* grant = granted;
+  if constexpr (!PACKED && !KV8 && Tr::kQInRegs) {
+    // Short partitions (p.allin_tiles > 0, chosen by the launcher): the ALLIN variant, with one
+    // buffer per tile of the longest partition (never more than the rings: at most 3 per warp).
+    static size_t granted_allin[64] = {};
+    if (p.allin_tiles > 0) {
+      kernel = decode_mma_kernel<T, D, SOFTCAP, false, false, true>;
+      smem = Tr::allin_smem_bytes(p.allin_tiles);
+      grant = granted_allin;
+    }
+  }
+  cudaError_t e = allow_smem(kernel, smem, grant);
   if (e != cudaSuccess) return e;
   // Both kernels go out as programmatic dependents of their predecessor on the stream: their
   // CTAs can be scheduled while it drains, and each waits (griddepcontrol.wait) for its

@@ -62,29 +62,51 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   // launch may overlap (programmatic dependent launch): wait for it here, and let whatever
   // follows on the stream be scheduled already (it waits for this grid in turn). A CTA with no
   // row (packed mode: a token past its sequence's q_len) waits too, so this grid never completes
-  // before the decode grid does: whatever follows relies on that.
+  // before the decode grid does: whatever follows relies on that. With p.early_trigger (short
+  // partitions) the next kernel may launch even before this wait: this grid's CTAs are all
+  // resident once they reach it, so the next one's can only take what the decode grid frees, and
+  // the next decode's speculative L2 prefetch then overlaps this merge and the decode's tail.
+  if (p.early_trigger) pdl_launch_dependents();
   pdl_wait();
-  pdl_launch_dependents();
+  if (!p.early_trigger) pdl_launch_dependents();
   if (!live) return;
 
-  // One pass, online over this slice's partitions: their loads are independent of each other
-  // and of any reduction, so they are all in flight together (one memory round trip).
+  // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
+  // together before any is used (one L2 round trip per batch; single-128k's 32 partitions over
+  // 4 slices are one batch), then folded in partition order, as a plain loop would.
+  constexpr int kBatch = 8;
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (slice < SLICES) {
     const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + c;
-#pragma unroll 4
-    for (int j = j0 + slice; j < n; j += SLICES) {
-      const float mj = p.part_max[base + j], lj = p.part_sum[base + j];
-      const float4 v = src[static_cast<int64_t>(j) * V4];
-      if (!(lj > 0.f)) continue;  // sentinel of an empty partition
-      const float mn = fmaxf(mx, mj);
-      const float a = fast_exp2(mx - mn);  // mx = -inf at first: 0, and acc is 0 anyway
-      const float w = fast_exp2(mj - mn) * lj;
-      acc.x = acc.x * a + w * v.x; acc.y = acc.y * a + w * v.y;
-      acc.z = acc.z * a + w * v.z; acc.w = acc.w * a + w * v.w;
-      sum = sum * a + w;
-      mx = mn;
+    for (int jb = j0 + slice; jb < n; jb += kBatch * SLICES) {
+      float mjs[kBatch], ljs[kBatch];
+      float4 vs[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int j = jb + b * SLICES;
+        mjs[b] = kNegInfM;
+        ljs[b] = 0.f;  // past n: skipped as a sentinel
+        vs[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (j < n) {
+          mjs[b] = p.part_max[base + j];
+          ljs[b] = p.part_sum[base + j];
+          vs[b] = src[static_cast<int64_t>(j) * V4];
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const float mj = mjs[b], lj = ljs[b];
+        const float4 v = vs[b];
+        if (!(lj > 0.f)) continue;  // sentinel of an empty partition (or past n)
+        const float mn = fmaxf(mx, mj);
+        const float a = fast_exp2(mx - mn);  // mx = -inf at first: 0, and acc is 0 anyway
+        const float w = fast_exp2(mj - mn) * lj;
+        acc.x = acc.x * a + w * v.x; acc.y = acc.y * a + w * v.y;
+        acc.z = acc.z * a + w * v.z; acc.w = acc.w * a + w * v.w;
+        sum = sum * a + w;
+        mx = mn;
+      }
     }
     acc_s[slice][c] = acc;
     if (c == 0) {

@@ -65,6 +65,14 @@ struct DecodeParams {
   const int* query_start_loc;  // [num_seqs + 1] int32 prefix sums of query lengths
   int num_tokens;           // query.size(0): out and the workspace hold num_tokens x num_heads rows
   int max_query_len;        // host bound on every query length (the caller's promise)
+  // ---- short partitions (decode_mma_kernel<..., ALLIN = true>; SWA_OPS_SMALL, launcher)
+  int allin_tiles;          // > 0: every warp issues all its tiles at once into one buffer per
+                            //   tile; the most tiles a partition can hold (host-known), which
+                            //   sizes shared memory. 0: the per-warp cp.async rings
+  int num_blocks;           // key_cache.size(0): bounds the speculative prefetch's block ids
+  bool prefetch_l2;         // ALLIN only: before griddepcontrol.wait, prefetch this CTA's K/V
+                            //   lines into L2 from a speculative read of seq_lens/block_tables
+  bool early_trigger;       // merge: let the next kernel launch before this one's wait
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).

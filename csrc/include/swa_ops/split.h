@@ -42,6 +42,25 @@ SWA_HD int max_span_tokens(int window, int max_context) {
   return w < max_context ? w : max_context;
 }
 
+// ---- Short partitions (decode_mma_kernel<..., ALLIN = true>, chosen by the launcher)
+//
+// When no partition can hold more than kAllInWarps * kAllInMaxMine tiles, each warp issues every
+// tile it owns (tiles w, w + 4, w + 8) at once into a buffer of its own: no ring slot is reused,
+// so no tile waits for another's arrival, and shared memory is one buffer per tile a partition can
+// hold instead of warps x stages (gpt-oss: 9 buffers, 41 KB, instead of 12; more CTAs per SM).
+constexpr int kAllInWarps = 4;    // the decode CTA's warps at head sizes up to 128
+constexpr int kAllInMaxMine = 3;  // tiles per warp
+
+// The most tiles a partition of part_tokens can hold when spans are at most max_span tokens
+// (max_span_tokens), if the ALLIN variant can take them all at once; else 0. A partition covers
+// [begin, min(begin + P, L)) with begin >= origin, so it has at most min(P, L - origin) keys, and
+// L - origin <= max_span for every L the block table allows.
+SWA_HD int allin_max_tiles(int part_tokens, int max_span) {
+  const int keys = part_tokens < max_span ? part_tokens : max_span;
+  const int tiles = (keys + kTileTokens - 1) / kTileTokens;
+  return tiles > 0 && tiles <= kAllInWarps * kAllInMaxMine ? tiles : 0;
+}
+
 // ---- Packed multi-token queries (decode_mma_kernel<..., PACKED = true>, merge_kernel<..., true>)
 //
 // A sequence with q_len query tokens has q_len * group query rows per kv head (group = the GQA
