@@ -1,0 +1,18 @@
+"""Decode rows beside the bench's, to tell the access pattern from the arithmetic (notes/decode.md).
+
+Both extra rows read the same bytes as mistral-32k-fp8 (268 MB):
+- bf16-d64: 16-bit K/V with 128-byte rows (D = 64), as fp8 at D = 128 has;
+- fp8-d256: fp8 K/V with 256-byte rows (D = 256), as bf16 at D = 128 has.
+Usage: python3 notes/row_probe.py [bench args, e.g. --decode --peers none --shapes ...]
+"""
+import sys
+
+from swa_ops import bench
+
+bench.SHAPES += [
+    bench.Shape("bf16-d64", 32, 64, 16, 64, 32768, 4096),
+    bench.Shape("fp8-d256", 32, 16, 8, 256, 32768, 2048, fp8=True),
+]
+
+if __name__ == "__main__":
+    bench.main(sys.argv[1:])
