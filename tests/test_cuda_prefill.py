@@ -228,9 +228,19 @@ def test_prefill_cuda_graph_growing_context():
 
 @pytest.mark.parametrize("head_size", (64, 128, 256))
 def test_mma_sync_variant(monkeypatch, head_size):
-    """On Hopper, head sizes 64/128/256 take the wgmma variant by default; the portable mma.sync
+    """On Hopper, head sizes 64/128/256 take a wgmma kernel by default; the portable mma.sync
     variant (what other GPUs and fp8 caches run) is checked here on the same inputs."""
     monkeypatch.setenv("SWA_OPS_WGMMA", "0")
+    check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size + 1)
+    check([1500, 300], [700, 300], 16, 8, head_size, 32, 4096, seed=12, soft_cap=50.0,
+          use_sinks=True)
+
+
+@pytest.mark.parametrize("head_size", (64, 128, 256))
+def test_wgmma_unspecialized_variant(monkeypatch, head_size):
+    """On Hopper the wgmma head sizes take the warp-specialized kernel (prefill_ws.h) by default;
+    SWA_OPS_PREFILL_WS=0 keeps prefill_mma.h's wgmma variant, checked here on the same inputs."""
+    monkeypatch.setenv("SWA_OPS_PREFILL_WS", "0")
     check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size + 1)
     check([1500, 300], [700, 300], 16, 8, head_size, 32, 4096, seed=12, soft_cap=50.0,
           use_sinks=True)

@@ -125,7 +125,7 @@ SWA_D void wgmma_rs_tb<{t}, {n}>(float* d, const uint32_t* a, uint64_t desc_b, i
 
 out = [HEAD]
 for t in ("bf16_t", "fp16_t"):
-    for n in (32, 64):
+    for n in (32, 64, 128):
         out.append(ss(t, n))
     for n in (64, 128, 192, 256):
         out.append(rs(t, n))

@@ -113,6 +113,13 @@ bool use_small_partitions() {
   return !(e != nullptr && std::string(e) == "0");
 }
 
+// With the Hopper variant: the warp-specialized kernel (prefill_ws.h) unless
+// SWA_OPS_PREFILL_WS=0 (read per call, to A/B it against prefill_mma.h's wgmma variant).
+bool use_prefill_ws() {
+  const char* e = std::getenv("SWA_OPS_PREFILL_WS");
+  return !(e != nullptr && std::string(e) == "0");
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -247,6 +254,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     pp.cta_start = cta_start.data_ptr<int>();
     pp.grid_ctas = checked_int(grid, "prefill CTAs per kv head");
     pp.wgmma = use_wgmma();
+    pp.warp_specialized = use_prefill_ws();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;
     dispatch_head_size(pp.head_size, [&](auto hd) {  // compiled: checked on entry

@@ -4,6 +4,9 @@
 #include "swa_ops/launch.h"
 #include "swa_ops/launch_impl.h"
 #include "swa_ops/prefill_mma.h"
+#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
+#include "swa_ops/prefill_ws.h"
+#endif
 
 namespace swa_ops {
 
@@ -23,6 +26,23 @@ cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
                     p);
 }
 
+#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
+// The warp-specialized Hopper kernel (prefill_ws.h): same plan kernel, 384 threads per CTA.
+template <typename T, int D, bool SOFTCAP>
+cudaError_t launch_prefill_ws(const PrefillParams& p, cudaStream_t stream) {
+  using Tr = PrefillWsTraits<D>;
+  const size_t smem = Tr::smem_bytes();
+  auto kernel = prefill_ws_kernel<T, D, SOFTCAP>;
+  static size_t granted[64] = {};  // one per template instance, indexed by device
+  cudaError_t e = allow_smem(kernel, smem, granted);
+  if (e != cudaSuccess) return e;
+  e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
+  if (e != cudaSuccess || p.grid_ctas == 0) return e;
+  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(Tr::kThreads), smem, stream,
+                    p);
+}
+#endif
+
 template <typename T, int D>
 cudaError_t launch_prefill_t(const PrefillParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
@@ -31,6 +51,9 @@ cudaError_t launch_prefill_t(const PrefillParams& p, cudaStream_t stream) {
                : launch_prefill_typed<T, D, false, true, false>(p, stream);
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
   if constexpr (D % 64 == 0) {
+    if (p.wgmma && p.warp_specialized)
+      return cap ? launch_prefill_ws<T, D, true>(p, stream)
+                 : launch_prefill_ws<T, D, false>(p, stream);
     if (p.wgmma)
       return cap ? launch_prefill_typed<T, D, true, false, true>(p, stream)
                  : launch_prefill_typed<T, D, false, false, true>(p, stream);

@@ -1,0 +1,467 @@
+// Warp-specialized Hopper prefill (sm_90a, 16-bit caches, D in {64, 128, 192, 256}): the
+// FlashAttention-3 structure over the paged cache. Same contract as prefill_mma.h's wgmma variant
+// (rows, key union, masks, soft-cap, sinks, plan kernel, PDL); SWA_OPS_PREFILL_WS=0 selects that
+// variant instead.
+//
+// Roles. Three warpgroups per CTA (384 threads, one CTA per SM):
+//  - warpgroup 0, the producer, gives registers back (setmaxnreg.dec to 56) and only copies K/V
+//    tiles into a ring of kStages shared-memory stages: per tile, wait for the stage's `empty`
+//    barrier, cp.async its keys (zero-filled outside the union, block-table entries read only
+//    inside it), then cp.async.mbarrier.arrive.noinc on the stage's `full` barrier, which
+//    completes when every producer thread's copies have landed.
+//  - warpgroups 1 and 2, the consumers, take registers (setmaxnreg.inc to 224), own 64 packed
+//    rows each, and only run wgmma and the softmax. They never wait for each other's data.
+//
+// Consumer schedule. Per group g = 0..n_tiles a consumer issues one wgmma batch, P(g-1) V(g-1)
+// then S(g) = Q K(g)^T, waits for both, releases stage g-1 (one arrive per warp on `empty`) and
+// runs the softmax of S(g) into P(g). Nothing defines an accumulator while a batch is in flight
+// (the O rescale happens after the wait), so ptxas keeps the chains asynchronous (no C7515).
+// Ping-pong: named barrier kTurn + w is warpgroup w's turn to issue; it waits for its turn before a
+// batch and hands the turn to the other warpgroup right after committing it, so one warpgroup's
+// softmax runs while the other's wgmma batch occupies the tensor cores.
+//
+// Barrier phases: tile j lives in stage j % S; the consumers wait for the (j / S)-th completion
+// of full[j % S] (parity (j / S) & 1); the producer refills stage j % S for j >= S after the
+// (j / S - 1)-th completion of empty[j % S], i.e. once both consumers released tile j - S
+// (tools/ws_model.py checks these rules and the turn hand-off on a host model).
+#pragma once
+
+#include "swa_ops/compat.h"
+#include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
+#include "swa_ops/params.h"
+#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset
+#include "swa_ops/wgmma.h"
+
+namespace swa_ops {
+
+template <int D>
+struct PrefillWsTraits {
+  static constexpr int kThreads = 384;  // producer warpgroup + two consumer warpgroups
+  static constexpr int kBM = kPrefillRows;  // 128: 64 rows per consumer warpgroup
+  // Key tile: 128 keys at D = 128 (S m64n128, as FlashAttention-3; half the batches and
+  // barriers per key of 64), 64 at D = 64 (gpt-oss's W = 128 windows: a 143-key union takes three
+  // 64-key tiles or two 128-key ones, 192 against 256 keys of work), 32 above D = 128 (O's D / 2
+  // accumulators leave little room, and deeper rings need small stages).
+  static constexpr int kBN = D == 128 ? 128 : D == 64 ? 64 : 32;
+  static constexpr int kStageBytes = 2 * kBN * D * 2;  // K tile then V tile, 16-bit
+  static constexpr int kQBytes = kBM * D * 2;
+  // As many stages as fit in 224 KB beside Q (at most 6; 227 KB is the opt-in limit): the
+  // producer keeps kStages - 1 tiles (256 keys at D = 128) in flight ahead of the consumers.
+  static constexpr int kFit = (229376 - kQBytes) / kStageBytes;
+  static constexpr int kStages = kFit < 6 ? kFit : 6;
+  static_assert(kStages >= 2, "the ring needs two stages");
+  static_assert(D % 64 == 0, "64-element column blocks");
+  // Q, the ring, then 2 * kStages mbarriers; 1024 bytes of slack for the swizzle alignment.
+  static constexpr size_t smem_bytes() {
+    return static_cast<size_t>(kQBytes) + static_cast<size_t>(kStages) * kStageBytes +
+           16 * kStages + 1024;
+  }
+};
+
+// --- Hopper synchronisation primitives (sm_90a only; empty elsewhere) -----------------------
+SWA_D uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+SWA_D void mbar_init(uint64_t* bar, uint32_t count) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
+               : "memory");
+#endif
+}
+SWA_D void mbar_init_fence() {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+SWA_D void mbar_arrive(uint64_t* bar) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+#endif
+}
+// Arrives on `bar` once every cp.async this thread issued so far has completed; .noinc: the
+// arrival is one of the count the barrier was initialised with.
+SWA_D void mbar_arrive_cp_async(uint64_t* bar) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar))
+               : "memory");
+#endif
+}
+// Blocks until the phase with this parity has completed.
+SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) {
+#ifdef SWA_OPS_HAS_WGMMA
+  const uint32_t a = smem_u32(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!done);
+#endif
+}
+SWA_D void named_bar_sync(int id, int threads) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+SWA_D void named_bar_arrive(int id, int threads) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+template <int N>
+SWA_D void setmaxnreg_inc() {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+SWA_D void setmaxnreg_dec() {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+// Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
+constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
+constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
+// Registers after reallocation: 56 * 128 + 224 * 256 = 64512 of the SM's 65536 (the producer's
+// address math spilled at 40).
+constexpr int kProducerRegs = 56;
+constexpr int kConsumerRegs = 224;
+
+template <typename T, int D, bool SOFTCAP>
+__global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams p) {
+  using Tr = PrefillWsTraits<D>;
+  constexpr int BM = Tr::kBM, BN = Tr::kBN, NST = Tr::kStages;
+  constexpr int CPR = D / 8;   // 16-byte chunks per row
+  constexpr int KCH = D / 16;  // k-steps of Q K^T
+  constexpr int ONT = D / 8;   // 8-column chunks of O
+  constexpr int SNT = BN / 8;  // 8-column chunks of S
+  constexpr int TILE = BN * D;  // elements of one K (or V) tile
+#ifdef SWA_OPS_NO_L2_HINT
+  constexpr int kL2Wide = 0;
+#else
+  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
+#endif
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* smem_base =
+      smem_raw + (1024 - static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) % 1024) % 1024;
+  T* q_s = reinterpret_cast<T*>(smem_base);  // [BM x D] swizzled: Q, then the output staging
+  T* kv_s = q_s + BM * D;                    // [NST][K | V][BN x D] swizzled
+  uint64_t* full = reinterpret_cast<uint64_t*>(kv_s + NST * 2 * TILE);
+  uint64_t* empty = full + NST;
+
+#if defined(__CUDA_ARCH__) && !defined(SWA_OPS_HAS_WGMMA)
+  __trap();  // compiled without sm_90a: the host never dispatches here
+#endif
+  const int tid = threadIdx.x, lane = tid % 32;
+  const int kvh = blockIdx.y;
+  const int x = blockIdx.x;
+
+  pdl_wait();
+  const int total = p.cta_start[p.num_seqs];
+  if (x >= total) return;  // the whole CTA, before any barrier
+  int s_lo = 0, s_hi = p.num_seqs;
+  while (s_hi - s_lo > 1) {
+    const int mid = (s_lo + s_hi) / 2;
+    if (p.cta_start[mid] <= x) s_lo = mid; else s_hi = mid;
+  }
+  const int seq = s_lo;
+  const int q_begin = p.query_start_loc[seq];
+  const int q_len = max(0, p.query_start_loc[seq + 1] - q_begin);
+  const int n_row_tiles = p.cta_start[seq + 1] - p.cta_start[seq];
+  const int tile = n_row_tiles - 1 - (x - p.cta_start[seq]);
+  const int rows = q_len * p.group;
+  const int row0 = tile * BM;
+  const int cap = p.max_blocks_per_seq << p.log2_block_size;
+  const int L = min(max(p.seq_lens[seq], 0), cap);
+  pdl_launch_dependents();
+
+  // The CTA's key union, as prefill_mma.h. Tiles start at kv_lo itself (no alignment: a key's
+  // copy is one 16-byte chunk per row either way), so the union takes ceil(span / BN) tiles.
+  const int last_row = min(row0 + BM, rows) - 1;
+  const RowSpan first = row_span(row0, rows, p.group, L, q_len, p.window);
+  const RowSpan last = row_span(last_row, rows, p.group, L, q_len, p.window);
+  const int kv_hi = last.hi;
+  const int kv_lo = first.hi > first.lo ? first.lo : 0;
+  const int n_tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
+
+  if (tid == 0) {
+    for (int s = 0; s < NST; ++s) {
+      mbar_init(&full[s], 128);  // one cp.async arrival per producer thread
+      mbar_init(&empty[s], 8);   // one arrival per consumer warp
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();  // the last CTA-wide barrier: the roles never meet again
+
+  const int wg = tid / 128;
+  if (wg == 0) {
+    // ---------------- producer ----------------
+    setmaxnreg_dec<kProducerRegs>();
+    const int pt = tid;  // 0..127
+    const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
+    const int bs_mask = p.block_size - 1;
+    const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
+    const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+    for (int j = 0; j < n_tiles; ++j) {
+      const int stage = j % NST;
+      if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
+      const int t0 = kv_lo + j * BN;
+      T* ks = kv_s + stage * 2 * TILE;
+      T* vs = ks + TILE;
+      static_assert(BN * CPR % 128 == 0, "whole rounds of 16-byte chunks per producer thread");
+      // Unrolled by 4: fully unrolled (16 rounds at D = 128) the hoisted offsets spill.
+#pragma unroll 4
+      for (int k = 0; k < BN * CPR / 128; ++k) {
+        const int i = pt + k * 128;
+        const int r = i / CPR, c = (i % CPR) * 8;
+        const int t = t0 + r;
+        const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
+        int64_t off = 0;
+        if (valid)
+          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
+                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
+        const int so = tile_offset<D, true>(r, c, BN);
+        cp_async16<kL2Wide>(ks + so, k_base + off, valid);
+        cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+      }
+      mbar_arrive_cp_async(&full[stage]);
+    }
+    cp_async_wait<0>();  // nothing of this thread's left in flight when it exits
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  setmaxnreg_inc<kConsumerRegs>();
+  const int cw = wg - 1;              // consumer 0 or 1: rows cw * 64 .. + 63
+  const int ct = tid - 128 * wg;      // thread within the warpgroup
+  const int warp = tid / 32 - 4;      // consumer warp 0..7: rows warp * 16 .. + 15
+  const int wr0 = row0 + warp * 16;
+  const RowSpan ra = row_span(wr0 + (lane >> 2), rows, p.group, L, q_len, p.window);
+  const RowSpan rb = row_span(wr0 + (lane >> 2) + 8, rows, p.group, L, q_len, p.window);
+
+  // This warpgroup's 64 Q rows (rows past the sequence's are zero queries).
+  {
+    const T* qg = static_cast<const T*>(p.q);
+    for (int i = ct; i < 64 * CPR; i += 128) {
+      const int r = cw * 64 + i / CPR, c = (i % CPR) * 8;
+      const int R = row0 + r;
+      const bool valid = R < rows;
+      int64_t off = 0;
+      if (valid)
+        off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
+              static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
+      cp_async16(q_s + tile_offset<D, true>(r, c, BM), qg + off, valid);
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    fence_proxy_async_smem();  // the writers' fence, before wgmma reads Q
+    named_bar_sync(kBarWg + cw, 128);
+  }
+
+  const float scale_log2 = p.scale_log2, cap_pre = p.cap_pre;
+  const int quad_col = (lane & 3) * 2;
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+  float o[ONT][4];
+#pragma unroll
+  for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  float s[SNT][4];
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  uint32_t pa[BN / 16][4];
+#pragma unroll
+  for (int k = 0; k < BN / 16; ++k) pa[k][0] = pa[k][1] = pa[k][2] = pa[k][3] = 0u;
+
+  // One wgmma batch: wait for the turn, issue, hand the turn over, wait for the batch.
+  auto issue_pv = [&](int j) {
+    // V as the MN-major (transposed) B: keys 16 kc2.. are rows of each 64-column block; column
+    // blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
+    const T* vs = kv_s + (j % NST) * 2 * TILE + TILE;
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+      const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
+      wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
+    }
+  };
+  auto issue_s = [&](int j) {
+    // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
+    // kc / 4; 8-row groups 1024 bytes apart (SBO).
+    const T* ks = kv_s + (j % NST) * 2 * TILE;
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc) {
+      const uint64_t da =
+          make_smem_desc(q_s + (kc >> 2) * BM * 64 + cw * 64 * 64 + (kc & 3) * 16, 16, 1024);
+      const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
+      wgmma_ss<T, BN>(&s[0][0], da, db, kc > 0 ? 1 : 0);
+    }
+  };
+  auto wait_full = [&](int j) {
+    mbar_wait(&full[j % NST], (j / NST) & 1);
+    fence_proxy_async_smem();  // the cp.async writes it observed, before wgmma reads them
+  };
+  auto batch_begin = [&]() {
+    named_bar_sync(kBarTurn + cw, 256);
+    reg_fence<SNT * 4>(&s[0][0]);
+    reg_fence<ONT * 4>(&o[0][0]);
+    wgmma_fence();
+  };
+  // Consumer 0 syncs on its turn n_tiles + 1 times; consumer 1 arrives there once up front and
+  // after each of its batches but the last (which would have no taker).
+  auto batch_end = [&](bool last) {
+    wgmma_commit();
+    if (cw == 0 || !last) named_bar_arrive(kBarTurn + (cw ^ 1), 256);
+    wgmma_wait<0>();
+    reg_fence<SNT * 4>(&s[0][0]);
+    reg_fence<ONT * 4>(&o[0][0]);
+  };
+  auto release = [&](int j) {
+    if (lane == 0) mbar_arrive(&empty[j % NST]);  // this warp's wgmma reads of tile j are done
+  };
+
+  // Softmax of S(j) into P(j): logits in log2 units, soft-cap before the mask, online max and
+  // sum, then the O rescale (after the batch's wait: no accumulator is written in flight).
+  auto softmax = [&](int j) {
+    const int t0 = kv_lo + j * BN;
+#pragma unroll
+    for (int n = 0; n < SNT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if constexpr (SOFTCAP)
+          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
+        else
+          s[n][e] *= scale_log2;
+      }
+    const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
+    if (warp_any(!inside)) {
+#pragma unroll
+      for (int n = 0; n < SNT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int t = t0 + n * 8 + quad_col + (e & 1);
+          const RowSpan& rs = e < 2 ? ra : rb;
+          if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
+        }
+    }
+    float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+    for (int n = 0; n < SNT; ++n) {
+      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+    }
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    // A row that has seen no key keeps max -inf: exponentiate against 0, weights exactly 0.
+    const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+    const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+    m0 = mn0;
+    m1 = mn1;
+    float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < SNT; ++n) {
+      s[n][0] = fast_exp2(s[n][0] - ms0);
+      s[n][1] = fast_exp2(s[n][1] - ms0);
+      s[n][2] = fast_exp2(s[n][2] - ms1);
+      s[n][3] = fast_exp2(s[n][3] - ms1);
+      rs0 += s[n][0] + s[n][1];
+      rs1 += s[n][2] + s[n][3];
+    }
+    l0 = l0 * al0 + rs0;
+    l1 = l1 * al1 + rs1;
+    if (warp_any(al0 != 1.f || al1 != 1.f)) {
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) {
+        o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+      }
+    }
+#pragma unroll
+    for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+      pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
+      pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
+      pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+      pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+    }
+  };
+
+  // n_tiles == 0 (no row sees a key): no batch at all, zeros below. Otherwise batch 0 is S(0)
+  // alone, batch g in [1, n_tiles) is P V(g - 1) then S(g), and batch n_tiles is P V(n_tiles - 1)
+  // alone: peeled, so every wgmma sits on a straight path (a wgmma under a condition makes ptxas
+  // serialize them, C7520).
+  if (n_tiles > 0) {
+    if (cw == 1) named_bar_arrive(kBarTurn + 0, 256);  // consumer 0 takes the tensor cores first
+    wait_full(0);
+    batch_begin();
+    issue_s(0);
+    batch_end(false);
+    softmax(0);
+    for (int g = 1; g < n_tiles; ++g) {
+      wait_full(g);
+      batch_begin();
+      issue_pv(g - 1);
+      issue_s(g);
+      batch_end(false);
+      release(g - 1);
+      softmax(g);
+    }
+    batch_begin();
+    issue_pv(n_tiles - 1);
+    batch_end(true);
+    release(n_tiles - 1);
+  }
+
+  // Epilogue, as prefill_mma.h: row sums, the sink, 1 / sum. The rows are staged in this warp's
+  // own rows of the swizzled Q tile: only this warpgroup's S chains read those, and the barrier
+  // below makes sure all of its warps are past their last wait (the other consumer may still be
+  // running S chains over its own Q rows, so the unswizzled staging of prefill_mma.h, which
+  // spans both warpgroups' rows, would race here).
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  const int ra_R = wr0 + (lane >> 2), rb_R = ra_R + 8;
+  if (p.sinks != nullptr) {
+    if (ra_R < rows) {
+      const float sk = p.sinks[kvh * p.group + ra_R % p.group] * kLog2e;
+      const float mx2 = fmaxf(m0, sk), f = fast_exp2(m0 - mx2);
+      l0 = l0 * f + fast_exp2(sk - mx2);
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) { o[nt][0] *= f; o[nt][1] *= f; }
+    }
+    if (rb_R < rows) {
+      const float sk = p.sinks[kvh * p.group + rb_R % p.group] * kLog2e;
+      const float mx2 = fmaxf(m1, sk), f = fast_exp2(m1 - mx2);
+      l1 = l1 * f + fast_exp2(sk - mx2);
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) { o[nt][2] *= f; o[nt][3] *= f; }
+    }
+  }
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  named_bar_sync(kBarWg + cw, 128);
+  const int lr = warp * 16 + (lane >> 2);  // row within the CTA tile
+#pragma unroll
+  for (int nt = 0; nt < ONT; ++nt) {
+    *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr, nt * 8, BM) + quad_col) =
+        pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
+    *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr + 8, nt * 8, BM) + quad_col) =
+        pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
+  }
+  warp_sync();
+  T* out = static_cast<T*>(p.out);
+  for (int i = lane; i < 16 * CPR; i += 32) {
+    const int r = i / CPR, c = (i % CPR) * 8;
+    const int R = wr0 + r;
+    if (R >= rows) continue;
+    const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
+                         kvh * p.group + R % p.group;
+    store16(out + orow * D + c, load16(q_s + tile_offset<D, true>(warp * 16 + r, c, BM)));
+  }
+}
+
+}  // namespace swa_ops
