@@ -6,7 +6,8 @@ parity P passes while the count of completed phases is odd when P = 0, even when
 two phases behind would pass wrongly, so the model also asserts nobody ever is), cp.async copies
 that land at a random later time, named barriers that release once 256 threads' worth of sync and
 arrive have come. Checked, for ring depths 2..6 and 0..12 tiles over many random schedules:
-every wgmma batch reads the tiles it expects from stages whose copies have landed, no stage is
+with and without the intra-warpgroup overlap's early poll (3..6 stages then), every wgmma
+batch reads the tiles it expects from stages whose copies have landed, no stage is
 overwritten while a batch reads it, batches alternate consumer 0, consumer 1, ..., nothing
 deadlocks, and no named barrier is left with arrivals when the CTA ends.
 """
@@ -45,7 +46,7 @@ class NamedBar:
         return self.gen
 
 
-def simulate(n_tiles, nst, rng):
+def simulate(n_tiles, nst, rng, overlap=False):
     full = [MBar(1) for _ in range(nst)]  # the 128 producer arrivals as one
     empty = [MBar(2) for _ in range(nst)]  # the 8 consumer warps as one per warpgroup
     turn = [NamedBar(256), NamedBar(256)]
@@ -98,6 +99,9 @@ def simulate(n_tiles, nst, rng):
             if cw == 0 or not last:
                 turn[cw ^ 1].arrive(128, "arrive")
             yield  # wgmma in flight
+            if overlap and pv is not None and s is not None and s + 1 < n_tiles:
+                # OVERLAP: polls for tile s + 1 while P V(pv) is still in flight
+                yield from wait_mbar(full[(s + 1) % nst], ((s + 1) // nst) & 1, (s + 1) // nst)
             for st in reads:
                 readers[st] -= 1
 
@@ -142,11 +146,19 @@ def simulate(n_tiles, nst, rng):
 def main():
     rng = random.Random(0)
     runs = 0
-    for nst in range(2, 7):
-        for n in range(0, 13):
-            for _ in range(200):
-                simulate(n, nst, rng)
-                runs += 1
+    for overlap in (False, True):
+        # The overlap's early poll for tile g + 1 needs a third stage: with two, tile g + 1 waits
+        # for the release of tile g - 1, which comes after the poll (checked to deadlock below).
+        for nst in range(3 if overlap else 2, 7):
+            for n in range(0, 13):
+                for _ in range(200):
+                    simulate(n, nst, rng, overlap)
+                    runs += 1
+    try:
+        simulate(4, 2, rng, True)
+        raise SystemExit("ws_model: expected the two-stage overlap to deadlock")
+    except AssertionError as e:
+        assert "deadlock" in str(e)
     print(f"ws_model: {runs} random schedules passed")
 
 

@@ -113,11 +113,14 @@ bool use_small_partitions() {
   return !(e != nullptr && std::string(e) == "0");
 }
 
-// With the Hopper variant: the warp-specialized kernel (prefill_ws.h) unless
-// SWA_OPS_PREFILL_WS=0 (read per call, to A/B it against prefill_mma.h's wgmma variant).
-bool use_prefill_ws() {
+// With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
+// wgmma variant, 1 the warp-specialized kernel (prefill_ws.h), 2 (the default) that with the
+// intra-warpgroup overlap. Read per call, to A/B them in one build.
+int prefill_ws_mode() {
   const char* e = std::getenv("SWA_OPS_PREFILL_WS");
-  return !(e != nullptr && std::string(e) == "0");
+  if (e != nullptr && std::string(e) == "0") return 0;
+  if (e != nullptr && std::string(e) == "1") return 1;
+  return 2;
 }
 
 int32_t checked_int(int64_t v, const char* what) {
@@ -254,7 +257,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     pp.cta_start = cta_start.data_ptr<int>();
     pp.grid_ctas = checked_int(grid, "prefill CTAs per kv head");
     pp.wgmma = use_wgmma();
-    pp.warp_specialized = use_prefill_ws();
+    pp.ws = prefill_ws_mode();
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;
     dispatch_head_size(pp.head_size, [&](auto hd) {  // compiled: checked on entry

@@ -28,11 +28,11 @@ cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
 
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
 // The warp-specialized Hopper kernel (prefill_ws.h): same plan kernel, 384 threads per CTA.
-template <typename T, int D, bool SOFTCAP>
+template <typename T, int D, bool SOFTCAP, bool OVERLAP>
 cudaError_t launch_prefill_ws(const PrefillParams& p, cudaStream_t stream) {
   using Tr = PrefillWsTraits<D>;
   const size_t smem = Tr::smem_bytes();
-  auto kernel = prefill_ws_kernel<T, D, SOFTCAP>;
+  auto kernel = prefill_ws_kernel<T, D, SOFTCAP, OVERLAP>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
@@ -51,9 +51,12 @@ cudaError_t launch_prefill_t(const PrefillParams& p, cudaStream_t stream) {
                : launch_prefill_typed<T, D, false, true, false>(p, stream);
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
   if constexpr (D % 64 == 0) {
-    if (p.wgmma && p.warp_specialized)
-      return cap ? launch_prefill_ws<T, D, true>(p, stream)
-                 : launch_prefill_ws<T, D, false>(p, stream);
+    if (p.wgmma && p.ws == 2)
+      return cap ? launch_prefill_ws<T, D, true, true>(p, stream)
+                 : launch_prefill_ws<T, D, false, true>(p, stream);
+    if (p.wgmma && p.ws == 1)
+      return cap ? launch_prefill_ws<T, D, true, false>(p, stream)
+                 : launch_prefill_ws<T, D, false, false>(p, stream);
     if (p.wgmma)
       return cap ? launch_prefill_typed<T, D, true, false, true>(p, stream)
                  : launch_prefill_typed<T, D, false, false, true>(p, stream);

@@ -1,24 +1,30 @@
 // Warp-specialized Hopper prefill (sm_90a, 16-bit caches, D in {64, 128, 192, 256}): the
 // FlashAttention-3 structure over the paged cache. Same contract as prefill_mma.h's wgmma variant
-// (rows, key union, masks, soft-cap, sinks, plan kernel, PDL); SWA_OPS_PREFILL_WS=0 selects that
-// variant instead.
+// (rows, key union, masks, soft-cap, sinks, zeroed rows, plan kernel, PDL, a grid from host-known
+// values). SWA_OPS_PREFILL_WS (read by the launcher) picks 0: prefill_mma.h's variant instead,
+// 1: this kernel without the intra-warpgroup overlap, 2 (default): with it.
 //
-// Roles. Three warpgroups per CTA (384 threads, one CTA per SM):
-//  - warpgroup 0, the producer, gives registers back (setmaxnreg.dec to 56) and only copies K/V
+// Roles. Three warpgroups per CTA (384 threads; one CTA per SM, two at D = 64):
+//  - warpgroup 0, the producer, gives registers back (setmaxnreg.dec) and only copies K/V
 //    tiles into a ring of kStages shared-memory stages: per tile, wait for the stage's `empty`
-//    barrier, cp.async its keys (zero-filled outside the union, block-table entries read only
-//    inside it), then cp.async.mbarrier.arrive.noinc on the stage's `full` barrier, which
-//    completes when every producer thread's copies have landed.
-//  - warpgroups 1 and 2, the consumers, take registers (setmaxnreg.inc to 224), own 64 packed
-//    rows each, and only run wgmma and the softmax. They never wait for each other's data.
+//    barrier, cp.async its keys (zero-filled past the union, block-table entries read only inside
+//    it), then cp.async.mbarrier.arrive.noinc on the stage's `full` barrier, which completes when
+//    every producer thread's copies have landed. (Not TMA: a tile spans blocks of 8..256 tokens
+//    at arbitrary offsets, and the union's edges cut blocks, so it is one 16-byte copy per chunk
+//    either way; the producer warpgroup takes that address math off the consumers.)
+//  - warpgroups 1 and 2, the consumers, take registers (setmaxnreg.inc), own 64 packed rows
+//    each, and only run wgmma and the softmax. They never wait for each other's data.
 //
-// Consumer schedule. Per group g = 0..n_tiles a consumer issues one wgmma batch, P(g-1) V(g-1)
-// then S(g) = Q K(g)^T, waits for both, releases stage g-1 (one arrive per warp on `empty`) and
-// runs the softmax of S(g) into P(g). Nothing defines an accumulator while a batch is in flight
-// (the O rescale happens after the wait), so ptxas keeps the chains asynchronous (no C7515).
-// Ping-pong: named barrier kTurn + w is warpgroup w's turn to issue; it waits for its turn before a
-// batch and hands the turn to the other warpgroup right after committing it, so one warpgroup's
-// softmax runs while the other's wgmma batch occupies the tensor cores.
+// Consumer schedule. Batch 0 is S(0) = Q K(0)^T; batch g in [1, n_tiles) is P V(g - 1) and
+// S(g); batch n_tiles is P V(n_tiles - 1). After a batch's P V completes, its stage is released
+// (one arrive per warp on `empty`); the softmax of S(g) turns it into P(g) (registers, the A
+// operand of the next P V). The O rescale and P's packing come after the wait for the P V in
+// flight, so no non-wgmma instruction writes an accumulator or A operand of an asynchronous
+// wgmma (ptxas would serialize them, C7515). With the overlap, S(g) and P V(g - 1) are separate
+// commit groups and the exponentials of S(g) run while P V(g - 1) is still on the tensor cores.
+// Ping-pong: named barrier kBarTurn + w is consumer w's turn to issue; it waits for its turn
+// before a batch and hands it to the other consumer right after committing, so one consumer's
+// softmax runs while the other's batch occupies the tensor cores.
 //
 // Barrier phases: tile j lives in stage j % S; the consumers wait for the (j / S)-th completion
 // of full[j % S] (parity (j / S) & 1); the producer refills stage j % S for j >= S after the
@@ -32,24 +38,36 @@
 #include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset
 #include "swa_ops/wgmma.h"
 
+#ifndef USE_ROCM  // NVIDIA Hopper only: AMD builds never see this kernel
 namespace swa_ops {
 
 template <int D>
 struct PrefillWsTraits {
   static constexpr int kThreads = 384;  // producer warpgroup + two consumer warpgroups
   static constexpr int kBM = kPrefillRows;  // 128: 64 rows per consumer warpgroup
-  // Key tile: 128 keys at D = 128 (S m64n128, as FlashAttention-3; half the batches and
-  // barriers per key of 64), 64 at D = 64 (gpt-oss's W = 128 windows: a 143-key union takes three
-  // 64-key tiles or two 128-key ones, 192 against 256 keys of work), 32 above D = 128 (O's D / 2
-  // accumulators leave little room, and deeper rings need small stages).
-  static constexpr int kBN = D == 128 ? 128 : D == 64 ? 64 : 32;
+  // Key tile: 128 keys at D = 128 (S m64n128, as FlashAttention-3: half the batches and
+  // barriers per key of 64-key tiles); 32 elsewhere. At D = 64 the 32-key S keeps the consumers
+  // within the 104 registers two CTAs per SM leave them (64-key tiles made ptxas serialize the
+  // wgmma chains there, C7512), and gpt-oss's 143-key unions (W = 128, 16 tokens per CTA) take
+  // 160 keys of work instead of 192; above D = 128, O's D / 2 accumulators leave little room.
+  static constexpr int kBN = D == 128 ? 128 : 32;
   static constexpr int kStageBytes = 2 * kBN * D * 2;  // K tile then V tile, 16-bit
   static constexpr int kQBytes = kBM * D * 2;
-  // As many stages as fit in 224 KB beside Q (at most 6; 227 KB is the opt-in limit): the
+  // CTAs per SM: two at D = 64, where a CTA's work is short (gpt-oss: five 32-key tiles per
+  // CTA), so one CTA's prologue and epilogue hide under the other's tiles; one above.
+  static constexpr int kCtasPerSm = D == 64 ? 2 : 1;
+  // Registers per thread after setmaxnreg (multiples of 8): 128 producer + 256 consumer threads
+  // fill the 168 (one CTA) or 80 (two) that __launch_bounds__ gives each: 56 * 128 + 224 * 256
+  // = 64512, 32 * 128 + 104 * 256 = 30720.
+  static constexpr int kProducerRegs = kCtasPerSm == 1 ? 56 : 32;
+  static constexpr int kConsumerRegs = kCtasPerSm == 1 ? 224 : 104;
+  // As many stages as fit beside Q (at most 6) in 224 KB, or 96 KB per CTA at two per SM: the
   // producer keeps kStages - 1 tiles (256 keys at D = 128) in flight ahead of the consumers.
-  static constexpr int kFit = (229376 - kQBytes) / kStageBytes;
+  static constexpr int kBudget = kCtasPerSm == 1 ? 229376 : 98304;
+  static constexpr int kFit = (kBudget - kQBytes) / kStageBytes;
   static constexpr int kStages = kFit < 6 ? kFit : 6;
-  static_assert(kStages >= 2, "the ring needs two stages");
+  // Three: OVERLAP polls for tile g + 1 before releasing tile g - 1 (tools/ws_model.py).
+  static_assert(kStages >= 3, "the ring needs three stages");
   static_assert(D % 64 == 0, "64-element column blocks");
   // Q, the ring, then 2 * kStages mbarriers; 1024 bytes of slack for the swizzle alignment.
   static constexpr size_t smem_bytes() {
@@ -127,13 +145,10 @@ SWA_D void setmaxnreg_dec() {
 // Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
-// Registers after reallocation: 56 * 128 + 224 * 256 = 64512 of the SM's 65536 (the producer's
-// address math spilled at 40).
-constexpr int kProducerRegs = 56;
-constexpr int kConsumerRegs = 224;
 
-template <typename T, int D, bool SOFTCAP>
-__global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams p) {
+template <typename T, int D, bool SOFTCAP, bool OVERLAP>
+__global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
+    prefill_ws_kernel(const PrefillParams p) {
   using Tr = PrefillWsTraits<D>;
   constexpr int BM = Tr::kBM, BN = Tr::kBN, NST = Tr::kStages;
   constexpr int CPR = D / 8;   // 16-byte chunks per row
@@ -202,7 +217,7 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
   const int wg = tid / 128;
   if (wg == 0) {
     // ---------------- producer ----------------
-    setmaxnreg_dec<kProducerRegs>();
+    setmaxnreg_dec<Tr::kProducerRegs>();
     const int pt = tid;  // 0..127
     const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
     const int bs_mask = p.block_size - 1;
@@ -237,7 +252,7 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
   }
 
   // ---------------- consumers ----------------
-  setmaxnreg_inc<kConsumerRegs>();
+  setmaxnreg_inc<Tr::kConsumerRegs>();
   const int cw = wg - 1;              // consumer 0 or 1: rows cw * 64 .. + 63
   const int ct = tid - 128 * wg;      // thread within the warpgroup
   const int warp = tid / 32 - 4;      // consumer warp 0..7: rows warp * 16 .. + 15
@@ -288,7 +303,7 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
       wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
     }
   };
-  auto issue_s = [&](int j) {
+  auto issue_s = [&](int j, float (&sc)[SNT][4]) {
     // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
     // kc / 4; 8-row groups 1024 bytes apart (SBO).
     const T* ks = kv_s + (j % NST) * 2 * TILE;
@@ -297,7 +312,7 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
       const uint64_t da =
           make_smem_desc(q_s + (kc >> 2) * BM * 64 + cw * 64 * 64 + (kc & 3) * 16, 16, 1024);
       const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
-      wgmma_ss<T, BN>(&s[0][0], da, db, kc > 0 ? 1 : 0);
+      wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
     }
   };
   auto wait_full = [&](int j) {
@@ -323,9 +338,10 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
     if (lane == 0) mbar_arrive(&empty[j % NST]);  // this warp's wgmma reads of tile j are done
   };
 
-  // Softmax of S(j) into P(j): logits in log2 units, soft-cap before the mask, online max and
-  // sum, then the O rescale (after the batch's wait: no accumulator is written in flight).
-  auto softmax = [&](int j) {
+  // Softmax of S(j): logits in log2 units, soft-cap before the mask, online max and sum, the
+  // probabilities in place in s. Returns the two rows' rescale factors of O. Writes nothing a
+  // P V in flight reads or accumulates into.
+  auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
     const int t0 = kv_lo + j * BN;
 #pragma unroll
     for (int n = 0; n < SNT; ++n)
@@ -336,8 +352,12 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
         else
           s[n][e] *= scale_log2;
       }
-    const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
-    if (warp_any(!inside)) {
+    // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
+    // and hi >= lo with the row, so the last live row has the highest lo and the first the
+    // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
+    // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
+    // otherwise wait for the P V in flight at its reconvergence point.
+    if (!(t0 >= last.lo && t0 + BN <= first.hi)) {
 #pragma unroll
       for (int n = 0; n < SNT; ++n)
 #pragma unroll
@@ -375,10 +395,15 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
     }
     l0 = l0 * al0 + rs0;
     l1 = l1 * al1 + rs1;
-    if (warp_any(al0 != 1.f || al1 != 1.f)) {
+    return make_float2(al0, al1);
+  };
+  // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
+  // flight (they write its accumulators and its A operand).
+  auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
+    if (warp_any(al.x != 1.f || al.y != 1.f)) {
 #pragma unroll
       for (int nt = 0; nt < ONT; ++nt) {
-        o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
+        o[nt][0] *= al.x; o[nt][1] *= al.x; o[nt][2] *= al.y; o[nt][3] *= al.y;
       }
     }
 #pragma unroll
@@ -391,24 +416,53 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
   };
 
   // n_tiles == 0 (no row sees a key): no batch at all, zeros below. Otherwise batch 0 is S(0)
-  // alone, batch g in [1, n_tiles) is P V(g - 1) then S(g), and batch n_tiles is P V(n_tiles - 1)
+  // alone, batch g in [1, n_tiles) is P V(g - 1) and S(g), and batch n_tiles is P V(n_tiles - 1)
   // alone: peeled, so every wgmma sits on a straight path (a wgmma under a condition makes ptxas
   // serialize them, C7520).
   if (n_tiles > 0) {
     if (cw == 1) named_bar_arrive(kBarTurn + 0, 256);  // consumer 0 takes the tensor cores first
     wait_full(0);
     batch_begin();
-    issue_s(0);
+    issue_s(0, s);
     batch_end(false);
-    softmax(0);
+    softmax_finish(softmax_probs(0, s), s);
+#pragma unroll 1
     for (int g = 1; g < n_tiles; ++g) {
       wait_full(g);
       batch_begin();
-      issue_pv(g - 1);
-      issue_s(g);
-      batch_end(false);
-      release(g - 1);
-      softmax(g);
+      if constexpr (OVERLAP) {
+        // S(g) first, in its own commit group, then P V(g - 1): the softmax of S(g) runs while
+        // P V(g - 1) is still on the tensor cores (FlashAttention-3's intra-warpgroup overlap).
+        issue_s(g, s);
+        wgmma_commit();
+        issue_pv(g - 1);
+        wgmma_commit();
+        named_bar_arrive(kBarTurn + (cw ^ 1), 256);
+        wgmma_wait<1>();  // S(g)
+        reg_fence<SNT * 4>(&s[0][0]);
+        float2 al = softmax_probs(g, s);
+        // Pin the softmax before the wait: the compiler would otherwise sink the exponentials
+        // (plain asm, no memory effects) past it, and nothing would overlap.
+        reg_fence<SNT * 4>(&s[0][0]);
+        reg_fence<1>(&al.x);
+        reg_fence<1>(&al.y);
+        reg_fence<1>(&l0);
+        reg_fence<1>(&l1);
+        // Poll for the next tile before waiting for P V(g - 1): its own use is small (the next
+        // wait_full passes at once), but the loop is a basic-block boundary, and ptxas otherwise
+        // hoists the wait within its block to before the exponentials.
+        if (g + 1 < n_tiles) mbar_wait(&full[(g + 1) % NST], ((g + 1) / NST) & 1);
+        wgmma_wait<0>();  // P V(g - 1)
+        reg_fence<ONT * 4>(&o[0][0]);
+        release(g - 1);
+        softmax_finish(al, s);
+      } else {
+        issue_pv(g - 1);
+        issue_s(g, s);
+        batch_end(false);
+        release(g - 1);
+        softmax_finish(softmax_probs(g, s), s);
+      }
     }
     batch_begin();
     issue_pv(n_tiles - 1);
@@ -465,3 +519,4 @@ __global__ void __launch_bounds__(384, 1) prefill_ws_kernel(const PrefillParams 
 }
 
 }  // namespace swa_ops
+#endif  // USE_ROCM
