@@ -119,14 +119,23 @@ SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) {
   } while (!done);
 #endif
 }
-SWA_D void named_bar_sync(int id, int threads) {
+// Named barrier A (first) or B (!first), both of `threads` threads. The ids are immediates (a
+// predicated pair, the predicate uniform per warp): with an id in a register ptxas reserves all
+// 16 barriers for the kernel.
+template <int A, int B, int THREADS>
+SWA_D void named_bar_sync(bool first) {
 #ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.u32 p, %0, 0;\n@p bar.sync %1, %3;\n@!p bar.sync %2, %3;\n}\n"
+      ::"r"(static_cast<uint32_t>(first)), "n"(A), "n"(B), "n"(THREADS) : "memory");
 #endif
 }
-SWA_D void named_bar_arrive(int id, int threads) {
+template <int A, int B, int THREADS>
+SWA_D void named_bar_arrive(bool first) {
 #ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.u32 p, %0, 0;\n@p bar.arrive %1, %3;\n@!p bar.arrive %2, %3;\n}\n"
+      ::"r"(static_cast<uint32_t>(first)), "n"(A), "n"(B), "n"(THREADS) : "memory");
 #endif
 }
 template <int N>
@@ -247,7 +256,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       }
       mbar_arrive_cp_async(&full[stage]);
     }
-    cp_async_wait<0>();  // nothing of this thread's left in flight when it exits
+    cp_async_commit();  // the copies went out uncommitted (the barriers track them): commit
+    cp_async_wait<0>();  // and wait, so nothing of this thread's is in flight when it exits
     return;
   }
 
@@ -276,7 +286,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     cp_async_commit();
     cp_async_wait<0>();
     fence_proxy_async_smem();  // the writers' fence, before wgmma reads Q
-    named_bar_sync(kBarWg + cw, 128);
+    named_bar_sync<kBarWg, kBarWg + 1, 128>(cw == 0);
   }
 
   const float scale_log2 = p.scale_log2, cap_pre = p.cap_pre;
@@ -320,7 +330,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     fence_proxy_async_smem();  // the cp.async writes it observed, before wgmma reads them
   };
   auto batch_begin = [&]() {
-    named_bar_sync(kBarTurn + cw, 256);
+    named_bar_sync<kBarTurn, kBarTurn + 1, 256>(cw == 0);
     reg_fence<SNT * 4>(&s[0][0]);
     reg_fence<ONT * 4>(&o[0][0]);
     wgmma_fence();
@@ -329,7 +339,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // after each of its batches but the last (which would have no taker).
   auto batch_end = [&](bool last) {
     wgmma_commit();
-    if (cw == 0 || !last) named_bar_arrive(kBarTurn + (cw ^ 1), 256);
+    if (cw == 0 || !last) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
     wgmma_wait<0>();
     reg_fence<SNT * 4>(&s[0][0]);
     reg_fence<ONT * 4>(&o[0][0]);
@@ -420,7 +430,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // alone: peeled, so every wgmma sits on a straight path (a wgmma under a condition makes ptxas
   // serialize them, C7520).
   if (n_tiles > 0) {
-    if (cw == 1) named_bar_arrive(kBarTurn + 0, 256);  // consumer 0 takes the tensor cores first
+    // Consumer 0 takes the tensor cores first.
+    if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);
     wait_full(0);
     batch_begin();
     issue_s(0, s);
@@ -437,7 +448,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         wgmma_commit();
         issue_pv(g - 1);
         wgmma_commit();
-        named_bar_arrive(kBarTurn + (cw ^ 1), 256);
+        named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
         wgmma_wait<1>();  // S(g)
         reg_fence<SNT * 4>(&s[0][0]);
         float2 al = softmax_probs(g, s);
@@ -497,7 +508,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     }
   }
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-  named_bar_sync(kBarWg + cw, 128);
+  named_bar_sync<kBarWg, kBarWg + 1, 128>(cw == 0);
   const int lr = warp * 16 + (lane >> 2);  // row within the CTA tile
 #pragma unroll
   for (int nt = 0; nt < ONT; ++nt) {
