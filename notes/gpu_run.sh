@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: build, test, bench; logs land in $OUT (the device tool's return folder).
 # Usage: notes/gpu_run.sh MODE [extra bench args...]; MODE: tests | bench | all | final | check |
-#   perf | profile | sweep | debug | prefill (prefill tests + probe) | suite (whole suite, memcheck,
+#   perf | profile | sweep | debug | prefill (prefill tests + probe) | prefillws (prefill tests, the
+#   probe per SWA_OPS_PREFILL_WS kernel, sanitizers) | suite (whole suite, memcheck,
 #   bench without peers) | fidecode / fiprefill (one bench section beside the peers; carry .peers)
 set -uo pipefail
 mode=${1:-all}; shift || true
@@ -67,6 +68,24 @@ if [[ $mode == fp8ab ]]; then
     --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k-fp8 --calls 2 --no-warmup > "$OUT/ncu_fp8.txt" 2>&1
   grep -E "Duration|Throughput|Pipe|Issue|Stall|Warp Cycles|Eligible|Active Warps|L1/TEX Hit|Bank" "$OUT/ncu_fp8.txt" | head -40
+fi
+if [[ $mode == prefillws ]]; then
+  # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;
+  # the tests also force 0 and 1), then the probe per kernel on one warm machine, then memcheck
+  # and synccheck over a few prefill tests.
+  t0=$(date +%s)
+  timeout 300 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -30
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  for ws in 2 1 0; do
+    echo "== SWA_OPS_PREFILL_WS=$ws"
+    SWA_OPS_PREFILL_WS=$ws timeout 90 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe_ws$ws.log"
+  done
+  for tool in memcheck synccheck; do
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
+      -k "gqa and h16-4 or block_sizes or sinks_gptoss or soft_cap_gemma2" 2>&1 | tail -6 | tee "$OUT/sanitizer_$tool.log"
+  done
 fi
 if [[ $mode == fidecode || $mode == fiprefill ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
