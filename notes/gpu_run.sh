@@ -71,8 +71,8 @@ if [[ $mode == fp8ab ]]; then
 fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;
-  # the tests also force 0 and 1), then the probe per kernel on one warm machine, then memcheck
-  # and synccheck over a few prefill tests.
+  # the tests also force 0 and 1), then the probe per kernel on one warm machine, then (SANITIZE=1)
+  # memcheck and synccheck over a few prefill tests.
   t0=$(date +%s)
   timeout 300 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 2>&1 \
     | tee "$OUT/test_prefill.log" | tail -30
@@ -81,11 +81,15 @@ if [[ $mode == prefillws ]]; then
     echo "== SWA_OPS_PREFILL_WS=$ws"
     SWA_OPS_PREFILL_WS=$ws timeout 90 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe_ws$ws.log"
   done
-  for tool in memcheck synccheck; do
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
-      python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
-      -k "gqa and h16-4 or block_sizes or sinks_gptoss or soft_cap_gemma2" 2>&1 | tail -6 | tee "$OUT/sanitizer_$tool.log"
-  done
+  # Sanitizers only with SANITIZE=1 (a second call: build + tests + probes fill most of one).
+  if [[ ${SANITIZE:-0} == 1 ]]; then
+    for tool in memcheck synccheck; do
+      PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
+        python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
+        -k "gqa and h16-4 or block_sizes or sinks_gptoss or soft_cap_gemma2" 2>&1 | tail -6 \
+        | tee "$OUT/sanitizer_$tool.log"
+    done
+  fi
 fi
 if [[ $mode == fidecode || $mode == fiprefill ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
