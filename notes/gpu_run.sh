@@ -3,7 +3,7 @@
 # Usage: notes/gpu_run.sh MODE [extra bench args...]; MODE: tests | bench | all | final | check |
 #   perf | profile | sweep | debug | prefill (prefill tests + probe) | prefillws (prefill tests, the
 #   probe per SWA_OPS_PREFILL_WS kernel, sanitizers) | suite (whole suite, memcheck,
-#   bench without peers) | fidecode / fiprefill (one bench section beside the peers; carry .peers)
+#   bench without peers) | merged (suite, switch A/Bs, probes) | fidecode / fiprefill (one bench section beside the peers; carry .peers)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -68,6 +68,29 @@ if [[ $mode == fp8ab ]]; then
     --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k-fp8 --calls 2 --no-warmup > "$OUT/ncu_fp8.txt" 2>&1
   grep -E "Duration|Throughput|Pipe|Issue|Stall|Warp Cycles|Eligible|Active Warps|L1/TEX Hit|Bank" "$OUT/ncu_fp8.txt" | head -40
+fi
+if [[ $mode == merged ]]; then
+  # After merging helpers' branches: the whole suite, then each new path against its switch on one
+  # machine (prefill: SWA_OPS_PREFILL_WS 2/1/0; decode short partitions: SWA_OPS_SMALL 1/0), the
+  # row-size probe, and the bench's swa_ops rows (no peers).
+  t0=$(date +%s)
+  timeout 330 python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/test_all.log" | tail -12
+  echo "full suite: $(( $(date +%s) - t0 )) s"
+  for ws in 2 1 0; do
+    echo "== SWA_OPS_PREFILL_WS=$ws"
+    SWA_OPS_PREFILL_WS=$ws timeout 60 python3 notes/prefill_probe.py 2>&1 | tee "$OUT/prefill_probe_ws$ws.log"
+  done
+  for sm in 1 0; do
+    echo "== SWA_OPS_SMALL=$sm"
+    SWA_OPS_SMALL=$sm timeout 60 python3 -m swa_ops.bench --decode --peers none --no-warmup \
+      --shapes gptoss,single-128k,gptoss-sinks,mistral-128k,mistral-32k --json "$OUT/bench_small$sm.json" 2>&1 \
+      | grep -v Warn | grep -E "shape|gptoss|single|mistral"
+  done
+  echo "== row probe"
+  timeout 60 python3 notes/row_probe.py --decode --peers none --no-warmup \
+    --shapes mistral-32k,mistral-32k-fp8,bf16-d64,fp8-d256 --json "$OUT/row_probe.json" 2>&1 | grep -v Warn | grep -E "shape|mistral|d64|d256"
+  timeout 150 python3 -m swa_ops.bench --peers none --json "$OUT/bench_nopeers.json" 2>&1 | grep -v Warn \
+    | tee "$OUT/bench_nopeers.log" | tail -24
 fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;
