@@ -114,6 +114,12 @@ if [[ $mode == prefillws ]]; then
     done
   fi
 fi
+if [[ $mode == fiprefill ]]; then
+  t0=$(date +%s)
+  timeout 120 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=5 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -3
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+fi
 if [[ $mode == fidecode || $mode == fiprefill ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
   sec=${mode#fi}

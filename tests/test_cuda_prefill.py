@@ -236,12 +236,12 @@ def test_mma_sync_variant(monkeypatch, head_size):
           use_sinks=True)
 
 
-@pytest.mark.parametrize("ws", ("0", "1"), ids=("mma-wgmma", "ws-no-overlap"))
+@pytest.mark.parametrize("ws", ("0", "2"), ids=("mma-wgmma", "ws-overlap"))
 @pytest.mark.parametrize("head_size", (64, 128, 256))
 def test_wgmma_other_variants(monkeypatch, head_size, ws):
-    """On Hopper the wgmma head sizes take the warp-specialized kernel with the intra-warpgroup
-    overlap (prefill_ws.h) by default; SWA_OPS_PREFILL_WS=0 selects prefill_mma.h's wgmma variant
-    and 1 the warp-specialized kernel without the overlap, checked here on the same inputs."""
+    """On Hopper the wgmma head sizes take the warp-specialized kernel (prefill_ws.h) by default;
+    SWA_OPS_PREFILL_WS=0 selects prefill_mma.h's wgmma variant and 2 the warp-specialized kernel
+    with the intra-warpgroup overlap, checked here on the same inputs."""
     monkeypatch.setenv("SWA_OPS_PREFILL_WS", ws)
     check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size + 1)
     check([1500, 300], [700, 300], 16, 8, head_size, 32, 4096, seed=12, soft_cap=50.0,

@@ -106,21 +106,23 @@ bool use_wgmma() {
 // can hold more than 3 tiles per warp, every warp issues all its tiles at once into per-tile
 // buffers (a smaller CTA, so the next call's CTAs fit beside this one's), prefetches them into L2
 // before its predecessor ends, and the merge lets the next kernel launch before its own wait.
-// Host-known values only (the split). SWA_OPS_SMALL=0 turns it off (read per call, for A/B runs
-// and tests of both paths).
+// Host-known values only (the split). Off unless SWA_OPS_SMALL=1 (read per call, for A/B runs
+// and tests of both paths): run 25 measured no gain (gptoss 10.5 vs 10.7 us, single-128k 12.4
+// vs 12.1, gptoss-sinks 11.2 both; notes/decode.md).
 bool use_small_partitions() {
   const char* e = std::getenv("SWA_OPS_SMALL");
-  return !(e != nullptr && std::string(e) == "0");
+  return e != nullptr && std::string(e) == "1";
 }
 
 // With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
-// wgmma variant, 1 the warp-specialized kernel (prefill_ws.h), 2 (the default) that with the
-// intra-warpgroup overlap. Read per call, to A/B them in one build.
+// wgmma variant, 1 (the default) the warp-specialized kernel (prefill_ws.h), 2 that with the
+// intra-warpgroup overlap (4-6 % slower than 1 in run 25: notes/prefill.md). Read per call, to
+// A/B them in one build.
 int prefill_ws_mode() {
   const char* e = std::getenv("SWA_OPS_PREFILL_WS");
   if (e != nullptr && std::string(e) == "0") return 0;
-  if (e != nullptr && std::string(e) == "1") return 1;
-  return 2;
+  if (e != nullptr && std::string(e) == "2") return 2;
+  return 1;
 }
 
 int32_t checked_int(int64_t v, const char* what) {

@@ -153,8 +153,8 @@ struct PrefillParams {
   bool kv_fp8;
   bool wgmma;                   // take the Hopper (wgmma) variant where it exists (sm_90a build,
                                 //   compute capability 9.x, 16-bit caches, D % 64 == 0)
-  int ws;                       // with wgmma: 0 = prefill_mma.h's wgmma variant; 1 = the
-                                //   warp-specialized kernel (prefill_ws.h); 2 = that with the
+  int ws;                       // with wgmma: 0 = prefill_mma.h's wgmma variant; 1 (default) =
+                                //   the warp-specialized kernel (prefill_ws.h); 2 = that with the
                                 //   intra-warpgroup softmax / P V overlap (SWA_OPS_PREFILL_WS)
 };
 

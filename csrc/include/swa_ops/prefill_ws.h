@@ -2,7 +2,7 @@
 // FlashAttention-3 structure over the paged cache. Same contract as prefill_mma.h's wgmma variant
 // (rows, key union, masks, soft-cap, sinks, zeroed rows, plan kernel, PDL, a grid from host-known
 // values). SWA_OPS_PREFILL_WS (read by the launcher) picks 0: prefill_mma.h's variant instead,
-// 1: this kernel without the intra-warpgroup overlap, 2 (default): with it.
+// 1 (default): this kernel without the intra-warpgroup overlap, 2: with it (slower in run 25).
 //
 // Roles. Three warpgroups per CTA (384 threads; one CTA per SM, two at D = 64):
 //  - warpgroup 0, the producer, gives registers back (setmaxnreg.dec) and only copies K/V
