@@ -342,6 +342,17 @@ struct alignas(16) Vec16 {
 SWA_D Vec16 load16(const void* p) { return *reinterpret_cast<const Vec16*>(p); }
 SWA_D void store16(void* p, const Vec16& v) { *reinterpret_cast<Vec16*>(p) = v; }
 
+// The L2_SPAN cp_async16 asks for when streaming rows of `row_bytes`: 256 B for rows of >= 256 B
+// (+1-2 % measured in decode at D = 128/256), 128 B for rows of >= 128 B, else none.
+// SWA_OPS_NO_L2_HINT compiles plain copies, for comparison.
+SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
+#ifdef SWA_OPS_NO_L2_HINT
+  return 0;
+#else
+  return row_bytes >= 256 ? 256 : row_bytes >= 128 ? 128 : 0;
+#endif
+}
+
 // Copies 16 bytes global -> shared; when `valid` is false it writes 16 zero bytes and reads
 // nothing, so rows outside the visible range are never fetched yet hold finite values (a NaN left
 // in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)

@@ -182,13 +182,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   constexpr int NT = D / 8;                        // n-tiles of the output
   constexpr int LOADS = kTileTokens * CPR / 32;    // 16-byte copies per lane per tile and tensor
   static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
-  // L2 fetch span per request: 256 B for rows of >= 256 B (+1-2 % measured at D = 128/256),
-  // else 128 B. SWA_OPS_NO_L2_HINT compiles the plain copy, for comparison.
-#ifdef SWA_OPS_NO_L2_HINT
-  constexpr int kL2Wide = 0;
-#else
-  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
-#endif
+  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* kv_s = reinterpret_cast<T*>(smem_raw);       // [NW][NSTAGE][K|V][16][ROW]
@@ -312,7 +306,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
   constexpr int CH8 = D / 16;
   constexpr int LOADS8 = KV8 ? (kTileTokens * CH8 + 31) / 32 : 1;
-  constexpr int kL2Wide8 = kL2Wide == 0 ? 0 : (D >= 256 ? 256 : D >= 128 ? 128 : 0);
+  constexpr int kL2Wide8 = l2_span_for_rows(D);
   int src8[LOADS8], dst8[LOADS8];
   const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
   const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;

@@ -10,20 +10,26 @@
 
 namespace swa_ops {
 
+// The plan kernel, then `kernel` (`threads` per CTA, `smem` bytes of dynamic shared memory;
+// `granted`: the kernel instance's per-device record for allow_smem). Both go out as programmatic
+// dependents: each waits for its predecessor's writes before reading anything (the cache write of
+// this chunk, then the plan).
+template <typename Kernel>
+cudaError_t launch_plan_and_prefill(Kernel kernel, size_t smem, int threads, size_t* granted,
+                                    const PrefillParams& p, cudaStream_t stream) {
+  cudaError_t e = allow_smem(kernel, smem, granted);
+  if (e != cudaSuccess) return e;
+  e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
+  if (e != cudaSuccess || p.grid_ctas == 0) return e;
+  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(threads), smem, stream, p);
+}
+
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG>
 cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
   using Tr = PrefillTraits<D, WG>;
-  const size_t smem = Tr::smem_bytes();
-  auto kernel = prefill_mma_kernel<T, D, SOFTCAP, KV8, WG>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
-  cudaError_t e = allow_smem(kernel, smem, granted);
-  if (e != cudaSuccess) return e;
-  // The plan and the prefill go out as programmatic dependents: each waits for its predecessor's
-  // writes before reading anything (the cache write of this chunk, then the plan).
-  e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
-  if (e != cudaSuccess || p.grid_ctas == 0) return e;
-  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(Tr::kThreads), smem, stream,
-                    p);
+  return launch_plan_and_prefill(prefill_mma_kernel<T, D, SOFTCAP, KV8, WG>, Tr::smem_bytes(),
+                                 Tr::kThreads, granted, p, stream);
 }
 
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
@@ -31,15 +37,9 @@ cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
 template <typename T, int D, bool SOFTCAP, bool OVERLAP>
 cudaError_t launch_prefill_ws(const PrefillParams& p, cudaStream_t stream) {
   using Tr = PrefillWsTraits<D>;
-  const size_t smem = Tr::smem_bytes();
-  auto kernel = prefill_ws_kernel<T, D, SOFTCAP, OVERLAP>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
-  cudaError_t e = allow_smem(kernel, smem, granted);
-  if (e != cudaSuccess) return e;
-  e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
-  if (e != cudaSuccess || p.grid_ctas == 0) return e;
-  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(Tr::kThreads), smem, stream,
-                    p);
+  return launch_plan_and_prefill(prefill_ws_kernel<T, D, SOFTCAP, OVERLAP>, Tr::smem_bytes(),
+                                 Tr::kThreads, granted, p, stream);
 }
 #endif
 

@@ -95,6 +95,57 @@ SWA_D int tile_offset(int r, int c, int rows) {
   }
 }
 
+// The S accumulators of a tile (SNT 8-key chunks from key t0; lane's keys t0 + 8n + quad_col +
+// (e & 1), rows ra for e < 2, rb for e >= 2) set to -inf outside each row's window.
+template <int SNT>
+SWA_D void mask_tile(float (&s)[SNT][4], int t0, int quad_col, const RowSpan& ra,
+                     const RowSpan& rb) {
+#pragma unroll
+  for (int n = 0; n < SNT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int t = t0 + n * 8 + quad_col + (e & 1);
+      const RowSpan& rs = e < 2 ? ra : rb;
+      if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
+    }
+}
+
+// One online-softmax step over a tile's logits (log2 units) for the lane's two rows: updates the
+// running maxima m0/m1 and sums l0/l1, turns s into the tile's weights and returns the factors
+// (al0, al1) the rows' earlier output must be scaled by. A row may see no key of this tile (its
+// max stays -inf): it exponentiates against 0 then, so its weights are exactly 0, never NaN.
+template <int SNT>
+SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float& l0, float& l1) {
+  float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+  const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+  const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+  m0 = mn0;
+  m1 = mn1;
+  float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    s[n][0] = fast_exp2(s[n][0] - ms0);
+    s[n][1] = fast_exp2(s[n][1] - ms0);
+    s[n][2] = fast_exp2(s[n][2] - ms1);
+    s[n][3] = fast_exp2(s[n][3] - ms1);
+    rs0 += s[n][0] + s[n][1];
+    rs1 += s[n][2] + s[n][3];
+  }
+  l0 = l0 * al0 + rs0;
+  l1 = l1 * al1 + rs1;
+  return make_float2(al0, al1);
+}
+
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_mma_kernel(const PrefillParams p) {
@@ -107,11 +158,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   constexpr int ONT = D / 8;    // n-tiles of the output
   constexpr int SNT = BN / 8;   // n-tiles of S
   static_assert(D % 16 == 0 && BN % 16 == 0, "head size and key tile must be multiples of 16");
-#ifdef SWA_OPS_NO_L2_HINT
-  constexpr int kL2Wide = 0;
-#else
-  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
-#endif
+  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base = smem_raw;
@@ -318,46 +365,11 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       }
     // Mask unless the whole tile is inside both of this lane's rows' windows, on every lane.
     const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
-    if (warp_any(!inside)) {
-#pragma unroll
-      for (int n = 0; n < SNT; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = t0 + n * 8 + quad_col + (e & 1);
-          const RowSpan& rs = e < 2 ? ra : rb;
-          if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
-        }
-    }
+    if (warp_any(!inside)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
 
-    // Online softmax. A row may see no key of this tile (its max stays -inf): exponentiate
-    // against 0 then, so its weights are exactly 0 and nothing becomes NaN.
-    float mx0 = kNegInf, mx1 = kNegInf;
-#pragma unroll
-    for (int n = 0; n < SNT; ++n) {
-      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-    }
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
-    const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
-    m0 = mn0;
-    m1 = mn1;
-    float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-    for (int n = 0; n < SNT; ++n) {
-      s[n][0] = fast_exp2(s[n][0] - ms0);
-      s[n][1] = fast_exp2(s[n][1] - ms0);
-      s[n][2] = fast_exp2(s[n][2] - ms1);
-      s[n][3] = fast_exp2(s[n][3] - ms1);
-      rs0 += s[n][0] + s[n][1];
-      rs1 += s[n][2] + s[n][3];
-    }
-    l0 = l0 * al0 + rs0;
-    l1 = l1 * al1 + rs1;
+    // Online softmax.
+    const float2 al = online_softmax_tile<SNT>(s, m0, m1, l0, l1);
+    const float al0 = al.x, al1 = al.y;
     if (warp_any(al0 != 1.f || al1 != 1.f)) {
 #pragma unroll
       for (int nt = 0; nt < ONT; ++nt) {

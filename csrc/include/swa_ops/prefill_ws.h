@@ -35,7 +35,7 @@
 #include "swa_ops/compat.h"
 #include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
 #include "swa_ops/params.h"
-#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset
+#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, online_softmax_tile
 #include "swa_ops/wgmma.h"
 
 #ifndef USE_ROCM  // NVIDIA Hopper only: AMD builds never see this kernel
@@ -165,11 +165,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   constexpr int ONT = D / 8;   // 8-column chunks of O
   constexpr int SNT = BN / 8;  // 8-column chunks of S
   constexpr int TILE = BN * D;  // elements of one K (or V) tile
-#ifdef SWA_OPS_NO_L2_HINT
-  constexpr int kL2Wide = 0;
-#else
-  constexpr int kL2Wide = D * sizeof(T) >= 256 ? 256 : 128;
-#endif
+  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base =
@@ -367,45 +363,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
     // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
     // otherwise wait for the P V in flight at its reconvergence point.
-    if (!(t0 >= last.lo && t0 + BN <= first.hi)) {
-#pragma unroll
-      for (int n = 0; n < SNT; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = t0 + n * 8 + quad_col + (e & 1);
-          const RowSpan& rs = e < 2 ? ra : rb;
-          if (t < rs.lo || t >= rs.hi) s[n][e] = kNegInf;
-        }
-    }
-    float mx0 = kNegInf, mx1 = kNegInf;
-#pragma unroll
-    for (int n = 0; n < SNT; ++n) {
-      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-    }
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    // A row that has seen no key keeps max -inf: exponentiate against 0, weights exactly 0.
-    const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
-    const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
-    m0 = mn0;
-    m1 = mn1;
-    float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-    for (int n = 0; n < SNT; ++n) {
-      s[n][0] = fast_exp2(s[n][0] - ms0);
-      s[n][1] = fast_exp2(s[n][1] - ms0);
-      s[n][2] = fast_exp2(s[n][2] - ms1);
-      s[n][3] = fast_exp2(s[n][3] - ms1);
-      rs0 += s[n][0] + s[n][1];
-      rs1 += s[n][2] + s[n][3];
-    }
-    l0 = l0 * al0 + rs0;
-    l1 = l1 * al1 + rs1;
-    return make_float2(al0, al1);
+    if (!(t0 >= last.lo && t0 + BN <= first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
+    return online_softmax_tile<SNT>(s, m0, m1, l0, l1);
   };
   // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
   // flight (they write its accumulators and its A operand).
