@@ -161,6 +161,22 @@ SWA_D float soft_cap_tanh(float x) {
   return 1.f - __fdividef(2.f, e + 1.f);
 }
 
+// Raw QK^T accumulators -> logits in log2 units: cap_post * tanh(s * cap_pre) with a soft-cap,
+// else s * scale_log2 (the kernels fold log2(e) and the scales into these factors). Applied
+// before any mask, so a masked key weighs exactly 0 either way.
+template <bool SOFTCAP, int N>
+SWA_D void scale_logits(float (&s)[N][4], float scale_log2, float cap_pre, float cap_post) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (SOFTCAP)
+        s[n][e] = cap_post * soft_cap_tanh(s[n][e] * cap_pre);
+      else
+        s[n][e] *= scale_log2;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16-bit float conversions, written once for both element types so templates can stay generic.
 template <typename T>

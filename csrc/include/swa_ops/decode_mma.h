@@ -539,15 +539,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     }
 
     // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
-#pragma unroll
-    for (int n = 0; n < 2; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if constexpr (SOFTCAP)
-          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
-        else
-          s[n][e] *= scale_log2;
-      }
+    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
     const int tb = begin + (warp + NW * j) * kTileTokens;
     if constexpr (PACKED) {
       // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or

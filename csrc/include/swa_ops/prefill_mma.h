@@ -146,6 +146,29 @@ SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float
   return make_float2(al0, al1);
 }
 
+// Epilogue statistics of a lane's two rows (packed rows R and R + 8 of the CTA's sequence and kv
+// head): the quad's partial sums added up, then, with sinks, each live row's sink once: its sum
+// and outputs rescaled to max(row max, sink) and exp2(sink - that) added to the sum.
+template <int ONT>
+SWA_D void finish_row_sums(const PrefillParams& p, int kvh, int R, int rows, float m0, float m1,
+                           float& l0, float& l1, float (&o)[ONT][4]) {
+  l0 += shfl_xor(l0, 1);
+  l0 += shfl_xor(l0, 2);
+  l1 += shfl_xor(l1, 1);
+  l1 += shfl_xor(l1, 2);
+  if (p.sinks == nullptr) return;
+  auto add_sink = [&](int r, float m, float& l, int e) {  // e: the row's accumulator pair
+    if (r >= rows) return;
+    const float sk = p.sinks[kvh * p.group + r % p.group] * kLog2e;
+    const float mx2 = fmaxf(m, sk), f = fast_exp2(m - mx2);
+    l = l * f + fast_exp2(sk - mx2);
+#pragma unroll
+    for (int nt = 0; nt < ONT; ++nt) { o[nt][e] *= f; o[nt][e + 1] *= f; }
+  };
+  add_sink(R, m0, l0, 0);
+  add_sink(R + 8, m1, l1, 2);
+}
+
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_mma_kernel(const PrefillParams p) {
@@ -354,15 +377,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   // the O rescale. Shared by both variants: their accumulator layouts agree.
   auto softmax_tile = [&](float (&s)[SNT][4], int t0) {
     // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
-#pragma unroll
-    for (int n = 0; n < SNT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if constexpr (SOFTCAP)
-          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
-        else
-          s[n][e] *= scale_log2;
-      }
+    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
     // Mask unless the whole tile is inside both of this lane's rows' windows, on every lane.
     const bool inside = t0 >= ra.lo && t0 + BN <= ra.hi && t0 >= rb.lo && t0 + BN <= rb.hi;
     if (warp_any(!inside)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
@@ -521,27 +536,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 
   // Epilogue: the row sums, the sink (once per row), 1 / sum, then the rows through this warp's
   // own 16 rows of q_s (no other warp reads them any more) and out as 16-byte stores.
-  l0 += shfl_xor(l0, 1);
-  l0 += shfl_xor(l0, 2);
-  l1 += shfl_xor(l1, 1);
-  l1 += shfl_xor(l1, 2);
-  const int ra_R = wr0 + (lane >> 2), rb_R = ra_R + 8;
-  if (p.sinks != nullptr) {
-    if (ra_R < rows) {
-      const float sk = p.sinks[kvh * p.group + ra_R % p.group] * kLog2e;
-      const float mx2 = fmaxf(m0, sk), f = fast_exp2(m0 - mx2);
-      l0 = l0 * f + fast_exp2(sk - mx2);
-#pragma unroll
-      for (int nt = 0; nt < ONT; ++nt) { o[nt][0] *= f; o[nt][1] *= f; }
-    }
-    if (rb_R < rows) {
-      const float sk = p.sinks[kvh * p.group + rb_R % p.group] * kLog2e;
-      const float mx2 = fmaxf(m1, sk), f = fast_exp2(m1 - mx2);
-      l1 = l1 * f + fast_exp2(sk - mx2);
-#pragma unroll
-      for (int nt = 0; nt < ONT; ++nt) { o[nt][2] *= f; o[nt][3] *= f; }
-    }
-  }
+  finish_row_sums<ONT>(p, kvh, wr0 + (lane >> 2), rows, m0, m1, l0, l1, o);
   const float inv0 = l0 > 0.f ? v_sc / l0 : 0.f, inv1 = l1 > 0.f ? v_sc / l1 : 0.f;
   warp_sync();
   // Unpadded rows of D in the wgmma variant (the swizzled Q tile is dead by now).

@@ -349,15 +349,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // P V in flight reads or accumulates into.
   auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
     const int t0 = kv_lo + j * BN;
-#pragma unroll
-    for (int n = 0; n < SNT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if constexpr (SOFTCAP)
-          s[n][e] = p.cap_post * soft_cap_tanh(s[n][e] * cap_pre);
-        else
-          s[n][e] *= scale_log2;
-      }
+    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
     // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
     // and hi >= lo with the row, so the last live row has the highest lo and the first the
     // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
@@ -445,27 +437,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // below makes sure all of its warps are past their last wait (the other consumer may still be
   // running S chains over its own Q rows, so the unswizzled staging of prefill_mma.h, which
   // spans both warpgroups' rows, would race here).
-  l0 += shfl_xor(l0, 1);
-  l0 += shfl_xor(l0, 2);
-  l1 += shfl_xor(l1, 1);
-  l1 += shfl_xor(l1, 2);
-  const int ra_R = wr0 + (lane >> 2), rb_R = ra_R + 8;
-  if (p.sinks != nullptr) {
-    if (ra_R < rows) {
-      const float sk = p.sinks[kvh * p.group + ra_R % p.group] * kLog2e;
-      const float mx2 = fmaxf(m0, sk), f = fast_exp2(m0 - mx2);
-      l0 = l0 * f + fast_exp2(sk - mx2);
-#pragma unroll
-      for (int nt = 0; nt < ONT; ++nt) { o[nt][0] *= f; o[nt][1] *= f; }
-    }
-    if (rb_R < rows) {
-      const float sk = p.sinks[kvh * p.group + rb_R % p.group] * kLog2e;
-      const float mx2 = fmaxf(m1, sk), f = fast_exp2(m1 - mx2);
-      l1 = l1 * f + fast_exp2(sk - mx2);
-#pragma unroll
-      for (int nt = 0; nt < ONT; ++nt) { o[nt][2] *= f; o[nt][3] *= f; }
-    }
-  }
+  finish_row_sums<ONT>(p, kvh, wr0 + (lane >> 2), rows, m0, m1, l0, l1, o);
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   named_bar_sync<kBarWg, kBarWg + 1, 128>(cw == 0);
   const int lr = warp * 16 + (lane >> 2);  // row within the CTA tile
