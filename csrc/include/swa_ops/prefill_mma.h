@@ -169,6 +169,34 @@ SWA_D void finish_row_sums(const PrefillParams& p, int kvh, int R, int rows, flo
   add_sink(R + 8, m1, l1, 2);
 }
 
+// Where CTA x (below the plan's total) sits: its sequence, the last s with cta_start[s] <= x
+// (empty sequences repeat a value; the last of a run owns x), that sequence's query rows, the
+// CTA's BM-row tile of them (later tiles first: without a window they see the most keys, so they
+// start earliest), and the sequence's length clamped to what its block-table row addresses.
+struct PrefillCta {
+  int seq, q_begin, q_len, rows, row0, L;
+};
+
+template <int BM>
+SWA_D PrefillCta locate_prefill_cta(const PrefillParams& p, int x) {
+  int s_lo = 0, s_hi = p.num_seqs;
+  while (s_hi - s_lo > 1) {
+    const int mid = (s_lo + s_hi) / 2;
+    if (p.cta_start[mid] <= x) s_lo = mid; else s_hi = mid;
+  }
+  PrefillCta c;
+  c.seq = s_lo;
+  c.q_begin = p.query_start_loc[c.seq];
+  c.q_len = max(0, p.query_start_loc[c.seq + 1] - c.q_begin);
+  const int n_row_tiles = p.cta_start[c.seq + 1] - p.cta_start[c.seq];
+  const int tile = n_row_tiles - 1 - (x - p.cta_start[c.seq]);
+  c.rows = c.q_len * p.group;
+  c.row0 = tile * BM;
+  const int cap = p.max_blocks_per_seq << p.log2_block_size;
+  c.L = min(max(p.seq_lens[c.seq], 0), cap);
+  return c;
+}
+
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_mma_kernel(const PrefillParams p) {
@@ -202,25 +230,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   // Everything read below may come from the plan kernel or the predecessor (the cache write of
   // this chunk): launched as a programmatic dependent, wait for them first.
   pdl_wait();
-  const int total = p.cta_start[p.num_seqs];
-  if (x >= total) return;
-  // The sequence whose tiles hold CTA x: the last s with cta_start[s] <= x (empty sequences
-  // repeat a value; the last of a run is the one that owns x).
-  int s_lo = 0, s_hi = p.num_seqs;
-  while (s_hi - s_lo > 1) {
-    const int mid = (s_lo + s_hi) / 2;
-    if (p.cta_start[mid] <= x) s_lo = mid; else s_hi = mid;
-  }
-  const int seq = s_lo;
-  const int q_begin = p.query_start_loc[seq];
-  const int q_len = max(0, p.query_start_loc[seq + 1] - q_begin);
-  const int n_row_tiles = p.cta_start[seq + 1] - p.cta_start[seq];
-  // Later tiles first: without a window they see the most keys, so they start earliest.
-  const int tile = n_row_tiles - 1 - (x - p.cta_start[seq]);
-  const int rows = q_len * p.group;
-  const int row0 = tile * BM;
-  const int cap = p.max_blocks_per_seq << p.log2_block_size;
-  const int L = min(max(p.seq_lens[seq], 0), cap);
+  if (x >= p.cta_start[p.num_seqs]) return;  // the whole CTA, before any barrier
+  const PrefillCta cta = locate_prefill_cta<BM>(p, x);
+  const int seq = cta.seq, q_begin = cta.q_begin, q_len = cta.q_len, rows = cta.rows;
+  const int row0 = cta.row0, L = cta.L;
   pdl_launch_dependents();
 
   // This lane's two rows (lane / 4 and lane / 4 + 8 of its warp) and the CTA's key union.

@@ -183,22 +183,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   const int x = blockIdx.x;
 
   pdl_wait();
-  const int total = p.cta_start[p.num_seqs];
-  if (x >= total) return;  // the whole CTA, before any barrier
-  int s_lo = 0, s_hi = p.num_seqs;
-  while (s_hi - s_lo > 1) {
-    const int mid = (s_lo + s_hi) / 2;
-    if (p.cta_start[mid] <= x) s_lo = mid; else s_hi = mid;
-  }
-  const int seq = s_lo;
-  const int q_begin = p.query_start_loc[seq];
-  const int q_len = max(0, p.query_start_loc[seq + 1] - q_begin);
-  const int n_row_tiles = p.cta_start[seq + 1] - p.cta_start[seq];
-  const int tile = n_row_tiles - 1 - (x - p.cta_start[seq]);
-  const int rows = q_len * p.group;
-  const int row0 = tile * BM;
-  const int cap = p.max_blocks_per_seq << p.log2_block_size;
-  const int L = min(max(p.seq_lens[seq], 0), cap);
+  if (x >= p.cta_start[p.num_seqs]) return;  // the whole CTA, before any barrier
+  const PrefillCta cta = locate_prefill_cta<BM>(p, x);
+  const int seq = cta.seq, q_begin = cta.q_begin, q_len = cta.q_len, rows = cta.rows;
+  const int row0 = cta.row0, L = cta.L;
   pdl_launch_dependents();
 
   // The CTA's key union, as prefill_mma.h. Tiles start at kv_lo itself (no alignment: a key's
