@@ -551,8 +551,13 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   // own 16 rows of q_s (no other warp reads them any more) and out as 16-byte stores.
   finish_row_sums<ONT>(p, kvh, wr0 + (lane >> 2), rows, m0, m1, l0, l1, o);
   const float inv0 = l0 > 0.f ? v_sc / l0 : 0.f, inv1 = l1 > 0.f ? v_sc / l1 : 0.f;
+  // Unpadded rows of D in the wgmma variant. Above D = 64 a warp's staging rows cut across the
+  // swizzled Q tile's column blocks, i.e. across the other warpgroup's Q rows, which that
+  // warpgroup's last S chain (issued after the loop's last __syncthreads) may still be reading:
+  // wait for every warp first. (D = 64, and the mma.sync variant's padded rows: a warp's own Q
+  // rows, which no one else reads.)
+  if constexpr (WG && D > 64) __syncthreads();
   warp_sync();
-  // Unpadded rows of D in the wgmma variant (the swizzled Q tile is dead by now).
   constexpr int OROW = WG ? D : ROW;
   T* stage_o = q_s + warp * 16 * OROW;
 #pragma unroll
