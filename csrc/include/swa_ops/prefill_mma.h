@@ -18,7 +18,7 @@
 // Pipeline. All warps share each K/V tile: the block copies tile j + 1 (cp.async) while every warp
 // computes tile j; fp32 online softmax per row in log2 units, as the decode kernel. No split over
 // keys: a prefill has query tiles enough to fill the GPU, and the work of a CTA is bounded by
-// 64 / group + W keys, never by the context.
+// BM / group + W keys, never by the context.
 #pragma once
 
 #include "swa_ops/compat.h"
@@ -46,8 +46,8 @@ struct PrefillTraits {
   static constexpr int kStages = 1;
   static constexpr int kBN = D <= 128 ? 32 : 16;
 #else
-  // Two stages of 64-key tiles: 87 KB at D = 128, so two CTAs share an SM and one's softmax
-  // overlaps the other's MMAs; 32-key tiles above D = 128 keep two CTAs per SM there as well.
+  // Two stages of 64-key tiles (32 above D = 128). Since 128 rows per CTA (256 threads at ~160
+  // registers), one CTA per SM fits by registers whatever the shared memory would allow.
   static constexpr int kStages = 2;
   static constexpr int kBN = D <= 128 ? 64 : 32;
 #endif
