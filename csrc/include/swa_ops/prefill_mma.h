@@ -197,6 +197,23 @@ SWA_D PrefillCta locate_prefill_cta(const PrefillParams& p, int x) {
   return c;
 }
 
+// A warp's 16 staged output rows (packed rows wr0..wr0 + 15; staged(r, c) points at element c of
+// staging row r) out to the output as 16-byte stores, skipping rows past the sequence's.
+template <typename T, int D, typename Staged>
+SWA_D void store_warp_rows(const PrefillParams& p, int q_begin, int kvh, int wr0, int rows,
+                           int lane, Staged&& staged) {
+  constexpr int CPR = D / 8;  // 16-byte chunks per row
+  T* out = static_cast<T*>(p.out);
+  for (int i = lane; i < 16 * CPR; i += 32) {
+    const int r = i / CPR, c = (i % CPR) * 8;
+    const int R = wr0 + r;
+    if (R >= rows) continue;
+    const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
+                         kvh * p.group + R % p.group;
+    store16(out + orow * D + c, load16(staged(r, c)));
+  }
+}
+
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_mma_kernel(const PrefillParams p) {
@@ -569,15 +586,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
   }
   warp_sync();
-  T* out = static_cast<T*>(p.out);
-  for (int i = lane; i < 16 * CPR; i += 32) {
-    const int r = i / CPR, c = (i % CPR) * 8;
-    const int R = wr0 + r;
-    if (R >= rows) continue;
-    const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
-                         kvh * p.group + R % p.group;
-    store16(out + orow * D + c, load16(stage_o + r * OROW + c));
-  }
+  store_warp_rows<T, D>(p, q_begin, kvh, wr0, rows, lane,
+                        [&](int r, int c) { return stage_o + r * OROW + c; });
 }
 
 // Per sequence, how many CTAs (64-row tiles of its q_len * group packed rows) it gets, as an

@@ -437,15 +437,9 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
   }
   warp_sync();
-  T* out = static_cast<T*>(p.out);
-  for (int i = lane; i < 16 * CPR; i += 32) {
-    const int r = i / CPR, c = (i % CPR) * 8;
-    const int R = wr0 + r;
-    if (R >= rows) continue;
-    const int64_t orow = static_cast<int64_t>(q_begin + R / p.group) * p.num_heads +
-                         kvh * p.group + R % p.group;
-    store16(out + orow * D + c, load16(q_s + tile_offset<D, true>(warp * 16 + r, c, BM)));
-  }
+  store_warp_rows<T, D>(p, q_begin, kvh, wr0, rows, lane, [&](int r, int c) {
+    return q_s + tile_offset<D, true>(warp * 16 + r, c, BM);
+  });
 }
 
 }  // namespace swa_ops
