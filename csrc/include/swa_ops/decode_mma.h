@@ -129,13 +129,14 @@ SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int pa
 
 // fp8 e4m3 K/V: a tile's fp8 rows are copied (half the bytes) into the first D bytes of its
 // 16-bit ring rows, and the MMAs read them from there through fp8_frag.h: ldmatrix of the raw
-// bytes (transposed for V) and two integer ops per pair into fp16 operands, all in registers, so
-// the tensor cores run on fp16, bf16 queries included (rounded to fp16 once: exact in its normal
-// range, saturated at +-65504; P in fp16 is finer than in bf16). k_scale folds into the logit
-// scale and v_scale into the output, each with the operands' factor 256. (Widening through fp32
-// to bf16 in shared memory cost ~8 instructions per value: 1.31x over bf16 in run 13; widening
-// to fp16 in place in shared memory, 1.49x in run 21; in registers, 1.72x in runs 22-24. Denser
-// fp8 rings with more stages or 6 warps per CTA measured no faster: notes/decode.md.)
+// bytes (transposed for V) and a few integer ops per pair into fp16 operands, all in registers,
+// so the tensor cores run on fp16, bf16 queries included (rounded to fp16 once: exact in its
+// normal range, saturated at +-65504; P in fp16 is finer than in bf16). k_scale folds into the
+// logit scale and v_scale into the output, each with the operands' factor 256. (Widening through
+// fp32 to bf16 in shared memory cost ~8 instructions per value: 1.31x over bf16 in run 13;
+// widening to fp16 in place in shared memory, 1.49x in run 21; in registers, 1.67-1.73x in runs
+// 22-25. Denser fp8 rings with more stages or 6 warps per CTA measured no faster:
+// notes/decode.md.)
 
 // Packed mode: query tokens outside every sequence's query range (a CUDA-graph batch's padding
 // past query_start_loc[num_seqs], or before query_start_loc[0]) see no key, so their rows are
@@ -355,9 +356,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
           off = static_cast<int64_t>(b) * p.kv_stride_block +
                 static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
         }
-        const int dst = row * ROW * 2 + c * 16;
-        cp_async16<kL2Wide8>(ks8 + dst, kb8 + off, valid);
-        cp_async16<kL2Wide8>(vs8 + dst, vb8 + off, valid);
+        cp_async16<kL2Wide8>(ks8 + dst8[i], kb8 + off, valid);
+        cp_async16<kL2Wide8>(vs8 + dst8[i], vb8 + off, valid);
       }
       return;
     }

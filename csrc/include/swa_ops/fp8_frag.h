@@ -40,7 +40,8 @@ namespace swa_ops {
 // fp8 operands hold the cache's e4m3 values divided by this.
 constexpr float kFp8OperandScale = SWA_OPS_FP8_CVT ? 1.f : 256.f;
 
-// e4m3 bytes 1 and 3 of x -> an fp16 pair (low half from byte 1), each e4m3 value / kFp8OperandScale.
+// e4m3 bytes 1 and 3 of x -> an fp16 pair (low half from byte 1), each e4m3 value divided by
+// kFp8OperandScale.
 SWA_D uint32_t fp8_pair_b13(uint32_t x) {
 #if SWA_OPS_FP8_CVT
   return e4m3x2_to_half2_bits(((x >> 8) & 0xffu) | ((x >> 16) & 0xff00u));

@@ -34,10 +34,10 @@ constexpr int kPrefillWarps = kPrefillRows / 16;  // kPrefillRows (params.h): BM
 // WG: the Hopper variant (sm_90a, D = 64/128/192/256, 16-bit caches). Each four warps are a
 // warpgroup with 64 of the rows: S = Q K^T is one wgmma m64nBNk16 chain with Q and K read from
 // shared memory, and O += P V one wgmma m64nDk16 chain with P from the S registers and V read
-// transposed from shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma reads (rows of
-// 64-element column blocks, 16-byte chunk c of row r at chunk c ^ (r % 8)), which is also
-// conflict-free for the cp.async writes. The accumulator layouts equal the mma.sync ones, so
-// masking, softmax and the epilogue are shared.
+// transposed from shared memory. Its tiles are stored unpadded with the 128-byte swizzle wgmma
+// reads (rows of 64-element column blocks, 16-byte chunk c of row r at chunk c ^ (r % 8)), which
+// is also conflict-free for the cp.async writes. The accumulator layouts equal the mma.sync ones,
+// so masking, softmax and the epilogue are shared.
 template <int D, bool WG = false>
 struct PrefillTraits {
   static constexpr int kThreads = kPrefillWarps * 32;
