@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -301,6 +302,49 @@ def test_short_partitions(monkeypatch, small, shape):
     monkeypatch.setenv("SWA_OPS_SMALL", small)
     seq_lens, h, kvh, d, bs, w = shape
     check_case(seq_lens, h, kvh, d, bs, w, torch.bfloat16, seed=21)
+
+
+def decode_kernels_launched(fn):
+    """Names of the decode kernels `fn` launched (profiler), or None where it records none."""
+    from torch.autograd import DeviceType
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()
+             if e.device_type == DeviceType.CUDA and "decode_mma_kernel" in e.name]
+    return names or None
+
+
+def last_template_flag(name):
+    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP>'s last argument, from a demangled
+    ("true", "(bool)1") or mangled (the last "Lb1E") kernel name."""
+    m = re.search(r"decode_mma_kernel<(.*)>", name)
+    if m:
+        return m.group(1).replace(" ", "").split(",")[-1] in ("true", "(bool)1", "1")
+    flags = re.findall(r"Lb([01])E", name)
+    assert len(flags) == 5, name
+    return flags[-1] == "1"
+
+
+# Both tile layouts of the single-token decode kernel (SWA_OPS_SWAP): groups of <= 8 heads run
+# on the N side of the MMAs by default (swap_frag.h); "0" keeps them on the M side. Every group
+# size up to 8 (odd ones leave dead columns), every head size, splits, windows on and off tile
+# boundaries, block size 8 (two blocks per tile), soft-cap, sinks, fp8.
+@pytest.mark.parametrize("swap", ("1", "0"))
+@pytest.mark.parametrize("head_size", (64, 80, 96, 128, 192, 256))
+@pytest.mark.parametrize("group", (1, 3, 4, 8))
+def test_swapped_tiles(monkeypatch, swap, head_size, group):
+    monkeypatch.setenv("SWA_OPS_SWAP", swap)
+    seed = head_size + group
+    names = decode_kernels_launched(
+        lambda: check_case([5000, 4097, 300, 17, 1, 0], 2 * group, 2, head_size, 16, 1000,
+                           torch.bfloat16, seed=seed))
+    if names is not None:  # the layout the switch asks for is the one that ran
+        assert all(last_template_flag(n) == (swap == "1") for n in names), names
+    check_case([20000, 129], group, 1, head_size, 8, 0, torch.float16, seed=seed + 1,
+               soft_cap=30.0, use_sinks=True)
+    check_fp8([4100, 700, 1, 0], 2 * group, 2, head_size, 16, 2047, seed=seed + 2,
+              use_sinks=group == 8)
 
 
 def test_short_partitions_graph_with_writer_before():

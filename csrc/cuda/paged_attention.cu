@@ -114,6 +114,15 @@ bool use_small_partitions() {
   return e != nullptr && std::string(e) == "1";
 }
 
+// Single-token decode with a GQA group of <= 8 heads puts the heads on the N side of the MMAs
+// (decode_mma_kernel<..., SWAP = true>, swap_frag.h: half the MMAs and exponentials per tile).
+// Default on; SWA_OPS_SWAP=0 keeps the heads on the M side (read per call, for A/B runs and tests
+// of both tile layouts).
+bool use_swapped_tiles() {
+  const char* e = std::getenv("SWA_OPS_SWAP");
+  return e == nullptr || std::string(e) != "0";
+}
+
 // With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
 // wgmma variant, 1 (the default) the warp-specialized kernel (prefill_ws.h), 2 that with the
 // intra-warpgroup overlap (4-6 % slower than 1 in run 25: notes/prefill.md). Read per call, to
@@ -312,6 +321,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.prefetch_l2 = p.allin_tiles > 0 && !multi;
     p.early_trigger = p.allin_tiles > 0;
   }
+  p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;

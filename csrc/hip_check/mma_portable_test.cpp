@@ -82,6 +82,8 @@ float e4m3_to_float(uint8_t b) {  // e4m3fn: bias 7, no infinities (0x7f / 0xff,
   return (b & 0x80) ? -v : v;
 }
 uint16_t fp16_bits(float v);  // below: bits of an fp16 that represents v exactly
+template <typename T>
+uint32_t pack2(float lo, float hi);  // below: exact values only
 uint32_t e4m3x2_to_half2_bits(uint32_t pair) {
   return fp16_bits(e4m3_to_float(pair & 0xff)) |
          (static_cast<uint32_t>(fp16_bits(e4m3_to_float((pair >> 8) & 0xff))) << 16);
@@ -91,6 +93,7 @@ uint32_t e4m3x2_to_half2_bits(uint32_t pair) {
 
 #include "swa_ops/mma_portable.h"
 #include "swa_ops/fp8_frag.h"
+#include "swa_ops/swap_frag.h"
 
 namespace {
 
@@ -125,6 +128,10 @@ void warp_run(F f) {
 namespace swa_ops {
 // Normal fp16 values (every nonzero e4m3 value is one) and 0.
 uint16_t fp16_bits(float v) { return bits_of(v, false); }
+template <>
+uint32_t pack2<fp16_t>(float lo, float hi) { return pack(lo, hi, false); }
+template <>
+uint32_t pack2<bf16_t>(float lo, float hi) { return pack(lo, hi, true); }
 }  // namespace swa_ops
 namespace {
 
@@ -263,6 +270,114 @@ void test_fp8_tile(std::mt19937& rng) {
   });
 }
 
+void test_movmatrix(std::mt19937& rng) {
+  uint16_t X[8][8];
+  std::uniform_int_distribution<int> v(0, 0xffff);
+  for (auto& row : X) for (uint16_t& e : row) e = static_cast<uint16_t>(v(rng));
+  warp_run([&](int l) {
+    const int g = l / 4, t = l % 4;
+    const uint32_t x = X[g][2 * t] | (static_cast<uint32_t>(X[g][2 * t + 1]) << 16);
+    const uint32_t want = X[2 * t][g] | (static_cast<uint32_t>(X[2 * t + 1][g]) << 16);
+    expect(movmatrix_trans(x) == want, "movmatrix_trans", l, 0);
+  });
+}
+
+// One swapped decode tile (swap_frag.h): S^T = K Q^T for 16 keys x 8 heads and O^T = V^T P^T,
+// from the ring's padded rows (16-bit caches) or the raw e4m3 bytes in them (fp8), for D = 48
+// (an ldmatrix x4 and an x2 on the fp8 path), against plain loops. Lanes' P^T operands come
+// from the S^T accumulator layout through swap_p_operands, as in the kernel.
+template <typename MT, bool FP8>
+void test_swap_tile(std::mt19937& rng, const char* name) {
+  constexpr bool kBf16 = std::is_same<MT, bf16_t>::value;
+  constexpr int D = 48, KCH = D / 16;
+  constexpr int kRow = D + 8, kRowBytes = 2 * kRow;  // the decode ring's padded 16-bit rows
+  std::uniform_int_distribution<int> half_steps(-6, 6), exp(0, 10), man(0, 7), coin(0, 1);
+  auto e4m3 = [&]() -> uint8_t {
+    if (coin(rng) && coin(rng)) return 0;
+    return static_cast<uint8_t>((coin(rng) << 7) | (exp(rng) << 3) | man(rng));
+  };
+  float Q[8][D], P[16][8], K[16][D], V[16][D];  // P: keys x heads, as S^T
+  std::vector<uint8_t> ks(16 * kRowBytes, 0x7f), vs(16 * kRowBytes, 0x7f);
+  for (auto& row : Q) for (float& v : row) v = half_steps(rng) * 0.5f;
+  for (auto& row : P) for (float& v : row) v = half_steps(rng) * 0.5f;
+  for (int k = 0; k < 16; ++k)
+    for (int d = 0; d < D; ++d) {
+      if constexpr (FP8) {
+        ks[k * kRowBytes + d] = e4m3();
+        vs[k * kRowBytes + d] = e4m3();
+        K[k][d] = e4m3_to_float(ks[k * kRowBytes + d]);
+        V[k][d] = e4m3_to_float(vs[k * kRowBytes + d]);
+      } else {
+        K[k][d] = half_steps(rng) * 0.5f;
+        V[k][d] = half_steps(rng) * 0.5f;
+        const uint16_t kb = bits_of(K[k][d], kBf16), vb = bits_of(V[k][d], kBf16);
+        std::memcpy(&ks[k * kRowBytes + 2 * d], &kb, 2);
+        std::memcpy(&vs[k * kRowBytes + 2 * d], &vb, 2);
+      }
+    }
+  const float f = FP8 ? kFp8OperandScale : 1.f;
+  float S_ref[16][8], O_ref[D][8];
+  for (int k = 0; k < 16; ++k)
+    for (int h = 0; h < 8; ++h) {
+      float acc = 0.f;
+      for (int d = 0; d < D; ++d) acc += Q[h][d] * K[k][d];
+      S_ref[k][h] = acc / f;
+    }
+  for (int d = 0; d < D; ++d)
+    for (int h = 0; h < 8; ++h) {
+      float acc = 0.f;
+      for (int k = 0; k < 16; ++k) acc += V[k][d] * P[k][h];
+      O_ref[d][h] = acc / f;
+    }
+  warp_run([&](int l) {
+    const int g = l / 4, t = l % 4;
+    uint32_t qb[KCH][2];  // Q^T's B fragments, as the kernel loads them
+    for (int kc = 0; kc < KCH; ++kc) {
+      const float* q = Q[g];
+      if constexpr (FP8) {
+        const int d = kc * 16 + 4 * t;
+        fp8_split_pairs(pack(q[d], q[d + 1], false), pack(q[d + 2], q[d + 3], false), qb[kc][0],
+                        qb[kc][1]);
+      } else {
+        const int d = kc * 16 + 2 * t;
+        qb[kc][0] = pack(q[d], q[d + 1], kBf16);
+        qb[kc][1] = pack(q[d + 8], q[d + 9], kBf16);
+      }
+    }
+    float s[4] = {};
+    if constexpr (FP8) {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
+      fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), qb);
+    } else {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, col = (l >> 4) * 8;
+      swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + col * 2), qb);
+    }
+    expect(s[0] == S_ref[g][2 * t], name, l, 0);
+    expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
+    expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
+    expect(s[3] == S_ref[g + 8][2 * t + 1], name, l, 3);
+    // P^T from this lane's S^T-layout values (keys g, g + 8; heads 2t, 2t + 1).
+    const float p_acc[4] = {P[g][2 * t], P[g][2 * t + 1], P[g + 8][2 * t], P[g + 8][2 * t + 1]};
+    uint32_t pb0, pb1;
+    swap_p_operands<MT>(p_acc, pb0, pb1);
+    float o[KCH][4] = {};
+    if constexpr (FP8) {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
+      fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + hi16 * 16), pb0, pb1);
+    } else {
+      const int row = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
+      swap_pv<MT, KCH>(o, smem_addr(vs.data() + row * kRowBytes + col * 2), pb0, pb1);
+    }
+    for (int c = 0; c < KCH; ++c) {
+      const int d_lo = swap_out_dim(c, g, FP8), d_hi = swap_out_dim(c, g + 8, FP8);
+      expect(o[c][0] == O_ref[d_lo][2 * t], name, l, 4 * c);
+      expect(o[c][1] == O_ref[d_lo][2 * t + 1], name, l, 4 * c + 1);
+      expect(o[c][2] == O_ref[d_hi][2 * t], name, l, 4 * c + 2);
+      expect(o[c][3] == O_ref[d_hi][2 * t + 1], name, l, 4 * c + 3);
+    }
+  });
+}
+
 template <typename T>
 void test_mma(std::mt19937& rng, const char* name) {
   constexpr bool kBf16 = std::is_same<T, bf16_t>::value;
@@ -305,13 +420,18 @@ int main() {
     test_mma<fp16_t>(rng, "mma_16816<fp16>");
     test_mma<bf16_t>(rng, "mma_16816<bf16>");
     test_fp8_tile(rng);
+    test_movmatrix(rng);
+    test_swap_tile<bf16_t, false>(rng, "swap tile bf16");
+    test_swap_tile<fp16_t, false>(rng, "swap tile fp16");
+    test_swap_tile<fp16_t, true>(rng, "swap tile fp8");
   }
   if (g_failures) {
     std::printf("mma_portable_test: %d mismatches\n", g_failures);
     return 1;
   }
   std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2(_trans), "
-              "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv): 20 random cases each, all "
+              "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv), movmatrix_trans, swapped "
+              "decode tile (bf16, fp16, fp8): 20 random cases each, all "
               "lanes exact\n");
   return 0;
 }

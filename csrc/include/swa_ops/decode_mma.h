@@ -36,6 +36,7 @@
 #include "swa_ops/compat.h"
 #include "swa_ops/mma.h"
 #include "swa_ops/fp8_frag.h"  // after mma.h: uses its ldmatrix and mma
+#include "swa_ops/swap_frag.h"  // after both
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
 
@@ -161,8 +162,11 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 // ALLIN: the short-partition variant (split.h; p.allin_tiles > 0): every warp issues all of its
 // at most kAllInMaxMine tiles up front into per-tile buffers, and (p.prefetch_l2) prefetches them
 // into L2 before waiting for the predecessor kernel. Single-token, 16-bit caches, D <= 128.
+// SWAP: groups of <= 8 heads on the N side of the MMAs (swap_frag.h: half the MMAs and
+// exponentials per tile); single-token only. The copies, rings, masks' bounds, partitions and the
+// combine's arithmetic are the same; only the tile math and the accumulators' layout differ.
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
-          bool ALLIN = false>
+          bool ALLIN = false, bool SWAP = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
   using Tr = DecodeMmaTraits<D>;
@@ -178,6 +182,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   constexpr int ROW = Tr::kRow;
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
+  static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
   constexpr int CPR = D / 8;                       // 16-byte chunks per row
   constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
   constexpr int NT = D / 8;                        // n-tiles of the output
@@ -394,10 +399,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int n_tiles = (end - begin + kTileTokens - 1) / kTileTokens;
   const int n_mine = warp < n_tiles ? (n_tiles - warp + NW - 1) / NW : 0;
 
-  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;  // rows lane/4 and lane/4 + 8
-  float o[NT][4];
+  // Rows lane/4 and lane/4 + 8 (SWAP: heads 2 (lane % 4) and 2 (lane % 4) + 1).
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+  constexpr int NO = SWAP ? KCH : NT;  // SWAP: D / 16 M-tiles of O^T, else D / 8 n-tiles of O
+  float o[NO][4];
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  for (int nt = 0; nt < NO; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
   {
@@ -420,9 +427,28 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     return static_cast<const T*>(p.q) + static_cast<int64_t>(packed_tok(r)) * p.q_stride_tok +
            static_cast<int64_t>(packed_head(r)) * p.q_stride_head;
   };
-  uint32_t q_frag[Tr::kQInRegs ? KCH : 1][4];
+  uint32_t q_frag[Tr::kQInRegs && !SWAP ? KCH : 1][4];
+  uint32_t qb[SWAP ? KCH : 1][2];  // SWAP: Q^T's B fragments, every D (they take half the room)
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-  if constexpr (Tr::kQInRegs) {
+  if constexpr (SWAP) {
+    // b0 = d (2t, 2t + 1) and b1 = d (2t + 8, 2t + 9) of head g = lane / 4 (heads >= gc: zero
+    // queries); fp8 caches: the fp8_q_dim order, as below.
+    const int g = lane >> 2, c = (lane & 3) * 2;
+    const uint32_t* q_h = reinterpret_cast<const uint32_t*>(
+        q_g + static_cast<int64_t>(head0 + (g < gc ? g : 0)) * p.q_stride_head);
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc) {
+      if constexpr (KV8) {
+        const int w = (kc * 16 + 2 * c) / 2;
+        const uint32_t w0 = g < gc ? qcv(__ldg(q_h + w)) : 0u;
+        const uint32_t w1 = g < gc ? qcv(__ldg(q_h + w + 1)) : 0u;
+        fp8_split_pairs(w0, w1, qb[kc][0], qb[kc][1]);
+      } else {
+        qb[kc][0] = g < gc ? qcv(__ldg(q_h + (kc * 16 + c) / 2)) : 0u;
+        qb[kc][1] = g < gc ? qcv(__ldg(q_h + (kc * 16 + c + 8) / 2)) : 0u;
+      }
+    }
+  } else if constexpr (Tr::kQInRegs) {
     // Straight from global in fragment order: a[0] = (r, c..c+1), a[1] = (r+8, c..),
     // a[2] = (r, c+8..), a[3] = (r+8, c+8..) with r = lane / 4, c = 2 (lane % 4); for fp8
     // caches the k pairs c and c + 8 are d (2c, 2c + 2) and (2c + 1, 2c + 3) (fp8_q_dim).
@@ -515,119 +541,175 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
     const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);
 
-    // S = Q K^T for 16 rows x 16 tokens.
-    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-    auto q_operand = [&](int kc, uint32_t (&a)[4]) {
-      if constexpr (Tr::kQInRegs) {
-        a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
-      } else {
-        ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
+    if constexpr (SWAP) {
+      // S^T = K Q^T: keys lane / 4 and lane / 4 + 8 by heads 2t, 2t + 1 (swap_frag.h).
+      float s[1][4] = {{0.f, 0.f, 0.f, 0.f}};
+      if constexpr (KV8)
+        fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), qb);
+      else
+        swap_qk<MT, KCH>(s[0], smem_addr(ks + a_row * ROW + a_col), qb);
+      scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
+      const int tb = begin + (warp + NW * j) * kTileTokens;
+      if (tb < span.lo || tb + kTileTokens > end) {
+        const int k0 = tb + (lane >> 2), k1 = k0 + 8;
+        if (k0 < span.lo || k0 >= end) s[0][0] = s[0][1] = kNegInf;
+        if (k1 < span.lo || k1 >= end) s[0][2] = s[0][3] = kNegInf;
       }
-    };
-    if constexpr (KV8) {
-      fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
-    } else {
+      // Online softmax per head (column): the max over the tile's 16 keys is over this lane's
+      // two and the lanes with the same lane % 4. Every issued tile holds a visible key.
+      float mx0 = fmaxf(s[0][0], s[0][2]), mx1 = fmaxf(s[0][1], s[0][3]);
 #pragma unroll
-      for (int kc = 0; kc < KCH; ++kc) {
-        uint32_t a[4];
-        q_operand(kc, a);
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
-        mma_16816<MT>(s[0], a, b0, b1);
-        mma_16816<MT>(s[1], a, b2, b3);
+      for (int x = 4; x < 32; x *= 2) {
+        mx0 = fmaxf(mx0, shfl_xor(mx0, x));
+        mx1 = fmaxf(mx1, shfl_xor(mx1, x));
       }
-    }
+      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+      const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
+      m0 = mn0;
+      m1 = mn1;
+      s[0][0] = fast_exp2(s[0][0] - mn0);
+      s[0][1] = fast_exp2(s[0][1] - mn1);
+      s[0][2] = fast_exp2(s[0][2] - mn0);
+      s[0][3] = fast_exp2(s[0][3] - mn1);
+      l0 = l0 * al0 + (s[0][0] + s[0][2]);  // this lane's keys; summed over lanes at the end
+      l1 = l1 * al1 + (s[0][1] + s[0][3]);
+      if (warp_any(al0 != 1.f || al1 != 1.f)) {
+#pragma unroll
+        for (int c = 0; c < NO; ++c) {
+          o[c][0] *= al0; o[c][1] *= al1; o[c][2] *= al0; o[c][3] *= al1;
+        }
+      }
+      uint32_t pb0, pb1;
+      swap_p_operands<MT>(s[0], pb0, pb1);
+      if constexpr (KV8)
+        fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16), pb0, pb1);
+      else
+        swap_pv<MT, KCH>(o, smem_addr(vs + k_row * ROW + k_col), pb0, pb1);
+      warp_sync();  // every lane is done reading this stage before it is refilled
+    } else {
+      // S = Q K^T for 16 rows x 16 tokens.
+      float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+      auto q_operand = [&](int kc, uint32_t (&a)[4]) {
+        if constexpr (Tr::kQInRegs) {
+          a[0] = q_frag[kc][0]; a[1] = q_frag[kc][1]; a[2] = q_frag[kc][2]; a[3] = q_frag[kc][3];
+        } else {
+          ldmatrix_x4(smem_addr(q_s + a_row * ROW + kc * 16 + a_col), a[0], a[1], a[2], a[3]);
+        }
+      };
+      if constexpr (KV8) {
+        fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
+      } else {
+#pragma unroll
+        for (int kc = 0; kc < KCH; ++kc) {
+          uint32_t a[4];
+          q_operand(kc, a);
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
+          mma_16816<MT>(s[0], a, b0, b1);
+          mma_16816<MT>(s[1], a, b2, b3);
+        }
+      }
 
-    // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
-    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-    const int tb = begin + (warp + NW * j) * kTileTokens;
-    if constexpr (PACKED) {
-      // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or
-      // past span.hi, past every row's hi: the row bounds cover the partition's edges too.
-      if (tb < all_lo || tb + kTileTokens > all_hi) {
+      // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
+      scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
+      const int tb = begin + (warp + NW * j) * kTileTokens;
+      if constexpr (PACKED) {
+        // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or
+        // past span.hi, past every row's hi: the row bounds cover the partition's edges too.
+        if (tb < all_lo || tb + kTileTokens > all_hi) {
+#pragma unroll
+          for (int n = 0; n < 2; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int t = tb + n * 8 + quad_col + (e & 1);
+              if (t < row_lo[e >> 1] || t >= row_hi[e >> 1]) s[n][e] = kNegInf;
+            }
+        }
+      } else if (tb < span.lo || tb + kTileTokens > end) {
 #pragma unroll
         for (int n = 0; n < 2; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int t = tb + n * 8 + quad_col + (e & 1);
-            if (t < row_lo[e >> 1] || t >= row_hi[e >> 1]) s[n][e] = kNegInf;
+            if (t < span.lo || t >= end) s[n][e] = kNegInf;
           }
       }
-    } else if (tb < span.lo || tb + kTileTokens > end) {
+
+      // Online softmax. Every issued tile holds a visible key, so the new max is finite (packed
+      // mode: for some row; see below).
+      float mx0 = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
+      float mx1 = fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]));
+      mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+      mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+      mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+      mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+      float al0, al1, sub0 = mn0, sub1 = mn1;
+      if constexpr (PACKED) {
+        // A row that has seen no key yet (its window starts past this tile, or its position comes
+        // before it) still has max -inf: subtract 0 (exp2(-inf - 0) = 0, its P stays 0) and keep
+        // its zero sums (factor 1, so no rescale is triggered), never exp2(-inf - -inf) = NaN.
+        al0 = m0 == mn0 ? 1.f : fast_exp2(m0 - mn0);  // m0 = -inf < mn0: exp2(-inf) = 0
+        al1 = m1 == mn1 ? 1.f : fast_exp2(m1 - mn1);
+        sub0 = mn0 == kNegInf ? 0.f : mn0;
+        sub1 = mn1 == kNegInf ? 0.f : mn1;
+      } else {
+        al0 = fast_exp2(m0 - mn0);  // exp2(-inf) = 0
+        al1 = fast_exp2(m1 - mn1);
+      }
+      m0 = mn0;
+      m1 = mn1;
 #pragma unroll
-      for (int n = 0; n < 2; ++n)
+      for (int n = 0; n < 2; ++n) {
+        s[n][0] = fast_exp2(s[n][0] - sub0);
+        s[n][1] = fast_exp2(s[n][1] - sub0);
+        s[n][2] = fast_exp2(s[n][2] - sub1);
+        s[n][3] = fast_exp2(s[n][3] - sub1);
+      }
+      l0 = l0 * al0 + (s[0][0] + s[0][1] + s[1][0] + s[1][1]);
+      l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
+      // The running max rarely moves after the first tiles: rescale the D/2 accumulators only
+      // when some row's did (a warp-uniform branch).
+      if (warp_any(al0 != 1.f || al1 != 1.f)) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int t = tb + n * 8 + quad_col + (e & 1);
-          if (t < span.lo || t >= end) s[n][e] = kNegInf;
+        for (int nt = 0; nt < NT; ++nt) {
+          o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
         }
-    }
-
-    // Online softmax. Every issued tile holds a visible key, so the new max is finite (packed
-    // mode: for some row; see below).
-    float mx0 = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
-    float mx1 = fmaxf(fmaxf(s[0][2], s[0][3]), fmaxf(s[1][2], s[1][3]));
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
-    mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
-    mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
-    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-    float al0, al1, sub0 = mn0, sub1 = mn1;
-    if constexpr (PACKED) {
-      // A row that has seen no key yet (its window starts past this tile, or its position comes
-      // before it) still has max -inf: subtract 0 (exp2(-inf - 0) = 0, its P stays 0) and keep
-      // its zero sums (factor 1, so no rescale is triggered), never exp2(-inf - -inf) = NaN.
-      al0 = m0 == mn0 ? 1.f : fast_exp2(m0 - mn0);  // m0 = -inf < mn0: exp2(-inf) = 0
-      al1 = m1 == mn1 ? 1.f : fast_exp2(m1 - mn1);
-      sub0 = mn0 == kNegInf ? 0.f : mn0;
-      sub1 = mn1 == kNegInf ? 0.f : mn1;
-    } else {
-      al0 = fast_exp2(m0 - mn0);  // exp2(-inf) = 0
-      al1 = fast_exp2(m1 - mn1);
-    }
-    m0 = mn0;
-    m1 = mn1;
-#pragma unroll
-    for (int n = 0; n < 2; ++n) {
-      s[n][0] = fast_exp2(s[n][0] - sub0);
-      s[n][1] = fast_exp2(s[n][1] - sub0);
-      s[n][2] = fast_exp2(s[n][2] - sub1);
-      s[n][3] = fast_exp2(s[n][3] - sub1);
-    }
-    l0 = l0 * al0 + (s[0][0] + s[0][1] + s[1][0] + s[1][1]);
-    l1 = l1 * al1 + (s[0][2] + s[0][3] + s[1][2] + s[1][3]);
-    // The running max rarely moves after the first tiles: rescale the D/2 accumulators only
-    // when some row's did (a warp-uniform branch).
-    if (warp_any(al0 != 1.f || al1 != 1.f)) {
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][0] *= al0; o[nt][1] *= al0; o[nt][2] *= al1; o[nt][3] *= al1;
       }
-    }
 
-    // O += P V: the S accumulators are already in the A layout of the next MMA.
-    const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
-                            pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
-    if constexpr (KV8) {
-      fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
-    } else {
+      // O += P V: the S accumulators are already in the A layout of the next MMA.
+      const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
+                              pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
+      if constexpr (KV8) {
+        fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
+      } else {
 #pragma unroll
-      for (int dp = 0; dp < KCH; ++dp) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
-        mma_16816<MT>(o[2 * dp], pa, b0, b1);
-        mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
+        for (int dp = 0; dp < KCH; ++dp) {
+          uint32_t b0, b1, b2, b3;
+          ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
+          mma_16816<MT>(o[2 * dp], pa, b0, b1);
+          mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
+        }
       }
+      warp_sync();  // every lane is done reading this stage before it is refilled
     }
-    warp_sync();  // every lane is done reading this stage before it is refilled
   }
   cp_async_wait<0>();
 
-  // Combine the warps' partial softmaxes through shared memory (the rings are free now).
-  l0 += shfl_xor(l0, 1);
-  l0 += shfl_xor(l0, 2);
-  l1 += shfl_xor(l1, 1);
-  l1 += shfl_xor(l1, 2);
+  // Combine the warps' partial softmaxes through shared memory (the rings are free now). A row's
+  // (SWAP: a head's) sum is spread over the 4 lanes of a quad (SWAP: the 8 lanes of equal t).
+  if constexpr (SWAP) {
+#pragma unroll
+    for (int x = 4; x < 32; x *= 2) {
+      l0 += shfl_xor(l0, x);
+      l1 += shfl_xor(l1, x);
+    }
+  } else {
+    l0 += shfl_xor(l0, 1);
+    l0 += shfl_xor(l0, 2);
+    l1 += shfl_xor(l1, 1);
+    l1 += shfl_xor(l1, 2);
+  }
   __syncthreads();
   float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
   float* red_l = red_m + NW * 16;                 // [NW][16]
@@ -639,13 +721,35 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     row_head[threadIdx.x] = packed_head(threadIdx.x);
   }
   const int r0 = lane >> 2;
-  if ((lane & 3) == 0) {
+  if constexpr (SWAP) {
+    const int h0 = 2 * (lane & 3);  // this lane's heads h0 and h0 + 1
+    if (lane < 4) {
+      red_m[warp * 16 + h0] = m0;
+      red_m[warp * 16 + h0 + 1] = m1;
+      red_l[warp * 16 + h0] = l0;
+      red_l[warp * 16 + h0 + 1] = l1;
+    }
+#pragma unroll
+    for (int c = 0; c < NO; ++c) {
+      const int d_lo = swap_out_dim(c, r0, KV8), d_hi = swap_out_dim(c, r0 + 8, KV8);
+      if (h0 < gc) {
+        red_o[(warp * 16 + h0) * D + d_lo] = o[c][0];
+        red_o[(warp * 16 + h0) * D + d_hi] = o[c][2];
+      }
+      if (h0 + 1 < gc) {
+        red_o[(warp * 16 + h0 + 1) * D + d_lo] = o[c][1];
+        red_o[(warp * 16 + h0 + 1) * D + d_hi] = o[c][3];
+      }
+    }
+  } else if ((lane & 3) == 0) {
     red_m[warp * 16 + r0] = m0;
     red_m[warp * 16 + r0 + 8] = m1;
     red_l[warp * 16 + r0] = l0;
     red_l[warp * 16 + r0 + 8] = l1;
   }
-  if constexpr (KV8) {
+  if constexpr (SWAP) {
+    // written above
+  } else if constexpr (KV8) {
     // n-tiles 2c and 2c + 1 hold columns 16c + 4t + {0, 2} and {1, 3} (fp8_out_col).
 #pragma unroll
     for (int nt = 0; nt < NT; nt += 2) {

@@ -66,6 +66,15 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
       grant = granted_allin;
     }
   }
+  if constexpr (!PACKED) {
+    // Groups of <= 8 heads on the N side of the MMAs (swap_frag.h; the launcher's choice). Same
+    // shared memory and grid as the ring kernel it replaces.
+    static size_t granted_swap[64] = {};
+    if (p.swap_ab && p.allin_tiles == 0) {
+      kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true>;
+      grant = granted_swap;
+    }
+  }
   cudaError_t e = allow_smem(kernel, smem, grant);
   if (e != cudaSuccess) return e;
   // Both kernels go out as programmatic dependents of their predecessor on the stream: their

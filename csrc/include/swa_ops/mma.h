@@ -42,6 +42,14 @@ SWA_D void ldmatrix_x2_trans(uint32_t addr, uint32_t& r0, uint32_t& r1) {
                : "r"(addr));
 }
 
+// Transposes an 8x8 b16 matrix held one word per lane (lane l: row l/4, columns 2(l%4) and
+// 2(l%4)+1): lane l receives column l/4, rows 2(l%4) (low half) and 2(l%4)+1 (high half).
+SWA_D uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(x));
+  return r;
+}
+
 // C[16x8] += A[16x16] * B[16x8] (A row-major, B column-major), fp32 accumulators.
 // Fragments (lane l, r = l/4, c = 2(l%4)):
 //   A: a[0] = (r, c..c+1), a[1] = (r+8, c..), a[2] = (r, c+8..), a[3] = (r+8, c+8..)

@@ -59,6 +59,14 @@ SWA_D void ldmatrix_x2_trans(smem_addr_t addr, uint32_t& r0, uint32_t& r1) {
   r0 = r[0]; r1 = r[1];
 }
 
+// movmatrix .trans: lane l = 4g + t receives elements (2t, g) and (2t + 1, g), which lanes 8t + g/2
+// and 8t + 4 + g/2 hold in their half g % 2.
+SWA_D uint32_t movmatrix_trans(uint32_t x) {
+  const int lane = lane32(), g = lane >> 2, t = lane & 3, sh = (g & 1) * 16;
+  const uint32_t lo = shfl32(x, 8 * t + (g >> 1)), hi = shfl32(x, 8 * t + 4 + (g >> 1));
+  return ((lo >> sh) & 0xffffu) | (((hi >> sh) & 0xffffu) << 16);
+}
+
 // C[16x8] += A[16x16] * B[16x8] in mma.h's fragment layout. Lane l = 4g + t owns
 // C(g, 2t..2t+1) and C(g+8, 2t..2t+1): it needs rows g and g+8 of A, which lanes 4g..4g+3 hold,
 // and columns 2t and 2t+1 of B, which lanes 8t..8t+3 and 8t+4..8t+7 hold. Source lane q of each

@@ -73,6 +73,8 @@ struct DecodeParams {
   bool prefetch_l2;         // ALLIN only: before griddepcontrol.wait, prefetch this CTA's K/V
                             //   lines into L2 from a speculative read of seq_lens/block_tables
   bool early_trigger;       // merge: let the next kernel launch before this one's wait
+  // ---- GQA group on the MMAs' N side (decode_mma_kernel<..., SWAP = true>; launcher)
+  bool swap_ab;             // single-token rings with group <= 8 (SWA_OPS_SWAP, default on)
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).

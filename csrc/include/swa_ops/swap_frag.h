@@ -1,0 +1,119 @@
+// Decode tile math with the GQA group on the N side of mma.sync m16n8k16 (groups of <= 8 heads).
+//
+// The plain decode tile puts the group's query heads on the M side: S = Q K^T is 16 heads x 16
+// keys, O += P V is 16 heads x D, so a group of g <= 8 heads leaves 16 - g of the 16 rows idle
+// (mistral's 4 heads use a quarter of every MMA). Swapped, the keys and head dims take the 16 M
+// rows and the heads the 8 N columns:
+//
+//   S^T [16 keys x 8 heads] = K [16 keys x D] . Q^T [D x 8 heads]      (D / 16 MMAs, was D / 8)
+//   O^T [D x 8 heads]      += V^T [D x 16 keys] . P^T [16 keys x 8 heads] (D / 16 MMAs, was D / 8)
+//
+// Half the MMAs per tile and half the exponentials per lane (a lane holds 2 keys x 2 heads of S^T,
+// not 2 heads x 4 keys of S). Lane l (g = l / 4, t = l % 4) holds, in the C layout:
+//   S^T: s[0], s[1] = key g, heads 2t and 2t + 1; s[2], s[3] = key g + 8, the same heads.
+//   O^T: o[c][0], o[c][1] = head dim row g of M-tile c, heads 2t, 2t + 1; o[c][2], o[c][3] = row
+//        g + 8 (swap_out_dim gives each row's d).
+// Q^T is the B operand (b0 = d 2t, 2t + 1 of head g; b1 = d 2t + 8, 2t + 9), loaded once into
+// registers. P^T is the B operand of the second product: the C layout of S^T has keys on the rows
+// and heads on the columns, the B layout wants the transpose, so each 8 x 8 half goes through one
+// movmatrix (keys 0..7 -> b0, keys 8..15 -> b1).
+//
+// fp8 caches: the same products from the raw e4m3 bytes (fp8_frag.h's conversions). K: an
+// ldmatrix of the bytes gives the A fragment of a 16-d chunk with the k axis permuted as
+// fp8_q_dim says (Q's B fragments follow it). V: ldmatrix.trans of the bytes gives a lane the
+// byte pair (d 2g, 2g + 1) of keys (2t, 2t + 1): bytes (0, 2) are the A element of M row "d 2g",
+// bytes (1, 3) that of "d 2g + 1", so M-tile c holds chunk c's even d on rows 0..7 and its odd d
+// on rows 8..15, i.e. one ldmatrix x2 per MMA and no transpose instruction.
+//
+// Needs ldmatrix_x2/x4(_trans), movmatrix_trans and mma_16816 (mma.h or mma_portable.h) and
+// fp8_frag.h declared first. csrc/hip_check/mma_portable_test.cpp checks these layouts on the CPU
+// against plain matrix products.
+#pragma once
+
+namespace swa_ops {
+
+// Head dim of row `row` (0..15) of output M-tile c: natural order for 16-bit caches, chunk c's
+// even d then its odd d for fp8 caches.
+SWA_HD constexpr int swap_out_dim(int c, int row, bool fp8) {
+  return fp8 ? c * 16 + (row & 7) * 2 + (row >> 3) : c * 16 + row;
+}
+
+// S^T += K Q^T over a 16-bit K tile. `row` is this lane's byte address of key
+// (l & 7) + 8 ((l >> 3) & 1), column 8 (l >> 4) (the A-operand ldmatrix pattern). Two accumulator
+// chains (even and odd chunks) halve the dependent MMA latency; their sum is returned in s.
+template <typename MT, int KCH, typename Addr>
+SWA_D void swap_qk(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+  float s2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int kc = 0; kc < KCH; ++kc) {
+    uint32_t a[4];
+    ldmatrix_x4(row + kc * 32, a[0], a[1], a[2], a[3]);
+    mma_16816<MT>(kc % 2 ? s2 : s, a, qb[kc][0], qb[kc][1]);
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) s[e] += s2[e];
+}
+
+// O^T += V^T P^T over a 16-bit V tile of 16 keys. `row` is this lane's byte address of key
+// (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1) (ldmatrix.trans of V gives V^T's A fragments).
+template <typename MT, int KCH, typename Addr>
+SWA_D void swap_pv(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+#pragma unroll
+  for (int c = 0; c < KCH; ++c) {
+    uint32_t a[4];
+    ldmatrix_x4_trans(row + c * 32, a[0], a[1], a[2], a[3]);
+    mma_16816<MT>(o[c], a, pb0, pb1);
+  }
+}
+
+// P^T's B fragments from the S^T accumulators (after the exponentials): keys 0..7 and 8..15.
+template <typename MT>
+SWA_D void swap_p_operands(const float (&s)[4], uint32_t& pb0, uint32_t& pb1) {
+  pb0 = movmatrix_trans(pack2<MT>(s[0], s[1]));
+  pb1 = movmatrix_trans(pack2<MT>(s[2], s[3]));
+}
+
+// fp8: S^T += K Q^T over the raw K tile; `row` as fp8_qk's (key (l & 7) + 8 ((l >> 3) & 1),
+// plus 16 bytes for lanes 16..31), qb in fp8_q_dim order.
+template <int KCH, typename Addr>
+SWA_D void fp8_qk_swap(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+  float s2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int kc = 0; kc < KCH; kc += 2) {
+    uint32_t r[4], a[4];
+    if (kc + 1 < KCH) ldmatrix_x4(row + kc * 16, r[0], r[1], r[2], r[3]);
+    else ldmatrix_x2(row + kc * 16, r[0], r[1]);
+    fp8_operands(r[0], a[0], a[2]);  // key g: k slots 2t.. (even d), 2t + 8.. (odd d)
+    fp8_operands(r[1], a[1], a[3]);  // key g + 8
+    mma_16816<fp16_t>(s, a, qb[kc][0], qb[kc][1]);
+    if (kc + 1 < KCH) {
+      fp8_operands(r[2], a[0], a[2]);
+      fp8_operands(r[3], a[1], a[3]);
+      mma_16816<fp16_t>(s2, a, qb[kc + 1][0], qb[kc + 1][1]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) s[e] += s2[e];
+}
+
+// fp8: O^T += V^T P^T over the raw V tile of 16 keys; `row` as fp8_pv's. M-tile c: rows 0..7 are
+// chunk c's even d, rows 8..15 its odd d (swap_out_dim).
+template <int KCH, typename Addr>
+SWA_D void fp8_pv_swap(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+#pragma unroll
+  for (int c = 0; c < KCH; c += 2) {
+    uint32_t r[4], a[4];
+    if (c + 1 < KCH) ldmatrix_x4_trans(row + c * 16, r[0], r[1], r[2], r[3]);
+    else ldmatrix_x2_trans(row + c * 16, r[0], r[1]);
+    fp8_operands(r[0], a[0], a[1]);  // keys 2t, 2t + 1: d 2g (row g), d 2g + 1 (row g + 8)
+    fp8_operands(r[1], a[2], a[3]);  // keys 2t + 8, 2t + 9
+    mma_16816<fp16_t>(o[c], a, pb0, pb1);
+    if (c + 1 < KCH) {
+      fp8_operands(r[2], a[0], a[1]);
+      fp8_operands(r[3], a[2], a[3]);
+      mma_16816<fp16_t>(o[c + 1], a, pb0, pb1);
+    }
+  }
+}
+
+}  // namespace swa_ops
