@@ -151,6 +151,13 @@ SWA_D void setmaxnreg_dec() {
 #endif
 }
 
+// Hides a value's origin from the optimizer (no instruction): it cannot re-derive it at the uses.
+template <typename V>
+SWA_D void opaque(V& v) {
+  static_assert(sizeof(V) == 8, "64-bit values");
+  asm volatile("" : "+l"(v));
+}
+
 // Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
@@ -211,32 +218,77 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   if (wg == 0) {
     // ---------------- producer ----------------
     setmaxnreg_dec<Tr::kProducerRegs>();
-    const int pt = tid;  // 0..127
+    const unsigned pt = tid;  // 0..127 (unsigned: its / and % are shifts)
     const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
     const int bs_mask = p.block_size - 1;
     const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
     const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+    // The fixed-chunk path below: this thread's column chunk, strides in bytes.
+    const char* k_col = reinterpret_cast<const char*>(k_base + (pt % CPR) * 8);
+    const char* v_col = reinterpret_cast<const char*>(v_base + (pt % CPR) * 8);
+    uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
+    uint64_t st_bytes = static_cast<uint64_t>(p.kv_stride_tok) * sizeof(T);
+    // Opaque to the compiler, which otherwise folds them back into the per-round sums (factoring
+    // out sizeof(T) and the sequence's table row: extra 64-bit shifts and adds per round).
+    opaque(bt);
+    opaque(k_col);
+    opaque(v_col);
+    opaque(sb_bytes);
+    opaque(st_bytes);
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % NST;
-      if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
       const int t0 = kv_lo + j * BN;
       T* ks = kv_s + stage * 2 * TILE;
       T* vs = ks + TILE;
       static_assert(BN * CPR % 128 == 0, "whole rounds of 16-byte chunks per producer thread");
-      // Unrolled by 4: fully unrolled (16 rounds at D = 128) the hoisted offsets spill.
+      if constexpr (128 % CPR == 0) {
+        // D = 64, 128, 256: a thread keeps one 16-byte column chunk cc of rows rw + RPR k, so
+        // per round only the row's block-table entry and offset change, and its shared-memory
+        // offset is a constant step (the swizzle term (cc ^ r) & 7 only flips by RPR k & 7).
+        // The block-table entries of all rounds are read first, before the wait for the stage
+        // (one exposed load latency per tile, hidden under that wait, instead of one per round),
+        // clamped into the union so the reads stay inside it and no branch splits the rounds.
+        constexpr int RPR = 128 / CPR;  // rows per round
+        constexpr int NR = BN / RPR;    // rounds
+        static_assert((RPR & (RPR - 1)) == 0, "rows per round a power of two");
+        const int rw = pt / CPR, cc = pt % CPR;
+        const int so0 = (cc >> 3) * BN * 64 + rw * 64;  // tile_offset(rw, 8 cc) without swizzle
+        const int sw0 = (cc & 7) ^ (rw & 7);
+        int blk[NR];
+#pragma unroll
+        for (int k = 0; k < NR; ++k) {
+          const unsigned tc = min(t0 + rw + RPR * k, kv_hi - 1);  // >= kv_lo >= 0
+          blk[k] = __ldg(bt + (tc >> p.log2_block_size));
+        }
+        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
+#pragma unroll
+        for (int k = 0; k < NR; ++k) {
+          const int t = t0 + rw + RPR * k;
+          // (rw + RPR k) & 7 == (rw & 7) ^ (RPR k & 7): rw < RPR, both powers of two.
+          const int so = so0 + RPR * k * 64 + ((sw0 ^ ((RPR * k) & 7)) << 3);
+          // Byte offset; entries inside the union are real blocks (>= 0): unsigned products.
+          const uint64_t off = static_cast<uint32_t>(blk[k]) * sb_bytes +
+                               static_cast<uint32_t>(t & bs_mask) * st_bytes;
+          cp_async16<kL2Wide>(ks + so, k_col + off, t < kv_hi);
+          cp_async16<kL2Wide>(vs + so, v_col + off, t < kv_hi);
+        }
+      } else {
+        // D = 192 (24 chunks per row): a thread's chunk moves from round to round.
+        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
 #pragma unroll 4
-      for (int k = 0; k < BN * CPR / 128; ++k) {
-        const int i = pt + k * 128;
-        const int r = i / CPR, c = (i % CPR) * 8;
-        const int t = t0 + r;
-        const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
-        int64_t off = 0;
-        if (valid)
-          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
-                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
-        const int so = tile_offset<D, true>(r, c, BN);
-        cp_async16<kL2Wide>(ks + so, k_base + off, valid);
-        cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+        for (int k = 0; k < BN * CPR / 128; ++k) {
+          const int i = pt + k * 128;
+          const int r = i / CPR, c = (i % CPR) * 8;
+          const int t = t0 + r;
+          const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
+          int64_t off = 0;
+          if (valid)
+            off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
+                  static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
+          const int so = tile_offset<D, true>(r, c, BN);
+          cp_async16<kL2Wide>(ks + so, k_base + off, valid);
+          cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+        }
       }
       mbar_arrive_cp_async(&full[stage]);
     }
