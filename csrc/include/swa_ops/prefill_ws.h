@@ -151,6 +151,13 @@ SWA_D void setmaxnreg_dec() {
 #endif
 }
 
+// Descriptor d with its start address moved by `units` 16-byte units: a 32-bit add on the low
+// word (the caller keeps the address field from carrying out), the high word left as is.
+SWA_D uint64_t desc_plus(uint64_t d, uint32_t units) {
+  const uint32_t lo = static_cast<uint32_t>(d) + units;
+  return (d & 0xffffffff00000000ull) | lo;
+}
+
 // Hides a value's origin from the optimizer (no instruction): it cannot re-derive it at the uses.
 template <typename V>
 SWA_D void opaque(V& v) {
@@ -214,7 +221,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   }
   __syncthreads();  // the last CTA-wide barrier: the roles never meet again
 
-  const int wg = tid / 128;
+  // Broadcast from lane 0 (as CUTLASS's canonical_warp_group_idx): the compiler then knows it is
+  // warp-uniform, so what derives from it (the consumer's Q descriptors) can live in uniform
+  // registers instead of being moved into them (R2UR) before every wgmma.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
   if (wg == 0) {
     // ---------------- producer ----------------
     setmaxnreg_dec<Tr::kProducerRegs>();
@@ -338,26 +348,37 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 #pragma unroll
   for (int k = 0; k < BN / 16; ++k) pa[k][0] = pa[k][1] = pa[k][2] = pa[k][3] = 0u;
 
+  // wgmma descriptors (make_smem_desc) of different k-steps and stages differ only in the start
+  // address field, bits 0-13 of the low word (address >> 4; shared addresses stay below 2^18,
+  // so the sums never carry out of it): built once here, then one 32-bit add per wgmma instead
+  // of the address-to-descriptor math (~5 uniform instructions) per wgmma.
+  const uint64_t dq0 = make_smem_desc(q_s + cw * 64 * 64, 16, 1024);
+  const uint64_t dk0 = make_smem_desc(kv_s, 16, 1024);
+  // V's: K's moved one tile on, with the LBO (bits 16-29) of the transposed layout, derived from
+  // dk0 so that it stays in uniform registers as dk0 does.
+  const uint64_t dv0 = desc_plus(dk0 + (static_cast<uint64_t>((BN * 128 - 16) >> 4) << 16),
+                                 TILE * sizeof(T) / 16);
+  constexpr uint32_t kStageStep = 2 * TILE * sizeof(T) / 16;  // one stage, in 16-byte units
   // One wgmma batch: wait for the turn, issue, hand the turn over, wait for the batch.
   auto issue_pv = [&](int j) {
     // V as the MN-major (transposed) B: keys 16 kc2.. are rows of each 64-column block; column
     // blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
-    const T* vs = kv_s + (j % NST) * 2 * TILE + TILE;
+    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
 #pragma unroll
     for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-      const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
+      const uint64_t dv = desc_plus(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
       wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
     }
   };
   auto issue_s = [&](int j, float (&sc)[SNT][4]) {
     // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
     // kc / 4; 8-row groups 1024 bytes apart (SBO).
-    const T* ks = kv_s + (j % NST) * 2 * TILE;
+    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      const uint64_t da =
-          make_smem_desc(q_s + (kc >> 2) * BM * 64 + cw * 64 * 64 + (kc & 3) * 16, 16, 1024);
-      const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
+      const uint64_t da = desc_plus(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+      const uint64_t db =
+          desc_plus(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
       wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
     }
   };
