@@ -165,6 +165,57 @@ SWA_D void opaque(V& v) {
   asm volatile("" : "+l"(v));
 }
 
+// online_softmax_tile (prefill_mma.h) with the logit scale folded into the exponentials, as
+// FlashAttention-3 does: s holds the logits (log2 units) divided by sc > 0, i.e. the raw Q K^T
+// (or soft-capped logits with sc = 1), masked entries -inf; the max is taken on those and scaled
+// once per row, and each weight is exp2(s * sc - max), one FFMA and one ex2. m0/m1 stay in log2
+// units, as the epilogue (sinks) expects.
+// SWA_OPS_WS_RESCALE_SLACK (log2 units, e.g. 8; unset: off) keeps a row's running max until a
+// tile's exceeds it by more than that, as FlashAttention-4 does: weights then reach up to 2^SLACK
+// (fine in 16 bits and fp32 sums), and most tiles skip O's rescale (al == 1 on every row of the
+// warp). The normalisation uses the same max, so the result differs from the exact online update
+// only by rounding.
+template <int SNT>
+SWA_D float2 online_softmax_scaled(float (&s)[SNT][4], float sc, float& m0, float& m1, float& l0,
+                                   float& l1) {
+  float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+  mx0 *= sc;  // -inf stays -inf (sc > 0)
+  mx1 *= sc;
+#ifdef SWA_OPS_WS_RESCALE_SLACK
+  // m = -inf takes any finite max; a max of -inf (no key yet) never replaces m.
+  const float mn0 = mx0 > m0 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx0 : m0;
+  const float mn1 = mx1 > m1 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx1 : m1;
+#else
+  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+#endif
+  const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+  const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+  m0 = mn0;
+  m1 = mn1;
+  float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    s[n][0] = fast_exp2(fmaf(s[n][0], sc, -ms0));
+    s[n][1] = fast_exp2(fmaf(s[n][1], sc, -ms0));
+    s[n][2] = fast_exp2(fmaf(s[n][2], sc, -ms1));
+    s[n][3] = fast_exp2(fmaf(s[n][3], sc, -ms1));
+    rs0 += s[n][0] + s[n][1];
+    rs1 += s[n][2] + s[n][3];
+  }
+  l0 = l0 * al0 + rs0;
+  l1 = l1 * al1 + rs1;
+  return make_float2(al0, al1);
+}
+
 // Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
@@ -336,6 +387,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   }
 
   const float scale_log2 = p.scale_log2, cap_pre = p.cap_pre;
+  // Without soft-cap the logit scale goes into the exponentials' FFMA (online_softmax_scaled)
+  // instead of a multiply per logit; that takes the max on the raw products, which is the max of
+  // the scaled ones only for a positive scale (any other, never used in practice, is applied
+  // up front as before).
+  const bool fuse_scale = !SOFTCAP && scale_log2 > 0.f;
+  const float exp_scale = fuse_scale ? scale_log2 : 1.f;
   const int quad_col = (lane & 3) * 2;
   float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
   float o[ONT][4];
@@ -410,14 +467,14 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // P V in flight reads or accumulates into.
   auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
     const int t0 = kv_lo + j * BN;
-    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
+    if (!fuse_scale) scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
     // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
     // and hi >= lo with the row, so the last live row has the highest lo and the first the
     // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
     // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
     // otherwise wait for the P V in flight at its reconvergence point.
     if (!(t0 >= last.lo && t0 + BN <= first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
-    return online_softmax_tile<SNT>(s, m0, m1, l0, l1);
+    return online_softmax_scaled<SNT>(s, exp_scale, m0, m1, l0, l1);
   };
   // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
   // flight (they write its accumulators and its A operand).
