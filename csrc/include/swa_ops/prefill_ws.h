@@ -151,6 +151,71 @@ SWA_D void setmaxnreg_dec() {
 #endif
 }
 
+// Descriptor d with its start address moved by `units` 16-byte units: a 32-bit add on the low
+// word (the caller keeps the address field from carrying out), the high word left as is.
+SWA_D uint64_t desc_plus(uint64_t d, uint32_t units) {
+  const uint32_t lo = static_cast<uint32_t>(d) + units;
+  return (d & 0xffffffff00000000ull) | lo;
+}
+
+// Hides a value's origin from the optimizer (no instruction): it cannot re-derive it at the uses.
+template <typename V>
+SWA_D void opaque(V& v) {
+  static_assert(sizeof(V) == 8, "64-bit values");
+  asm volatile("" : "+l"(v));
+}
+
+// online_softmax_tile (prefill_mma.h) with the logit scale folded into the exponentials, as
+// FlashAttention-3 does: s holds the logits (log2 units) divided by sc > 0, i.e. the raw Q K^T
+// (or soft-capped logits with sc = 1), masked entries -inf; the max is taken on those and scaled
+// once per row, and each weight is exp2(s * sc - max), one FFMA and one ex2. m0/m1 stay in log2
+// units, as the epilogue (sinks) expects.
+// SWA_OPS_WS_RESCALE_SLACK (log2 units, e.g. 8; unset: off) keeps a row's running max until a
+// tile's exceeds it by more than that, as FlashAttention-4 does: weights then reach up to 2^SLACK
+// (fine in 16 bits and fp32 sums), and most tiles skip O's rescale (al == 1 on every row of the
+// warp). The normalisation uses the same max, so the result differs from the exact online update
+// only by rounding.
+template <int SNT>
+SWA_D float2 online_softmax_scaled(float (&s)[SNT][4], float sc, float& m0, float& m1, float& l0,
+                                   float& l1) {
+  float mx0 = kNegInf, mx1 = kNegInf;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+  }
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
+  mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
+  mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+  mx0 *= sc;  // -inf stays -inf (sc > 0)
+  mx1 *= sc;
+#ifdef SWA_OPS_WS_RESCALE_SLACK
+  // m = -inf takes any finite max; a max of -inf (no key yet) never replaces m.
+  const float mn0 = mx0 > m0 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx0 : m0;
+  const float mn1 = mx1 > m1 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx1 : m1;
+#else
+  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+#endif
+  const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
+  const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
+  m0 = mn0;
+  m1 = mn1;
+  float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < SNT; ++n) {
+    s[n][0] = fast_exp2(fmaf(s[n][0], sc, -ms0));
+    s[n][1] = fast_exp2(fmaf(s[n][1], sc, -ms0));
+    s[n][2] = fast_exp2(fmaf(s[n][2], sc, -ms1));
+    s[n][3] = fast_exp2(fmaf(s[n][3], sc, -ms1));
+    rs0 += s[n][0] + s[n][1];
+    rs1 += s[n][2] + s[n][3];
+  }
+  l0 = l0 * al0 + rs0;
+  l1 = l1 * al1 + rs1;
+  return make_float2(al0, al1);
+}
+
 // Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
@@ -207,36 +272,84 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   }
   __syncthreads();  // the last CTA-wide barrier: the roles never meet again
 
-  const int wg = tid / 128;
+  // Broadcast from lane 0 (as CUTLASS's canonical_warp_group_idx): the compiler then knows it is
+  // warp-uniform, so what derives from it (the consumer's Q descriptors) can live in uniform
+  // registers instead of being moved into them (R2UR) before every wgmma.
+  const int wg = __shfl_sync(0xffffffffu, tid / 128, 0);
   if (wg == 0) {
     // ---------------- producer ----------------
     setmaxnreg_dec<Tr::kProducerRegs>();
-    const int pt = tid;  // 0..127
+    const unsigned pt = tid;  // 0..127 (unsigned: its / and % are shifts)
     const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
     const int bs_mask = p.block_size - 1;
     const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
     const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+    // The fixed-chunk path below: this thread's column chunk, strides in bytes.
+    const char* k_col = reinterpret_cast<const char*>(k_base + (pt % CPR) * 8);
+    const char* v_col = reinterpret_cast<const char*>(v_base + (pt % CPR) * 8);
+    uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
+    uint64_t st_bytes = static_cast<uint64_t>(p.kv_stride_tok) * sizeof(T);
+    // Opaque to the compiler, which otherwise folds them back into the per-round sums (factoring
+    // out sizeof(T) and the sequence's table row: extra 64-bit shifts and adds per round).
+    opaque(bt);
+    opaque(k_col);
+    opaque(v_col);
+    opaque(sb_bytes);
+    opaque(st_bytes);
     for (int j = 0; j < n_tiles; ++j) {
       const int stage = j % NST;
-      if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
       const int t0 = kv_lo + j * BN;
       T* ks = kv_s + stage * 2 * TILE;
       T* vs = ks + TILE;
       static_assert(BN * CPR % 128 == 0, "whole rounds of 16-byte chunks per producer thread");
-      // Unrolled by 4: fully unrolled (16 rounds at D = 128) the hoisted offsets spill.
+      if constexpr (128 % CPR == 0) {
+        // D = 64, 128, 256: a thread keeps one 16-byte column chunk cc of rows rw + RPR k, so
+        // per round only the row's block-table entry and offset change, and its shared-memory
+        // offset is a constant step (the swizzle term (cc ^ r) & 7 only flips by RPR k & 7).
+        // The block-table entries of all rounds are read first, before the wait for the stage
+        // (one exposed load latency per tile, hidden under that wait, instead of one per round),
+        // clamped into the union so the reads stay inside it and no branch splits the rounds.
+        constexpr int RPR = 128 / CPR;  // rows per round
+        constexpr int NR = BN / RPR;    // rounds
+        static_assert((RPR & (RPR - 1)) == 0, "rows per round a power of two");
+        const int rw = pt / CPR, cc = pt % CPR;
+        const int so0 = (cc >> 3) * BN * 64 + rw * 64;  // tile_offset(rw, 8 cc) without swizzle
+        const int sw0 = (cc & 7) ^ (rw & 7);
+        int blk[NR];
+#pragma unroll
+        for (int k = 0; k < NR; ++k) {
+          const unsigned tc = min(t0 + rw + RPR * k, kv_hi - 1);  // >= kv_lo >= 0
+          blk[k] = __ldg(bt + (tc >> p.log2_block_size));
+        }
+        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
+#pragma unroll
+        for (int k = 0; k < NR; ++k) {
+          const int t = t0 + rw + RPR * k;
+          // (rw + RPR k) & 7 == (rw & 7) ^ (RPR k & 7): rw < RPR, both powers of two.
+          const int so = so0 + RPR * k * 64 + ((sw0 ^ ((RPR * k) & 7)) << 3);
+          // Byte offset; entries inside the union are real blocks (>= 0): unsigned products.
+          const uint64_t off = static_cast<uint32_t>(blk[k]) * sb_bytes +
+                               static_cast<uint32_t>(t & bs_mask) * st_bytes;
+          cp_async16<kL2Wide>(ks + so, k_col + off, t < kv_hi);
+          cp_async16<kL2Wide>(vs + so, v_col + off, t < kv_hi);
+        }
+      } else {
+        // D = 192 (24 chunks per row): a thread's chunk moves from round to round.
+        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
 #pragma unroll 4
-      for (int k = 0; k < BN * CPR / 128; ++k) {
-        const int i = pt + k * 128;
-        const int r = i / CPR, c = (i % CPR) * 8;
-        const int t = t0 + r;
-        const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
-        int64_t off = 0;
-        if (valid)
-          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
-                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
-        const int so = tile_offset<D, true>(r, c, BN);
-        cp_async16<kL2Wide>(ks + so, k_base + off, valid);
-        cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+        for (int k = 0; k < BN * CPR / 128; ++k) {
+          const int i = pt + k * 128;
+          const int r = i / CPR, c = (i % CPR) * 8;
+          const int t = t0 + r;
+          const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
+          int64_t off = 0;
+          if (valid)
+            off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
+                  static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
+          const int so = tile_offset<D, true>(r, c, BN);
+          cp_async16<kL2Wide>(ks + so, k_base + off, valid);
+          cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+        }
       }
       mbar_arrive_cp_async(&full[stage]);
     }
@@ -274,6 +387,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   }
 
   const float scale_log2 = p.scale_log2, cap_pre = p.cap_pre;
+  // Without soft-cap the logit scale goes into the exponentials' FFMA (online_softmax_scaled)
+  // instead of a multiply per logit; that takes the max on the raw products, which is the max of
+  // the scaled ones only for a positive scale (any other, never used in practice, is applied
+  // up front as before).
+  const bool fuse_scale = !SOFTCAP && scale_log2 > 0.f;
+  const float exp_scale = fuse_scale ? scale_log2 : 1.f;
   const int quad_col = (lane & 3) * 2;
   float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
   float o[ONT][4];
@@ -286,26 +405,37 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 #pragma unroll
   for (int k = 0; k < BN / 16; ++k) pa[k][0] = pa[k][1] = pa[k][2] = pa[k][3] = 0u;
 
+  // wgmma descriptors (make_smem_desc) of different k-steps and stages differ only in the start
+  // address field, bits 0-13 of the low word (address >> 4; shared addresses stay below 2^18,
+  // so the sums never carry out of it): built once here, then one 32-bit add per wgmma instead
+  // of the address-to-descriptor math (~5 uniform instructions) per wgmma.
+  const uint64_t dq0 = make_smem_desc(q_s + cw * 64 * 64, 16, 1024);
+  const uint64_t dk0 = make_smem_desc(kv_s, 16, 1024);
+  // V's: K's moved one tile on, with the LBO (bits 16-29) of the transposed layout, derived from
+  // dk0 so that it stays in uniform registers as dk0 does.
+  const uint64_t dv0 = desc_plus(dk0 + (static_cast<uint64_t>((BN * 128 - 16) >> 4) << 16),
+                                 TILE * sizeof(T) / 16);
+  constexpr uint32_t kStageStep = 2 * TILE * sizeof(T) / 16;  // one stage, in 16-byte units
   // One wgmma batch: wait for the turn, issue, hand the turn over, wait for the batch.
   auto issue_pv = [&](int j) {
     // V as the MN-major (transposed) B: keys 16 kc2.. are rows of each 64-column block; column
     // blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
-    const T* vs = kv_s + (j % NST) * 2 * TILE + TILE;
+    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
 #pragma unroll
     for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-      const uint64_t dv = make_smem_desc(vs + kc2 * 16 * 64, BN * 128, 1024);
+      const uint64_t dv = desc_plus(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
       wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
     }
   };
   auto issue_s = [&](int j, float (&sc)[SNT][4]) {
     // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
     // kc / 4; 8-row groups 1024 bytes apart (SBO).
-    const T* ks = kv_s + (j % NST) * 2 * TILE;
+    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      const uint64_t da =
-          make_smem_desc(q_s + (kc >> 2) * BM * 64 + cw * 64 * 64 + (kc & 3) * 16, 16, 1024);
-      const uint64_t db = make_smem_desc(ks + (kc >> 2) * BN * 64 + (kc & 3) * 16, 16, 1024);
+      const uint64_t da = desc_plus(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+      const uint64_t db =
+          desc_plus(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
       wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
     }
   };
@@ -337,14 +467,14 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // P V in flight reads or accumulates into.
   auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
     const int t0 = kv_lo + j * BN;
-    scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
+    if (!fuse_scale) scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
     // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
     // and hi >= lo with the row, so the last live row has the highest lo and the first the
     // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
     // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
     // otherwise wait for the P V in flight at its reconvergence point.
     if (!(t0 >= last.lo && t0 + BN <= first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
-    return online_softmax_tile<SNT>(s, m0, m1, l0, l1);
+    return online_softmax_scaled<SNT>(s, exp_scale, m0, m1, l0, l1);
   };
   // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
   // flight (they write its accumulators and its A operand).
