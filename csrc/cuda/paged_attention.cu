@@ -125,7 +125,8 @@ bool use_swapped_tiles() {
 
 // With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
 // wgmma variant, 1 (the default) the warp-specialized kernel (prefill_ws.h), 2 that with the
-// intra-warpgroup overlap (4-6 % slower than 1 in run 25: notes/prefill.md). Read per call, to
+// intra-warpgroup overlap (4-6 % slower than 1 in run 25; after the leaner producer, run 30: 3-4 %
+// faster on gemma3-prefill, within 2 % on the other rows: notes/prefill.md). Read per call, to
 // A/B them in one build.
 int prefill_ws_mode() {
   const char* e = std::getenv("SWA_OPS_PREFILL_WS");
