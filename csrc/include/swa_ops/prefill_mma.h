@@ -110,13 +110,11 @@ SWA_D void mask_tile(float (&s)[SNT][4], int t0, int quad_col, const RowSpan& ra
     }
 }
 
-// One online-softmax step over a tile's logits (log2 units) for the lane's two rows: updates the
-// running maxima m0/m1 and sums l0/l1, turns s into the tile's weights and returns the factors
-// (al0, al1) the rows' earlier output must be scaled by. A row may see no key of this tile (its
-// max stays -inf): it exponentiates against 0 then, so its weights are exactly 0, never NaN.
+// The maxima of a tile's logits over the lane's two C-fragment rows (the quad's lanes share rows).
 template <int SNT>
-SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float& l0, float& l1) {
-  float mx0 = kNegInf, mx1 = kNegInf;
+SWA_D void tile_row_max(const float (&s)[SNT][4], float& mx0, float& mx1) {
+  mx0 = kNegInf;
+  mx1 = kNegInf;
 #pragma unroll
   for (int n = 0; n < SNT; ++n) {
     mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
@@ -126,6 +124,16 @@ SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float
   mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
   mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
   mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+}
+
+// One online-softmax step over a tile's logits (log2 units) for the lane's two rows: updates the
+// running maxima m0/m1 and sums l0/l1, turns s into the tile's weights and returns the factors
+// (al0, al1) the rows' earlier output must be scaled by. A row may see no key of this tile (its
+// max stays -inf): it exponentiates against 0 then, so its weights are exactly 0, never NaN.
+template <int SNT>
+SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float& l0, float& l1) {
+  float mx0, mx1;
+  tile_row_max(s, mx0, mx1);
   const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
   const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
   const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);

@@ -35,7 +35,7 @@
 #include "swa_ops/compat.h"
 #include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
 #include "swa_ops/params.h"
-#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, online_softmax_tile
+#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, tile_row_max, ...
 #include "swa_ops/wgmma.h"
 
 #ifndef USE_ROCM  // NVIDIA Hopper only: AMD builds never see this kernel
@@ -178,16 +178,8 @@ SWA_D void opaque(V& v) {
 template <int SNT>
 SWA_D float2 online_softmax_scaled(float (&s)[SNT][4], float sc, float& m0, float& m1, float& l0,
                                    float& l1) {
-  float mx0 = kNegInf, mx1 = kNegInf;
-#pragma unroll
-  for (int n = 0; n < SNT; ++n) {
-    mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
-    mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
-  }
-  mx0 = fmaxf(mx0, shfl_xor(mx0, 1));
-  mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
-  mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
-  mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
+  float mx0, mx1;
+  tile_row_max(s, mx0, mx1);
   mx0 *= sc;  // -inf stays -inf (sc > 0)
   mx1 *= sc;
 #ifdef SWA_OPS_WS_RESCALE_SLACK
