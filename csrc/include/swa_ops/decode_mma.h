@@ -5,6 +5,8 @@
 // once for the whole group and the math costs tensor-core cycles rather than FMA cycles
 // (a group of g heads does ~g FLOPs per K/V byte; at 3 TB/s, g = 8 would otherwise need most of
 // the chip's fp32 rate). Rows past the group's size are zero queries whose results are dropped.
+// Single-token groups of <= 8 heads take the swapped tile instead (SWAP, swap_frag.h): keys and
+// head dims on the M side, the heads on the 8 N columns, so half the MMAs per tile.
 //
 // Inside a CTA each warp streams its own 16-token tiles (tile w, w + NW, ...) through a private
 // NSTAGE-deep cp.async ring, so warps never wait on each other until the final combine; each keeps
