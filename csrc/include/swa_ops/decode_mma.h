@@ -723,14 +723,21 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     row_head[threadIdx.x] = packed_head(threadIdx.x);
   }
   const int r0 = lane >> 2;
+  const int h0 = 2 * (lane & 3);  // SWAP: this lane's heads h0 and h0 + 1
   if constexpr (SWAP) {
-    const int h0 = 2 * (lane & 3);  // this lane's heads h0 and h0 + 1
     if (lane < 4) {
       red_m[warp * 16 + h0] = m0;
       red_m[warp * 16 + h0 + 1] = m1;
       red_l[warp * 16 + h0] = l0;
       red_l[warp * 16 + h0 + 1] = l1;
     }
+  } else if ((lane & 3) == 0) {
+    red_m[warp * 16 + r0] = m0;
+    red_m[warp * 16 + r0 + 8] = m1;
+    red_l[warp * 16 + r0] = l0;
+    red_l[warp * 16 + r0 + 8] = l1;
+  }
+  if constexpr (SWAP) {
 #pragma unroll
     for (int c = 0; c < NO; ++c) {
       const int d_lo = swap_out_dim(c, r0, KV8), d_hi = swap_out_dim(c, r0 + 8, KV8);
@@ -743,14 +750,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         red_o[(warp * 16 + h0 + 1) * D + d_hi] = o[c][3];
       }
     }
-  } else if ((lane & 3) == 0) {
-    red_m[warp * 16 + r0] = m0;
-    red_m[warp * 16 + r0 + 8] = m1;
-    red_l[warp * 16 + r0] = l0;
-    red_l[warp * 16 + r0 + 8] = l1;
-  }
-  if constexpr (SWAP) {
-    // written above
   } else if constexpr (KV8) {
     // n-tiles 2c and 2c + 1 hold columns 16c + 4t + {0, 2} and {1, 3} (fp8_out_col).
 #pragma unroll

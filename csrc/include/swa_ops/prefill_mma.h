@@ -110,11 +110,22 @@ SWA_D void mask_tile(float (&s)[SNT][4], int t0, int quad_col, const RowSpan& ra
     }
 }
 
-// The maxima of a tile's logits over the lane's two C-fragment rows (the quad's lanes share rows).
-template <int SNT>
-SWA_D void tile_row_max(const float (&s)[SNT][4], float& mx0, float& mx1) {
-  mx0 = kNegInf;
-  mx1 = kNegInf;
+// One online-softmax step over a tile's logits (log2 units) for the lane's two rows: updates the
+// running maxima m0/m1 and sums l0/l1, turns s into the tile's weights and returns the factors
+// (al0, al1) the rows' earlier output must be scaled by. A row may see no key of this tile (its
+// max stays -inf): it exponentiates against 0 then, so its weights are exactly 0, never NaN.
+// SCALED (prefill_ws.h): the logit scale folded into the exponentials, as FlashAttention-3 does:
+// s holds the logits divided by sc > 0 (the raw Q K^T), the max is taken on those and scaled once
+// per row, and each weight is exp2(s * sc - max), one FFMA and one ex2; m0/m1 stay in log2 units.
+// There, SWA_OPS_WS_RESCALE_SLACK (log2 units, e.g. 8; unset: off) keeps a row's running max until
+// a tile's exceeds it by more than that, as FlashAttention-4 does: weights then reach up to
+// 2^SLACK (fine in 16 bits and fp32 sums), and most tiles skip O's rescale (al == 1 on every row
+// of the warp). The normalisation uses the same max, so the result differs from the exact online
+// update only by rounding.
+template <int SNT, bool SCALED = false>
+SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float& l0, float& l1,
+                                 float sc = 1.f) {
+  float mx0 = kNegInf, mx1 = kNegInf;
 #pragma unroll
   for (int n = 0; n < SNT; ++n) {
     mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
@@ -124,28 +135,31 @@ SWA_D void tile_row_max(const float (&s)[SNT][4], float& mx0, float& mx1) {
   mx0 = fmaxf(mx0, shfl_xor(mx0, 2));
   mx1 = fmaxf(mx1, shfl_xor(mx1, 1));
   mx1 = fmaxf(mx1, shfl_xor(mx1, 2));
-}
-
-// One online-softmax step over a tile's logits (log2 units) for the lane's two rows: updates the
-// running maxima m0/m1 and sums l0/l1, turns s into the tile's weights and returns the factors
-// (al0, al1) the rows' earlier output must be scaled by. A row may see no key of this tile (its
-// max stays -inf): it exponentiates against 0 then, so its weights are exactly 0, never NaN.
-template <int SNT>
-SWA_D float2 online_softmax_tile(float (&s)[SNT][4], float& m0, float& m1, float& l0, float& l1) {
-  float mx0, mx1;
-  tile_row_max(s, mx0, mx1);
-  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+  if constexpr (SCALED) {
+    mx0 *= sc;  // -inf stays -inf (sc > 0)
+    mx1 *= sc;
+  }
+  float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+#ifdef SWA_OPS_WS_RESCALE_SLACK
+  if constexpr (SCALED) {
+    // m = -inf takes any finite max; a max of -inf (no key yet) never replaces m.
+    mn0 = mx0 > m0 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx0 : m0;
+    mn1 = mx1 > m1 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx1 : m1;
+  }
+#endif
   const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
   const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
   m0 = mn0;
   m1 = mn1;
+  // The exponent of a logit x against the row's max ms.
+  auto arg = [sc](float x, float ms) { return SCALED ? fmaf(x, sc, -ms) : x - ms; };
   float rs0 = 0.f, rs1 = 0.f;
 #pragma unroll
   for (int n = 0; n < SNT; ++n) {
-    s[n][0] = fast_exp2(s[n][0] - ms0);
-    s[n][1] = fast_exp2(s[n][1] - ms0);
-    s[n][2] = fast_exp2(s[n][2] - ms1);
-    s[n][3] = fast_exp2(s[n][3] - ms1);
+    s[n][0] = fast_exp2(arg(s[n][0], ms0));
+    s[n][1] = fast_exp2(arg(s[n][1], ms0));
+    s[n][2] = fast_exp2(arg(s[n][2], ms1));
+    s[n][3] = fast_exp2(arg(s[n][3], ms1));
     rs0 += s[n][0] + s[n][1];
     rs1 += s[n][2] + s[n][3];
   }

@@ -35,7 +35,7 @@
 #include "swa_ops/compat.h"
 #include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
 #include "swa_ops/params.h"
-#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, tile_row_max, ...
+#include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, online_softmax_tile
 #include "swa_ops/wgmma.h"
 
 #ifndef USE_ROCM  // NVIDIA Hopper only: AMD builds never see this kernel
@@ -163,49 +163,6 @@ template <typename V>
 SWA_D void opaque(V& v) {
   static_assert(sizeof(V) == 8, "64-bit values");
   asm volatile("" : "+l"(v));
-}
-
-// online_softmax_tile (prefill_mma.h) with the logit scale folded into the exponentials, as
-// FlashAttention-3 does: s holds the logits (log2 units) divided by sc > 0, i.e. the raw Q K^T
-// (or soft-capped logits with sc = 1), masked entries -inf; the max is taken on those and scaled
-// once per row, and each weight is exp2(s * sc - max), one FFMA and one ex2. m0/m1 stay in log2
-// units, as the epilogue (sinks) expects.
-// SWA_OPS_WS_RESCALE_SLACK (log2 units, e.g. 8; unset: off) keeps a row's running max until a
-// tile's exceeds it by more than that, as FlashAttention-4 does: weights then reach up to 2^SLACK
-// (fine in 16 bits and fp32 sums), and most tiles skip O's rescale (al == 1 on every row of the
-// warp). The normalisation uses the same max, so the result differs from the exact online update
-// only by rounding.
-template <int SNT>
-SWA_D float2 online_softmax_scaled(float (&s)[SNT][4], float sc, float& m0, float& m1, float& l0,
-                                   float& l1) {
-  float mx0, mx1;
-  tile_row_max(s, mx0, mx1);
-  mx0 *= sc;  // -inf stays -inf (sc > 0)
-  mx1 *= sc;
-#ifdef SWA_OPS_WS_RESCALE_SLACK
-  // m = -inf takes any finite max; a max of -inf (no key yet) never replaces m.
-  const float mn0 = mx0 > m0 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx0 : m0;
-  const float mn1 = mx1 > m1 + float(SWA_OPS_WS_RESCALE_SLACK) ? mx1 : m1;
-#else
-  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-#endif
-  const float ms0 = mn0 == kNegInf ? 0.f : mn0, ms1 = mn1 == kNegInf ? 0.f : mn1;
-  const float al0 = fast_exp2(m0 - ms0), al1 = fast_exp2(m1 - ms1);
-  m0 = mn0;
-  m1 = mn1;
-  float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-  for (int n = 0; n < SNT; ++n) {
-    s[n][0] = fast_exp2(fmaf(s[n][0], sc, -ms0));
-    s[n][1] = fast_exp2(fmaf(s[n][1], sc, -ms0));
-    s[n][2] = fast_exp2(fmaf(s[n][2], sc, -ms1));
-    s[n][3] = fast_exp2(fmaf(s[n][3], sc, -ms1));
-    rs0 += s[n][0] + s[n][1];
-    rs1 += s[n][2] + s[n][3];
-  }
-  l0 = l0 * al0 + rs0;
-  l1 = l1 * al1 + rs1;
-  return make_float2(al0, al1);
 }
 
 // Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
@@ -379,10 +336,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   }
 
   const float scale_log2 = p.scale_log2, cap_pre = p.cap_pre;
-  // Without soft-cap the logit scale goes into the exponentials' FFMA (online_softmax_scaled)
-  // instead of a multiply per logit; that takes the max on the raw products, which is the max of
-  // the scaled ones only for a positive scale (any other, never used in practice, is applied
-  // up front as before).
+  // Without soft-cap the logit scale goes into the exponentials' FFMA (online_softmax_tile's
+  // SCALED form) instead of a multiply per logit; that takes the max on the raw products, which is
+  // the max of the scaled ones only for a positive scale (any other, never used in practice, is
+  // applied up front as before).
   const bool fuse_scale = !SOFTCAP && scale_log2 > 0.f;
   const float exp_scale = fuse_scale ? scale_log2 : 1.f;
   const int quad_col = (lane & 3) * 2;
@@ -466,7 +423,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
     // otherwise wait for the P V in flight at its reconvergence point.
     if (!(t0 >= last.lo && t0 + BN <= first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
-    return online_softmax_scaled<SNT>(s, exp_scale, m0, m1, l0, l1);
+    return online_softmax_tile<SNT, true>(s, m0, m1, l0, l1, exp_scale);
   };
   // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
   // flight (they write its accumulators and its A operand).
