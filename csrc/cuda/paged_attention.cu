@@ -41,12 +41,10 @@ double split_waves() {
   return v;
 }
 
-// Resident decode CTAs per SM for this head size (an occupancy query, cached per device there);
-// fp8_swap: the swapped tile over an fp8 cache, whose dense rings let more CTAs fit.
-int decode_slots_per_sm(int head_size, bool fp8_swap) {
+// Resident decode CTAs per SM for this head size (an occupancy query, cached per device there).
+int decode_slots_per_sm(int head_size) {
   int n = 0;
-  dispatch_head_size(head_size,
-                     [&](auto hd) { n = decode_ctas_per_sm<decltype(hd)::value>(fp8_swap); });
+  dispatch_head_size(head_size, [&](auto hd) { n = decode_ctas_per_sm<decltype(hd)::value>(); });
   return n > 0 ? n : 1;
 }
 
@@ -288,11 +286,6 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   // window. Otherwise over (decode row, kv head, head chunk), a decode row being a sequence or,
   // for multi-token queries, a query token.
   const bool packed = multi && use_packed_multi_token(max_query_len, group);
-  // The swapped tile (groups of <= 8 heads, single-token rings; 16-bit caches also need the
-  // ring kernel, not ALLIN, which is chosen below from the split). fp8 caches never take ALLIN,
-  // so an fp8 swap is known here, and its occupancy (dense fp8 rings) sizes the split.
-  const bool swap_tiles = !packed && group <= 8 && use_swapped_tiles();
-  const bool fp8_swap = swap_tiles && d.fp8;
   const int64_t grid_rows = packed ? d.num_seqs : rows;
   const int grid_chunks =
       packed ? static_cast<int>((max_query_len * group + 15) / 16) : head_chunks;
@@ -301,7 +294,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
       checked_int(d.num_kv_heads, "num_kv_heads"),
       grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
       checked_int(max_context, "max_blocks_per_seq * block_size"),
-      num_sms * decode_slots_per_sm(static_cast<int>(d.head_size), fp8_swap), split_waves());
+      num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
 
   DecodeParams p{};
   fill_shared_params(p, args);
@@ -329,7 +322,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.prefetch_l2 = p.allin_tiles > 0 && !multi;
     p.early_trigger = p.allin_tiles > 0;
   }
-  p.swap_ab = swap_tiles && p.allin_tiles == 0;
+  p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;

@@ -47,16 +47,6 @@ namespace swa_ops {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -__builtin_huge_valf();
 
-// The swapped tile over an fp8 cache reads dense fp8 rings (decode_mma_kernel's DENSE8).
-// SWA_OPS_FP8_DENSE=0 at build time keeps it on the 16-bit ring rows, for A/B measurements.
-#ifndef SWA_OPS_FP8_DENSE
-#define SWA_OPS_FP8_DENSE 1
-#endif
-template <bool KV8, bool SWAP>
-SWA_HD constexpr bool dense_fp8_rings() {
-  return KV8 && SWAP && SWA_OPS_FP8_DENSE;
-}
-
 // Compile-time shape of the tensor-core decode kernel for head size D.
 template <int D>
 struct DecodeMmaTraits {
@@ -87,24 +77,8 @@ struct DecodeMmaTraits {
                 "decode shared memory exceeds the 64 KB of LDS a CDNA work-group has");
 #endif
 
-  // fp8 caches on the swapped tile (DENSE8 below): dense rings of D-byte rows, padded to an odd
-  // multiple of 16 bytes so the 8 row addresses of an ldmatrix hit 8 distinct bank groups.
-  static constexpr int kRow8 = ((D + 16) / 16) % 2 == 1 ? D + 16 : D + 32;  // bytes
-  static constexpr int kStageBytes8 = 2 * kTileTokens * kRow8;              // K tile then V tile
-
-  // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile. DENSE8: the
-  // dense fp8 rings alone (the swapped tile keeps Q in registers at every D), about half the
-  // bytes, so twice the CTAs fit an SM where registers allow (the swapped fp8 tile takes ~94 at
-  // D = 128: four CTAs per SM instead of two).
-  // The final combine reuses the same bytes: per warp 16 maxima, 16 sums and 16 x D outputs,
-  // then 32 ints (only the dense rings with one stage, on AMD, need more than the rings).
-  static constexpr size_t kCombineBytes = sizeof(float) * kWarps * 16 * (D + 2) + 32 * sizeof(int);
-  template <bool DENSE8 = false>
-  static constexpr size_t smem_bytes() {
-    if (DENSE8) {
-      const size_t rings = static_cast<size_t>(kWarps) * kStages * kStageBytes8;
-      return rings > kCombineBytes ? rings : kCombineBytes;
-    }
+  // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
+  static size_t smem_bytes() {
     return sizeof(uint16_t) *
            (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
@@ -190,6 +164,10 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 // ALLIN: the short-partition variant (split.h; p.allin_tiles > 0): every warp issues all of its
 // at most kAllInMaxMine tiles up front into per-tile buffers, and (p.prefetch_l2) prefetches them
 // into L2 before waiting for the predecessor kernel. Single-token, 16-bit caches, D <= 128.
+// Diagnostics (compile-time, wrong results, for measuring only; notes/decode.md, run 35):
+// SWA_OPS_DIAG_FP8_NOMATH drops the swapped fp8 tile's MMAs and conversions (the copies, waits
+// and softmax stay), SWA_OPS_DIAG_FP8_NOCVT (fp8_frag.h) only the conversions,
+// SWA_OPS_DIAG_FP8_L2 sets the fp8 rows' L2 fetch span.
 // SWAP: groups of <= 8 heads on the N side of the MMAs (swap_frag.h: half the MMAs and
 // exponentials per tile); single-token only. The copies, rings, masks' bounds, partitions and the
 // combine's arithmetic are the same; only the tile math and the accumulators' layout differ.
@@ -208,13 +186,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
   constexpr int NW = Tr::kWarps, NSTAGE = ALLIN ? kAllInMaxMine + 1 : Tr::kStages;
   constexpr int ROW = Tr::kRow;
-  // fp8 caches: the swapped tile reads dense fp8 rings (RB8 bytes per row, SB8 per stage); the
-  // other fp8 kernels keep the fp8 bytes at the start of 16-bit ring rows (same addresses as the
-  // 16-bit rings). Four CTAs per SM instead of two for the swapped tile at D = 128: twice the
-  // warps and the same bytes in flight per SM as a 16-bit cache (notes/decode.md).
-  constexpr bool DENSE8 = dense_fp8_rings<KV8, SWAP>();
-  constexpr int RB8 = DENSE8 ? Tr::kRow8 : ROW * 2;
-  constexpr int SB8 = DENSE8 ? Tr::kStageBytes8 : Tr::kStageElems * 2;
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
@@ -316,7 +287,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
   const int bs_mask = p.block_size - 1;
   T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
-  [[maybe_unused]] unsigned char* ring8 = smem_raw + warp * NSTAGE * SB8;  // fp8 caches
 
   // Tiles start at multiples of 16 from a 16-aligned origin and block sizes are powers of two, so
   // a tile's rows lie in one block (block_size >= 16) or in two halves (block_size 8). Block ids
@@ -345,10 +315,14 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     row_off[i] = ld_row[i] * static_cast<int>(p.kv_stride_tok) + ld_col[i];
   const bool one_block_tiles = p.block_size >= kTileTokens;
   // fp8 rows: 16-byte chunks (CH8 per row) of the tile, this lane's LOADS8 of them: the byte
-  // offsets in a block (src8) and in a ring stage's K or V tile (dst8).
+  // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
   constexpr int CH8 = D / 16;
   constexpr int LOADS8 = KV8 ? (kTileTokens * CH8 + 31) / 32 : 1;
+#ifdef SWA_OPS_DIAG_FP8_L2  // diagnostics: another L2 fetch span for fp8 rows
+  constexpr int kL2Wide8 = SWA_OPS_DIAG_FP8_L2;
+#else
   constexpr int kL2Wide8 = l2_span_for_rows(D);
+#endif
   int src8[LOADS8], dst8[LOADS8];
   const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
   const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
@@ -356,7 +330,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   for (int i = 0; i < LOADS8; ++i) {
     const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
     src8[i] = row * static_cast<int>(p.kv_stride_tok) + c * 16;
-    dst8[i] = row * RB8 + c * 16;
+    dst8[i] = row * ROW * 2 + c * 16;
   }
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
@@ -368,10 +342,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (ALLIN) ks = kv_s + (warp + NW * stage) * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
-      // fp8 rows (D bytes = D / 16 chunks) into the ring's rows of RB8 bytes.
+      // fp8 rows (D bytes = D / 16 chunks) into bytes [0, D) of each 16-bit row.
       unsigned char* ks8 = reinterpret_cast<unsigned char*>(ks);
-      if constexpr (DENSE8) ks8 = ring8 + stage * SB8;
-      unsigned char* vs8 = ks8 + kTileTokens * RB8;
+      unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
       if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
         // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
         const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
@@ -576,15 +549,20 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (ALLIN) ks = kv_s + (warp + NW * j) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
     const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
-    if constexpr (DENSE8) ks8 = ring8 + (j % NSTAGE) * SB8;
-    const unsigned char* vs8 = ks8 + kTileTokens * RB8;
+    const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);
 
     if constexpr (SWAP) {
       // S^T = K Q^T: keys lane / 4 and lane / 4 + 8 by heads 2t, 2t + 1 (swap_frag.h).
       float s[1][4] = {{0.f, 0.f, 0.f, 0.f}};
+#ifdef SWA_OPS_DIAG_FP8_NOMATH  // diagnostics only (wrong results): loads and softmax, no MMAs
       if constexpr (KV8)
-        fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * RB8 + f8_hi * 16), qb);
+        s[0][0] = static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(ks8 + lane));
       else
+#else
+      if constexpr (KV8)
+        fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), qb);
+      else
+#endif
         swap_qk<MT, KCH>(s[0], smem_addr(ks + a_row * ROW + a_col), qb);
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
       const int tb = begin + (warp + NW * j) * kTileTokens;
@@ -619,9 +597,16 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       }
       uint32_t pb0, pb1;
       swap_p_operands<MT>(s[0], pb0, pb1);
+#ifdef SWA_OPS_DIAG_FP8_NOMATH
       if constexpr (KV8)
-        fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * RB8 + f8_hi * 16), pb0, pb1);
+        o[0][0] += __uint_as_float(pb0 ^ pb1) +
+                   static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(vs8 + lane));
       else
+#else
+      if constexpr (KV8)
+        fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16), pb0, pb1);
+      else
+#endif
         swap_pv<MT, KCH>(o, smem_addr(vs + k_row * ROW + k_col), pb0, pb1);
       warp_sync();  // every lane is done reading this stage before it is refilled
     } else {
@@ -635,7 +620,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         }
       };
       if constexpr (KV8) {
-        fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * RB8 + f8_hi * 16), q_operand);
+        fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
       } else {
 #pragma unroll
         for (int kc = 0; kc < KCH; ++kc) {
@@ -719,7 +704,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       const uint32_t pa[4] = {pack2<MT>(s[0][0], s[0][1]), pack2<MT>(s[0][2], s[0][3]),
                               pack2<MT>(s[1][0], s[1][1]), pack2<MT>(s[1][2], s[1][3])};
       if constexpr (KV8) {
-        fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * RB8 + f8_hi * 16));
+        fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
       } else {
 #pragma unroll
         for (int dp = 0; dp < KCH; ++dp) {
@@ -749,8 +734,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     l1 += shfl_xor(l1, 2);
   }
   __syncthreads();
-  static_assert(ALLIN || Tr::kCombineBytes <= Tr::template smem_bytes<DENSE8>(),
-                "the combine's scratch must fit in the kernel's shared memory");
   float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
   float* red_l = red_m + NW * 16;                 // [NW][16]
   float* red_o = red_l + NW * 16;                 // [NW][16][D]

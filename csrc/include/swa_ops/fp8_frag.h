@@ -54,8 +54,13 @@ SWA_D uint32_t fp8_pair_b13(uint32_t x) {
 
 // One ldmatrix register of fp8 bytes -> the fp16 pairs of its bytes (0, 2) and (1, 3).
 SWA_D void fp8_operands(uint32_t r, uint32_t& even, uint32_t& odd) {
+#ifdef SWA_OPS_DIAG_FP8_NOCVT  // diagnostics only (wrong results): the tile without conversions
+  even = r;
+  odd = r ^ 0x1u;
+#else
   even = fp8_pair_b13(r << 8);
   odd = fp8_pair_b13(r);
+#endif
 }
 
 // d (within a 16-wide chunk) of logical k of the permuted QK^T k axis: even d first, then odd.

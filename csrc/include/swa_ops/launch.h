@@ -47,10 +47,9 @@ inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_
   return s;
 }
 
-// Decode CTAs one SM holds at once for head size D (occupancy of the kernel as launched):
-// fp8_swap for the swapped tile over an fp8 cache (dense fp8 rings), else the ring kernels'.
+// Decode CTAs one SM holds at once for head size D (occupancy of the kernel as launched).
 template <int D>
-int decode_ctas_per_sm(bool fp8_swap);
+int decode_ctas_per_sm();
 
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
 // p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant; p.query_start_loc != nullptr

@@ -68,12 +68,10 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   }
   if constexpr (!PACKED) {
     // Groups of <= 8 heads on the N side of the MMAs (swap_frag.h; the launcher's choice). Same
-    // grid as the ring kernel it replaces; the same shared memory for 16-bit caches, the dense
-    // fp8 rings for fp8 ones (decode_ctas_per_sm<D>(true) sized the split for them).
+    // shared memory and grid as the ring kernel it replaces.
     static size_t granted_swap[64] = {};
     if (p.swap_ab && p.allin_tiles == 0) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true>;
-      smem = Tr::template smem_bytes<dense_fp8_rings<KV8, true>()>();
       grant = granted_swap;
     }
   }
@@ -92,35 +90,24 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
                     p);
 }
 
-// The ring kernels' occupancy (their variants share one footprint, up to a few registers), or
-// with DENSE8 that of the swapped fp8 tile on its dense rings (fewer bytes and registers).
-template <int D, bool DENSE8>
-int decode_ctas_per_sm_of() {
+template <int D>
+int decode_ctas_per_sm() {
   using Tr = DecodeMmaTraits<D>;
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 1;
   static int cached[64] = {};
   if (dev < 64 && cached[dev] > 0) return cached[dev];
-  auto kernel = DENSE8 ? decode_mma_kernel<bf16_t, D, false, true, false, false, true>
-                       : decode_mma_kernel<bf16_t, D, false>;
-  constexpr size_t smem = Tr::template smem_bytes<DENSE8>();
+  auto kernel = decode_mma_kernel<bf16_t, D, false>;  // every variant has the same footprint
   static size_t granted[64] = {};
   int n = 0;
-  if (allow_smem(kernel, smem, granted) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Tr::kWarps * 32, smem) !=
-          cudaSuccess ||
-      n < 1) {
+  if (allow_smem(kernel, Tr::smem_bytes(), granted) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Tr::kWarps * 32,
+                                                    Tr::smem_bytes()) != cudaSuccess || n < 1) {
     (void)cudaGetLastError();
     return 1;
   }
   if (dev < 64) cached[dev] = n;
   return n;
-}
-
-template <int D>
-int decode_ctas_per_sm(bool fp8_swap) {
-  return fp8_swap && dense_fp8_rings<true, true>() ? decode_ctas_per_sm_of<D, true>()
-                                                   : decode_ctas_per_sm_of<D, false>();
 }
 
 template <typename T, int D, bool PACKED>
@@ -151,4 +138,4 @@ cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // One line per head-size translation unit.
 #define SWA_OPS_INSTANTIATE_DECODE(D)                                                      \
   template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t); \
-  template int swa_ops::decode_ctas_per_sm<D>(bool);
+  template int swa_ops::decode_ctas_per_sm<D>();
