@@ -3,7 +3,8 @@
 # Usage: notes/gpu_run.sh MODE [extra bench args...]; MODE: tests | bench | all | final | check |
 #   perf | profile | sweep | debug | prefill (prefill tests + probe) | prefillws (prefill tests, the
 #   probe per SWA_OPS_PREFILL_WS kernel, sanitizers) | suite (whole suite, memcheck,
-#   bench without peers) | merged (suite, switch A/Bs, probes) | fidecode / fiprefill (one bench section beside the peers; carry .peers)
+#   bench without peers) | merged (suite, switch A/Bs, probes) | fidecode / fiprefill (one bench section beside the peers; carry .peers) |
+#   kvpair (kv-head pairing: kvpairtests, then kvpairbench)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -91,6 +92,32 @@ if [[ $mode == merged ]]; then
     --shapes mistral-32k,mistral-32k-fp8,bf16-d64,fp8-d256 --json "$OUT/row_probe.json" 2>&1 | grep -v Warn | grep -E "shape|mistral|d64|d256"
   timeout 150 python3 -m swa_ops.bench --peers none --json "$OUT/bench_nopeers.json" 2>&1 | grep -v Warn \
     | tee "$OUT/bench_nopeers.log" | tail -24
+fi
+if [[ $mode == kvpair || $mode == kvpairtests ]]; then
+  # kv-head pairing (SWA_OPS_KV_PAIR, notes/decode.md): its tests and the tests of the kernels
+  # beside it (both switch settings inside the tests).
+  t0=$(date +%s)
+  timeout 420 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=20 \
+    -k "kv_pair or swapped_tiles or fp8 or gqa or block_sizes or sinks or soft_cap or graph" 2>&1 \
+    | tee "$OUT/tests_kvpair.log" | tail -15
+  echo "kv-pair tests: $(( $(date +%s) - t0 )) s"
+fi
+if [[ $mode == kvpair || $mode == kvpairbench ]]; then
+  # Interleaved A/B in one process per setting (the switch is read per call; processes keep the
+  # runs independent): paired rows (mistral-32k-fp8, the fp8 layout in bf16, bf16-d64) and
+  # controls that never pair (mistral-32k and mistral-128k: bf16 D = 128; phi3: bf16 D = 96).
+  for kp in 0 1 0 1; do
+    echo "== SWA_OPS_KV_PAIR=$kp"
+    SWA_OPS_KV_PAIR=$kp timeout 90 python3 notes/row_probe.py --decode --peers none --no-warmup \
+      --shapes mistral-32k,mistral-32k-fp8,phi3,mistral-128k,bf16-d64-kv8,bf16-d64 \
+      --json "$OUT/bench_kvpair${kp}_$SECONDS.json" 2>&1 | grep -v Warn | grep -E "shape|mistral|phi3|d64"
+  done
+  # Probe: the paired fp8 row without its split (128 CTAs, no merge; SWA_OPS_WAVES is read once
+  # per process), to see what the merge and the second partition cost.
+  echo "== SWA_OPS_KV_PAIR=1 SWA_OPS_WAVES=0.5"
+  SWA_OPS_KV_PAIR=1 SWA_OPS_WAVES=0.5 timeout 60 python3 notes/row_probe.py --decode --peers none \
+    --no-warmup --shapes mistral-32k-fp8,bf16-d64-kv8 --json "$OUT/bench_kvpair1_waves05.json" 2>&1 \
+    | grep -v Warn | grep -E "shape|mistral|d64"
 fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;

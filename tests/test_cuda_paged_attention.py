@@ -315,15 +315,27 @@ def decode_kernels_launched(fn):
     return names or None
 
 
-def last_template_flag(name):
-    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP>'s last argument, from a demangled
-    ("true", "(bool)1") or mangled (the last "Lb1E") kernel name."""
+def template_flags(name):
+    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR>'s six bool arguments, from
+    a demangled ("true", "(bool)1") or mangled ("Lb1E") kernel name."""
     m = re.search(r"decode_mma_kernel<(.*)>", name)
     if m:
-        return m.group(1).replace(" ", "").split(",")[-1] in ("true", "(bool)1", "1")
+        args = m.group(1).replace(" ", "").split(",")[2:]
+        assert len(args) == 6, name
+        return [a in ("true", "(bool)1", "1") for a in args]
     flags = re.findall(r"Lb([01])E", name)
-    assert len(flags) == 5, name
-    return flags[-1] == "1"
+    assert len(flags) == 6, name
+    return [f == "1" for f in flags]
+
+
+def swap_flag(name):
+    """Whether the decode kernel `name` is the swapped tile (SWAP)."""
+    return template_flags(name)[4]
+
+
+def pair_flag(name):
+    """Whether the decode kernel `name` is the kv-head-paired swapped tile (PAIR)."""
+    return template_flags(name)[5]
 
 
 # Both tile layouts of the single-token decode kernel (SWA_OPS_SWAP): groups of <= 8 heads run
@@ -340,7 +352,7 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
         lambda: check_case([5000, 4097, 300, 17, 1, 0], 2 * group, 2, head_size, 16, 1000,
                            torch.bfloat16, seed=seed))
     if names is not None:  # the layout the switch asks for is the one that ran
-        assert all(last_template_flag(n) == (swap == "1") for n in names), names
+        assert all(swap_flag(n) == (swap == "1") for n in names), names
     check_case([20000, 129], group, 1, head_size, 8, 0, torch.float16, seed=seed + 1,
                soft_cap=30.0, use_sinks=True)
     check_fp8([4100, 700, 1, 0], 2 * group, 2, head_size, 16, 2047, seed=seed + 2,
@@ -652,3 +664,150 @@ def test_rejects_uncompiled_head_size():
     q, kc, vc, bt, lens = make_case([20], 8, 2, 72, 16, 0, torch.bfloat16)
     with pytest.raises(RuntimeError, match="head_size"):
         torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# kv-head pairing (SWA_OPS_KV_PAIR=1; decode_mma_kernel's PAIR, split.h): one CTA streams kv heads
+# 2c and 2c + 1 as rows of 2 D elements on the swapped tile, for groups <= 4, fp8 caches at
+# D = 64-128 and 16-bit caches at D = 64. Both settings of the switch, every group it pairs, every
+# head size it pairs, an odd kv-head count (which must run unpaired), splits (few long sequences),
+# windows on and off tile boundaries, block sizes 8/16/64, seq_len 0 and 1, sinks, soft-cap; the
+# profiler says which kernel ran.
+PAIR_CASES = [("fp8", d) for d in (64, 80, 96, 128)] + [("bf16", 64), ("fp16", 64)]
+
+
+def check_pair_case(kind, seq_lens, num_heads, num_kv_heads, head_size, block_size, window, seed,
+                    soft_cap=0.0, use_sinks=False):
+    """One decode call through check_case / check_fp8; the decode kernels it launched."""
+    if kind == "fp8":
+        fn = lambda: check_fp8(seq_lens, num_heads, num_kv_heads, head_size, block_size, window,
+                               seed=seed, soft_cap=soft_cap, use_sinks=use_sinks)
+    else:
+        dt = torch.bfloat16 if kind == "bf16" else torch.float16
+        fn = lambda: check_case(seq_lens, num_heads, num_kv_heads, head_size, block_size, window,
+                                dt, seed=seed, soft_cap=soft_cap, use_sinks=use_sinks)
+    return decode_kernels_launched(fn)
+
+
+def assert_paired(names, want):
+    if names is not None:  # the profiler recorded the launch: the asked-for kernel ran
+        assert all(pair_flag(n) == want for n in names), names
+        assert all(swap_flag(n) for n in names), names
+
+
+@pytest.mark.parametrize("pair", ("1", "0"))
+@pytest.mark.parametrize("kind,head_size", PAIR_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("group", (1, 2, 3, 4))
+def test_kv_pair(monkeypatch, pair, kind, head_size, group):
+    monkeypatch.setenv("SWA_OPS_KV_PAIR", pair)
+    monkeypatch.delenv("SWA_OPS_SWAP", raising=False)
+    monkeypatch.delenv("SWA_OPS_SMALL", raising=False)
+    on = pair == "1"
+    seed = 100 * head_size + group
+    # Two pairs, window 1000 (starts off tile boundaries), partitions of the long rows, 0 and 1.
+    names = check_pair_case(kind, [5000, 4097, 300, 17, 1, 0], 4 * group, 4, head_size, 16, 1000,
+                            seed)
+    assert_paired(names, on)
+    # One pair, block 8 (two blocks per tile), no window, soft-cap and sinks.
+    names = check_pair_case(kind, [2000, 129, 1, 0], 2 * group, 2, head_size, 8, 0, seed + 1,
+                            soft_cap=30.0, use_sinks=True)
+    assert_paired(names, on)
+    # Block 64, a window on a tile boundary, lengths around it.
+    names = check_pair_case(kind, [4160, 65, 64, 63, 16], 6 * group, 6, head_size, 64, 64,
+                            seed + 2)
+    assert_paired(names, on)
+    # One long sequence: split into many partitions, sinks through the merge.
+    names = check_pair_case(kind, [60000], 2 * group, 2, head_size, 16, 0, seed + 3,
+                            use_sinks=True)
+    assert_paired(names, on)
+    # An odd number of kv heads never pairs.
+    names = check_pair_case(kind, [3000, 17, 0], 3 * group, 3, head_size, 16, 2047, seed + 4)
+    assert_paired(names, False)
+
+
+@pytest.mark.parametrize("kind,head_size", [("fp8", 128), ("fp8", 96), ("bf16", 128),
+                                            ("fp8", 256), ("bf16", 96)], ids=lambda v: str(v))
+def test_kv_pair_not_for_unpaired_shapes(monkeypatch, kind, head_size):
+    # Head sizes the kernel does not pair, groups over 4, and a kv-head stride other than
+    # head_size (the two rows not adjacent) run unpaired even with the switch on.
+    monkeypatch.setenv("SWA_OPS_KV_PAIR", "1")
+    monkeypatch.delenv("SWA_OPS_SWAP", raising=False)
+    paired_size = (kind == "fp8" and head_size <= 128) or head_size == 64
+    names = check_pair_case(kind, [3000, 1, 0], 16, 2, head_size, 16, 1024, seed=head_size)
+    assert_paired(names, False)  # group 8
+    if not paired_size:
+        names = check_pair_case(kind, [3000, 1, 0], 8, 2, head_size, 16, 1024, seed=head_size)
+        assert_paired(names, False)
+
+
+def test_kv_pair_strided_heads(monkeypatch):
+    # kv heads whose rows are not adjacent (a cache sliced out of a wider one): unpaired, correct.
+    monkeypatch.setenv("SWA_OPS_KV_PAIR", "1")
+    monkeypatch.delenv("SWA_OPS_SWAP", raising=False)
+    q, kc, vc, bt, lens = make_case([3000, 129, 1, 0], 16, 8, 64, 16, 1000, torch.bfloat16, seed=5)
+    kc4, vc4 = kc[:, :, ::2], vc[:, :, ::2]  # kv heads 0, 2, 4, 6: head stride 2 D
+    q4 = q.view(4, 8, 2, 64)[:, ::2].reshape(4, 8, 64).contiguous()
+    names = decode_kernels_launched(lambda: torch.ops.swa_ops.paged_attention(
+        q4, kc4, vc4, bt, lens, 0.125, 1000))
+    assert_paired(names, False)
+    out = torch.ops.swa_ops.paged_attention(q4, kc4, vc4, bt, lens, 0.125, 1000)
+    ref = batched_decode_ref(q4, kc4, vc4, bt, lens, 0.125, 1000)
+    pt = batched_decode_ref(q4, kc4, vc4, bt, lens, 0.125, 1000, compute_dtype=torch.bfloat16)
+    err = (out.float() - ref).abs().max().item()
+    assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
+
+
+@pytest.mark.parametrize("kind", ("fp8", "bf16"))
+def test_kv_pair_mistral_like(monkeypatch, kind):
+    # The shape pairing is for: 32 / 8 heads, windows 4096 (fp8: D = 128; bf16: D = 64, the fp8
+    # row's memory layout), lengths around the window edge, both switch settings.
+    D = 128 if kind == "fp8" else 64
+    for pair in ("1", "0"):
+        monkeypatch.setenv("SWA_OPS_KV_PAIR", pair)
+        names = check_pair_case(kind, [4096, 4097, 4111, 4112, 8191, 60000, 1, 0], 32, 8, D, 16,
+                                4096, seed=42)
+        assert_paired(names, pair == "1")
+
+
+@pytest.mark.parametrize("kind", ("fp8", "bf16"))
+def test_kv_pair_cuda_graph_replay(monkeypatch, kind):
+    # Captured with the switch on, replayed over growing contexts: the paired grid and its split
+    # come from shapes only, so one graph serves every step.
+    monkeypatch.setenv("SWA_OPS_KV_PAIR", "1")
+    torch.manual_seed(3)
+    H, KVH, D, bs, W, S = 32, 8, 128 if kind == "fp8" else 64, 16, 1024, 4
+    max_blocks = 4096 // bs
+    dt = torch.bfloat16
+    k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    extra = ()
+    if kind == "fp8":
+        ks = torch.tensor([0.02], device="cuda")
+        vs = torch.tensor([0.015], device="cuda")
+        k_cache, v_cache = reference.quantize_fp8(k_cache, ks), reference.quantize_fp8(v_cache, vs)
+        extra = (None, 1, ks, vs)
+    bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
+    lens = torch.tensor([1, 100, 1000, 3000], dtype=torch.int32, device="cuda")
+    q = torch.randn(S, H, D, device="cuda", dtype=dt)
+    call = lambda: torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W,
+                                                     0.0, None, *extra)
+    assert_paired(decode_kernels_launched(call), True)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = call()
+    for step in range(0, 1000, 97):
+        lens.copy_(torch.tensor([1 + step, 100 + step, 1000 + step, 3000 + step],
+                                dtype=torch.int32))
+        q.copy_(torch.randn(S, H, D, dtype=dt))
+        graph.replay()
+        if kind == "fp8":
+            ref = reference.paged_attention(q.float(), k_cache, v_cache, bt, lens, D ** -0.5, W,
+                                            0.0, None, None, 1, ks, vs).float()
+            pt = (batched_decode_ref(q, k_cache.to(dt), v_cache.to(dt), bt, lens,
+                                     D ** -0.5 * ks.item(), W, compute_dtype=dt) * vs.item())
+        else:
+            ref = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
+            pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W, compute_dtype=dt)
+        err = (out.float() - ref).abs().max().item()
+        assert err <= 2 * (pt.float().to(dt).float() - ref).abs().max().item() + ATOL_FLOOR

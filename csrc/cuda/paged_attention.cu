@@ -48,6 +48,14 @@ int decode_slots_per_sm(int head_size) {
   return n > 0 ? n : 1;
 }
 
+// The same for the kv-head-paired kernel over an fp8 (fp8 = true) or a 16-bit cache.
+int decode_pair_slots_per_sm(int head_size, bool fp8) {
+  int n = 0;
+  dispatch_head_size(head_size,
+                     [&](auto hd) { n = decode_pair_ctas_per_sm<decltype(hd)::value>(fp8); });
+  return n > 0 ? n : 1;
+}
+
 // Multiprocessor count of the current device, read once per device.
 int sm_count() {
   static int counts[64] = {};
@@ -121,6 +129,15 @@ bool use_small_partitions() {
 bool use_swapped_tiles() {
   const char* e = std::getenv("SWA_OPS_SWAP");
   return e == nullptr || std::string(e) != "0";
+}
+
+// kv-head pairing (split.h; decode_mma_kernel<..., PAIR = true>): one CTA streams two adjacent
+// kv heads of each token (rows of 2 D contiguous elements) on the swapped tile. Off unless
+// SWA_OPS_KV_PAIR=1 (read per call, for A/B runs and tests of both paths) until measured on a GPU;
+// the launcher pairs only what the kernel supports (use_kv_pair_for).
+bool use_kv_pair() {
+  const char* e = std::getenv("SWA_OPS_KV_PAIR");
+  return e != nullptr && std::string(e) == "1";
 }
 
 // With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
@@ -289,12 +306,27 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const int64_t grid_rows = packed ? d.num_seqs : rows;
   const int grid_chunks =
       packed ? static_cast<int>((max_query_len * group + 15) / 16) : head_chunks;
+  // The short-partition variant (SWA_OPS_SMALL=1, 16-bit caches, D <= 128) replaces the ring
+  // kernels it applies to; pairing is not combined with it.
+  const bool small = !packed && !d.fp8 && d.head_size <= 128 && use_small_partitions();
+  // kv-head pairing: single-token rows on the swapped tile (per-token multi-token rows too),
+  // groups of <= 4 (2 g columns of 8), an even number of kv heads (odd counts run unpaired), the
+  // two kv heads' rows adjacent in the cache (kv-head stride = head_size; value_cache's strides
+  // equal key_cache's, checked above), head sizes the kernel pairs (split.h). Host-known only.
+  const bool kv_pair = !packed && !small && group <= kMaxPairGroup && d.num_kv_heads % 2 == 0 &&
+                       key_cache.stride(2) == d.head_size &&
+                       kv_pair_head_size(static_cast<int>(d.head_size), d.fp8) &&
+                       use_swapped_tiles() && use_kv_pair();
+  // The split is sized from the grid as launched (kv-head pairs when paired) and from that
+  // kernel's own occupancy.
   const DecodeSplit split = choose_decode_split(
       checked_int(grid_rows, packed ? "num_seqs" : multi ? "num_tokens" : "num_seqs"),
-      checked_int(d.num_kv_heads, "num_kv_heads"),
+      checked_int(kv_pair ? d.num_kv_heads / 2 : d.num_kv_heads, "num_kv_heads"),
       grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
       checked_int(max_context, "max_blocks_per_seq * block_size"),
-      num_sms * decode_slots_per_sm(static_cast<int>(d.head_size)), split_waves());
+      num_sms * (kv_pair ? decode_pair_slots_per_sm(static_cast<int>(d.head_size), d.fp8)
+                         : decode_slots_per_sm(static_cast<int>(d.head_size))),
+      split_waves());
 
   DecodeParams p{};
   fill_shared_params(p, args);
@@ -312,7 +344,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.num_parts = split.num_parts;
   p.part_tokens = split.part_tokens;
   p.num_blocks = checked_int(key_cache.size(0), "num_blocks");
-  if (!packed && !d.fp8 && d.head_size <= 128 && use_small_partitions()) {
+  if (small) {
     // The most tiles a partition holds: min(P, the longest span) over 16 (split.h).
     p.allin_tiles = allin_max_tiles(
         split.part_tokens,
@@ -323,6 +355,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.early_trigger = p.allin_tiles > 0;
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
+  p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;

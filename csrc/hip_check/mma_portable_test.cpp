@@ -136,8 +136,10 @@ uint32_t pack2<bf16_t>(float lo, float hi) { return pack(lo, hi, true); }
 namespace {
 
 int g_failures = 0;
+bool g_quiet = false;  // mutation runs: count mismatches, print none
 void expect(bool ok, const char* what, int lane, int reg) {
-  if (!ok && ++g_failures <= 10) std::printf("FAIL %s: lane %d register %d\n", what, lane, reg);
+  if (!ok && ++g_failures <= 10 && !g_quiet)
+    std::printf("FAIL %s: lane %d register %d\n", what, lane, reg);
 }
 
 void test_ldmatrix(std::mt19937& rng) {
@@ -378,6 +380,121 @@ void test_swap_tile(std::mt19937& rng, const char* name) {
   });
 }
 
+// kv-head pairing (swap_frag.h; decode_mma_kernel's PAIR): one swapped tile over paired rows of
+// 2 D elements (kv head a's D, then b's: the cache's adjacent kv-head rows) in the ring's rows
+// (16-bit: 2 D + 8 elements, as D' = 2 D's ring; fp8: 2 D bytes in D's 16-bit rows of 2 D + 16
+// bytes), a random group g <= 4: columns 0..g-1 are kv head a's query heads, g..2g-1 b's, the rest
+// dead. Q'^T's fragments come from pair_q_operands and the outputs are picked from O^T's M-tiles
+// as the kernel's combine picks them (pair_half, pair_out_dim); both are compared with plain
+// per-head products over each head's own K and V, every (column, d) written exactly once. D = 48
+// per head (2 D = 96: six k-chunks, three ldmatrix x4 on the fp8 path). mutate = 1 puts each
+// column's query in the other half, 2 picks the other half's outputs: both must fail.
+template <typename MT, bool FP8>
+void test_pair_tile(std::mt19937& rng, const char* name, int mutate = 0) {
+  constexpr bool kBf16 = std::is_same<MT, bf16_t>::value;
+  constexpr int D = 48, HKCH = D / 16, DV = 2 * D, KCH = DV / 16;
+  constexpr int kRowBytes = FP8 ? 2 * (D + 8) : 2 * (DV + 8);
+  std::uniform_int_distribution<int> half_steps(-6, 6), exp(0, 10), man(0, 7), coin(0, 1),
+      group_of(1, 4);
+  auto e4m3 = [&]() -> uint8_t {
+    if (coin(rng) && coin(rng)) return 0;
+    return static_cast<uint8_t>((coin(rng) << 7) | (exp(rng) << 3) | man(rng));
+  };
+  const int group = group_of(rng), gc = 2 * group;
+  float Q[8][D] = {}, P[16][8], K[2][16][D], V[2][16][D];  // K, V: [kv head of the pair]
+  std::vector<uint8_t> ks(16 * kRowBytes, 0x7f), vs(16 * kRowBytes, 0x7f);  // 0x7f: filler
+  for (int n = 0; n < gc; ++n) for (float& v : Q[n]) v = half_steps(rng) * 0.5f;
+  for (auto& row : P) for (float& v : row) v = half_steps(rng) * 0.5f;
+  for (int k = 0; k < 16; ++k)
+    for (int h = 0; h < 2; ++h)
+      for (int d = 0; d < D; ++d) {
+        const int dp = h * D + d;  // position in the paired row
+        if constexpr (FP8) {
+          ks[k * kRowBytes + dp] = e4m3();
+          vs[k * kRowBytes + dp] = e4m3();
+          K[h][k][d] = e4m3_to_float(ks[k * kRowBytes + dp]);
+          V[h][k][d] = e4m3_to_float(vs[k * kRowBytes + dp]);
+        } else {
+          K[h][k][d] = half_steps(rng) * 0.5f;
+          V[h][k][d] = half_steps(rng) * 0.5f;
+          const uint16_t kb = bits_of(K[h][k][d], kBf16), vb = bits_of(V[h][k][d], kBf16);
+          std::memcpy(&ks[k * kRowBytes + 2 * dp], &kb, 2);
+          std::memcpy(&vs[k * kRowBytes + 2 * dp], &vb, 2);
+        }
+      }
+  const float f = FP8 ? kFp8OperandScale : 1.f;
+  auto half_of = [&](int n) { return n < gc ? (n >= group ? 1 : 0) : -1; };
+  float S_ref[16][8], O_ref[8][D];  // dead columns: zero queries, so zero logits
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 8; ++n) {
+      float acc = 0.f;
+      for (int d = 0; d < D; ++d) acc += n < gc ? Q[n][d] * K[half_of(n)][k][d] : 0.f;
+      S_ref[k][n] = acc / f;
+    }
+  for (int n = 0; n < gc; ++n)
+    for (int d = 0; d < D; ++d) {
+      float acc = 0.f;
+      for (int k = 0; k < 16; ++k) acc += V[half_of(n)][k][d] * P[k][n];
+      O_ref[n][d] = acc / f;
+    }
+  float out[8][D] = {};
+  int written[8][D] = {};
+  warp_run([&](int l) {
+    const int g = l / 4, t = l % 4;
+    int qhalf = half_of(g);
+    if (mutate == 1 && qhalf >= 0) qhalf ^= 1;
+    uint32_t qb[KCH][2];
+    pair_q_operands<HKCH, FP8>(qb, l, qhalf, [&](int w) {
+      const float* q = Q[g];
+      return pack(q[2 * w], q[2 * w + 1], FP8 ? false : kBf16);  // fp8: fp16 operands
+    });
+    float s[4] = {};
+    if constexpr (FP8) {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
+      fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), qb);
+    } else {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, col = (l >> 4) * 8;
+      swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + col * 2), qb);
+    }
+    expect(s[0] == S_ref[g][2 * t], name, l, 0);
+    expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
+    expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
+    expect(s[3] == S_ref[g + 8][2 * t + 1], name, l, 3);
+    const float p_acc[4] = {P[g][2 * t], P[g][2 * t + 1], P[g + 8][2 * t], P[g + 8][2 * t + 1]};
+    uint32_t pb0, pb1;
+    swap_p_operands<MT>(p_acc, pb0, pb1);
+    float o[KCH][4] = {};
+    if constexpr (FP8) {
+      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
+      fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + hi16 * 16), pb0, pb1);
+    } else {
+      const int row = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
+      swap_pv<MT, KCH>(o, smem_addr(vs.data() + row * kRowBytes + col * 2), pb0, pb1);
+    }
+    // The combine's pick (decode_mma.h, PAIR): columns h0 = 2t and h0 + 1, rows g and g + 8.
+    const int h0 = 2 * t;
+    for (int c = 0; c < KCH; ++c) {
+      const int d_lo = pair_out_dim<HKCH>(c, g, FP8), d_hi = pair_out_dim<HKCH>(c, g + 8, FP8);
+      for (int e = 0; e < 2; ++e) {
+        const int h = h0 + e;
+        int half = half_of(h);
+        if (mutate == 2 && half >= 0) half ^= 1;
+        if (h < gc && pair_half<HKCH>(c) == half) {
+          out[h][d_lo] = o[c][e];  // lanes write disjoint (column, d): checked below
+          out[h][d_hi] = o[c][2 + e];
+          __atomic_add_fetch(&written[h][d_lo], 1, __ATOMIC_RELAXED);
+          __atomic_add_fetch(&written[h][d_hi], 1, __ATOMIC_RELAXED);
+        }
+      }
+    }
+  });
+  for (int n = 0; n < gc; ++n)
+    for (int d = 0; d < D; ++d) {
+      expect(written[n][d] == 1, name, n, d);
+      expect(out[n][d] == O_ref[n][d], name, n, d);
+    }
+}
+
 template <typename T>
 void test_mma(std::mt19937& rng, const char* name) {
   constexpr bool kBf16 = std::is_same<T, bf16_t>::value;
@@ -424,6 +541,29 @@ int main() {
     test_swap_tile<bf16_t, false>(rng, "swap tile bf16");
     test_swap_tile<fp16_t, false>(rng, "swap tile fp16");
     test_swap_tile<fp16_t, true>(rng, "swap tile fp8");
+    test_pair_tile<bf16_t, false>(rng, "paired swap tile bf16");
+    test_pair_tile<fp16_t, false>(rng, "paired swap tile fp16");
+    test_pair_tile<fp16_t, true>(rng, "paired swap tile fp8");
+  }
+  // The paired tile's two index rules must matter: each mutation has to be caught.
+  if (g_failures == 0) {
+    g_quiet = true;
+    const char* kMutation[3] = {"", "query in the other half", "outputs of the other half"};
+    for (int m = 1; m <= 2; ++m) {
+      int caught = 0;
+      for (int rep = 0; rep < 3; ++rep) {
+        const int before = g_failures;
+        test_pair_tile<bf16_t, false>(rng, "mutated", m);
+        test_pair_tile<fp16_t, true>(rng, "mutated", m);
+        caught += g_failures > before;
+        g_failures = before;
+      }
+      if (caught < 3) {
+        std::printf("FAIL paired swap tile: mutation '%s' not caught\n", kMutation[m]);
+        ++g_failures;
+      }
+    }
+    g_quiet = false;
   }
   if (g_failures) {
     std::printf("mma_portable_test: %d mismatches\n", g_failures);
@@ -431,7 +571,8 @@ int main() {
   }
   std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2(_trans), "
               "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv), movmatrix_trans, swapped "
-              "decode tile (bf16, fp16, fp8): 20 random cases each, all "
-              "lanes exact\n");
+              "decode tile (bf16, fp16, fp8), kv-head-paired swapped tile (bf16, fp16, fp8; "
+              "groups 1-4): 20 random cases each, all lanes exact; 2 paired-tile mutations "
+              "caught\n");
   return 0;
 }

@@ -95,6 +95,13 @@ struct DecodeMmaTraits {
   }
 };
 
+// The ring geometry of a decode kernel. kv-head pairing (PAIR, split.h) streams rows of 2 D
+// elements: 16-bit ones need D' = 2 D's rows (D = 64: D = 128's rings, 104 KB, the same warps),
+// fp8 ones (2 D bytes) fit D's own 16-bit ring rows (2 D + 16 bytes), so there the paired
+// kernel's shared memory, and its occupancy by shared memory, are the unpaired kernel's.
+template <int D, bool KV8, bool PAIR>
+using DecodeRingTraits = DecodeMmaTraits<(PAIR && !KV8) ? 2 * D : D>;
+
 // ALLIN, before pdl_wait(): prefetches into L2 the K/V lines of the tiles this warp will load, so
 // that the next call's DRAM stream starts while the previous kernel is still draining (its
 // CTAs become resident beside the previous grid's: the ALLIN footprint leaves room for them).
@@ -171,11 +178,22 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 // SWAP: groups of <= 8 heads on the N side of the MMAs (swap_frag.h: half the MMAs and
 // exponentials per tile); single-token only. The copies, rings, masks' bounds, partitions and the
 // combine's arithmetic are the same; only the tile math and the accumulators' layout differ.
+// PAIR (with SWAP; p.kv_pair): kv-head pairing (split.h, swap_frag.h): the CTA of kv-head pair
+// kvh streams kv heads 2 kvh and 2 kvh + 1 as rows of DV = 2 D elements and runs the swapped tile
+// over them with its 2 g query heads' block-diagonal queries; the grid has num_kv_heads / 2 kv
+// units per sequence. Copies, masks, softmax and the combine are the same code over DV-wide rows;
+// the combine writes each head's own D outputs, so the workspace and the merge are unchanged.
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
-          bool ALLIN = false, bool SWAP = false>
+          bool ALLIN = false, bool SWAP = false, bool PAIR = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     decode_mma_kernel(const DecodeParams p) {
-  using Tr = DecodeMmaTraits<D>;
+  using Tr = DecodeRingTraits<D, KV8, PAIR>;
+  static_assert(!PAIR || (SWAP && kv_pair_head_size(D, KV8) &&
+                          Tr::kWarps == DecodeMmaTraits<D>::kWarps),
+                "kv-head pairing: the swapped single-token tile, head sizes of split.h");
+  // Elements per streamed row: one kv head's D, or (PAIR) the pair's 2 D.
+  constexpr int DV = PAIR ? 2 * D : D;
+  constexpr int HKCH = D / 16;  // PAIR: k-chunks (M-tiles of O^T) per kv head
   // Tensor-core operand type: fp16 for fp8 caches (fp8_frag.h), else the query's.
   using MT = std::conditional_t<KV8, fp16_t, T>;
   // The query's 16-bit pairs as MT pairs (bf16 -> fp16 for fp8 caches; else unchanged).
@@ -189,12 +207,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
-  constexpr int CPR = D / 8;                       // 16-byte chunks per row
-  constexpr int KCH = D / 16;                      // k-chunks of QK^T, column pairs of PV
-  constexpr int NT = D / 8;                        // n-tiles of the output
+  constexpr int CPR = DV / 8;                      // 16-byte chunks per row
+  constexpr int KCH = DV / 16;                     // k-chunks of QK^T, column pairs of PV
+  constexpr int NT = DV / 8;                       // n-tiles of the output
   constexpr int LOADS = kTileTokens * CPR / 32;    // 16-byte copies per lane per tile and tensor
   static_assert(D % 16 == 0 && (kTileTokens * CPR) % 32 == 0, "head size must be a multiple of 16");
-  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
+  constexpr int kL2Wide = l2_span_for_rows(DV * sizeof(T));  // L2 fetch span per copy
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* kv_s = reinterpret_cast<T*>(smem_raw);       // [NW][NSTAGE][K|V][16][ROW]
@@ -202,11 +220,15 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int chunk = blockIdx.x % p.head_chunks;
-  const int kvh = (blockIdx.x / p.head_chunks) % p.num_kv_heads;
-  const int seq = blockIdx.x / (p.head_chunks * p.num_kv_heads);
+  // PAIR: the grid's kv units are kv-head pairs (head_chunks is 1: groups of <= 4).
+  const int kv_units = PAIR ? p.num_kv_heads >> 1 : p.num_kv_heads;
+  const int kvh = (blockIdx.x / p.head_chunks) % kv_units;
+  const int seq = blockIdx.x / (p.head_chunks * kv_units);
   const int part = blockIdx.y;
-  const int head0 = kvh * p.group + chunk * 16;  // single-token mode: the chunk's first head
-  const int gc_heads = min(16, p.group - chunk * 16);  // single-token mode: live rows of the M tile
+  const int kv0 = PAIR ? 2 * kvh : kvh;  // the CTA's (first) kv head
+  const int head0 = kv0 * p.group + chunk * 16;  // single-token mode: the chunk's first head
+  // single-token mode: live rows of the M tile (SWAP: columns; PAIR: both kv heads' groups)
+  const int gc_heads = PAIR ? 2 * p.group : min(16, p.group - chunk * 16);
 
   // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
   // may be scheduled before that kernel ends; nothing is read before the wait (but the ALLIN
@@ -283,8 +305,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     ld_row[i] = (lane + 32 * i) / CPR;
     ld_col[i] = ((lane + 32 * i) % CPR) * 8;
   }
-  const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
-  const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
+  const T* k_base = static_cast<const T*>(p.k_cache) + kv0 * p.kv_stride_head;
+  const T* v_base = static_cast<const T*>(p.v_cache) + kv0 * p.kv_stride_head;
   const int bs_mask = p.block_size - 1;
   T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
 
@@ -316,16 +338,16 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const bool one_block_tiles = p.block_size >= kTileTokens;
   // fp8 rows: 16-byte chunks (CH8 per row) of the tile, this lane's LOADS8 of them: the byte
   // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
-  constexpr int CH8 = D / 16;
+  constexpr int CH8 = DV / 16;
   constexpr int LOADS8 = KV8 ? (kTileTokens * CH8 + 31) / 32 : 1;
 #ifdef SWA_OPS_DIAG_FP8_L2  // diagnostics: another L2 fetch span for fp8 rows
   constexpr int kL2Wide8 = SWA_OPS_DIAG_FP8_L2;
 #else
-  constexpr int kL2Wide8 = l2_span_for_rows(D);
+  constexpr int kL2Wide8 = l2_span_for_rows(DV);
 #endif
   int src8[LOADS8], dst8[LOADS8];
-  const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kvh * p.kv_stride_head;
-  const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kvh * p.kv_stride_head;
+  const unsigned char* kb8 = static_cast<const unsigned char*>(p.k_cache) + kv0 * p.kv_stride_head;
+  const unsigned char* vb8 = static_cast<const unsigned char*>(p.v_cache) + kv0 * p.kv_stride_head;
 #pragma unroll
   for (int i = 0; i < LOADS8; ++i) {
     const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
@@ -342,7 +364,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (ALLIN) ks = kv_s + (warp + NW * stage) * Tr::kStageElems;
     T* vs = ks + kTileTokens * ROW;
     if constexpr (KV8) {
-      // fp8 rows (D bytes = D / 16 chunks) into bytes [0, D) of each 16-bit row.
+      // fp8 rows (DV bytes = DV / 16 chunks) into bytes [0, DV) of each 16-bit row (PAIR:
+      // DV = 2 D bytes fill a D-element row but its 16 padding bytes).
       unsigned char* ks8 = reinterpret_cast<unsigned char*>(ks);
       unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
       if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
@@ -411,7 +434,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   // Rows lane/4 and lane/4 + 8 (SWAP: heads 2 (lane % 4) and 2 (lane % 4) + 1).
   float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
-  constexpr int NO = SWAP ? KCH : NT;  // SWAP: D / 16 M-tiles of O^T, else D / 8 n-tiles of O
+  constexpr int NO = SWAP ? KCH : NT;  // SWAP: DV / 16 M-tiles of O^T, else D / 8 n-tiles of O
   float o[NO][4];
 #pragma unroll
   for (int nt = 0; nt < NO; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
@@ -440,7 +463,15 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   uint32_t q_frag[Tr::kQInRegs && !SWAP ? KCH : 1][4];
   uint32_t qb[SWAP ? KCH : 1][2];  // SWAP: Q^T's B fragments, every D (they take half the room)
   const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
-  if constexpr (SWAP) {
+  if constexpr (PAIR) {
+    // Column g = lane / 4 is head head0 + g (g >= gc: a zero query), whose kv head is in half
+    // g >= group of the paired row: its query goes into that half's k-chunks (swap_frag.h).
+    const int g = lane >> 2;
+    const uint32_t* q_h = reinterpret_cast<const uint32_t*>(
+        q_g + static_cast<int64_t>(head0 + (g < gc ? g : 0)) * p.q_stride_head);
+    pair_q_operands<HKCH, KV8>(qb, lane, g < gc ? (g >= p.group ? 1 : 0) : -1,
+                               [&](int w) { return qcv(__ldg(q_h + w)); });
+  } else if constexpr (SWAP) {
     // b0 = d (2t, 2t + 1) and b1 = d (2t + 8, 2t + 9) of head g = lane / 4 (heads >= gc: zero
     // queries); fp8 caches: the fp8_q_dim order, as below.
     const int g = lane >> 2, c = (lane & 3) * 2;
@@ -758,7 +789,23 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     red_l[warp * 16 + r0] = l0;
     red_l[warp * 16 + r0 + 8] = l1;
   }
-  if constexpr (SWAP) {
+  if constexpr (PAIR) {
+    // Column h's outputs are the M-tiles of its own half (h >= group) of the paired row, as its
+    // head's dims (swap_frag.h); the other half's rows are discarded.
+    const int half0 = h0 >= p.group ? 1 : 0, half1 = h0 + 1 >= p.group ? 1 : 0;
+#pragma unroll
+    for (int c = 0; c < NO; ++c) {
+      const int d_lo = pair_out_dim<HKCH>(c, r0, KV8), d_hi = pair_out_dim<HKCH>(c, r0 + 8, KV8);
+      if (h0 < gc && pair_half<HKCH>(c) == half0) {
+        red_o[(warp * 16 + h0) * D + d_lo] = o[c][0];
+        red_o[(warp * 16 + h0) * D + d_hi] = o[c][2];
+      }
+      if (h0 + 1 < gc && pair_half<HKCH>(c) == half1) {
+        red_o[(warp * 16 + h0 + 1) * D + d_lo] = o[c][1];
+        red_o[(warp * 16 + h0 + 1) * D + d_hi] = o[c][3];
+      }
+    }
+  } else if constexpr (SWAP) {
 #pragma unroll
     for (int c = 0; c < NO; ++c) {
       const int d_lo = swap_out_dim(c, r0, KV8), d_hi = swap_out_dim(c, r0 + 8, KV8);

@@ -51,6 +51,10 @@ inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_
 template <int D>
 int decode_ctas_per_sm();
 
+// The same for the kv-head-paired kernel (split.h) over an fp8 or a 16-bit cache.
+template <int D>
+int decode_pair_ctas_per_sm(bool fp8);
+
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
 // p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant; p.query_start_loc != nullptr
 // the packed multi-token mode (p.num_tokens, p.max_query_len; head_chunks counts row chunks).

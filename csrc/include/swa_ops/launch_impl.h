@@ -75,12 +75,24 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
       grant = granted_swap;
     }
   }
+  if constexpr (!PACKED && kv_pair_head_size(D, KV8)) {
+    // kv-head pairing (the launcher's choice, only with the swapped tile): its own ring
+    // geometry (DecodeRingTraits) and a grid of kv-head pairs. Instantiated only for the head
+    // sizes and cache kinds split.h pairs.
+    static size_t granted_pair[64] = {};
+    if (p.kv_pair) {
+      kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, true>;
+      smem = DecodeRingTraits<D, KV8, true>::smem_bytes();
+      grant = granted_pair;
+    }
+  }
   cudaError_t e = allow_smem(kernel, smem, grant);
   if (e != cudaSuccess) return e;
   // Both kernels go out as programmatic dependents of their predecessor on the stream: their
   // CTAs can be scheduled while it drains, and each waits (griddepcontrol.wait) for its
   // predecessor's writes before reading anything. Plain launches where the attribute is refused.
-  const dim3 grid(p.num_seqs * p.num_kv_heads * p.head_chunks, p.num_parts);
+  const int kv_units = p.kv_pair ? p.num_kv_heads / 2 : p.num_kv_heads;
+  const dim3 grid(p.num_seqs * kv_units * p.head_chunks, p.num_parts);
   e = launch_pdl(kernel, grid, dim3(Tr::kWarps * 32), smem, stream, p);
   if (e != cudaSuccess || p.num_parts == 1) return e;
   // One merge CTA per output row: (sequence, head), or (sequence, token < max_query_len, head).
@@ -108,6 +120,39 @@ int decode_ctas_per_sm() {
   }
   if (dev < 64) cached[dev] = n;
   return n;
+}
+
+// Occupancy of the kv-head-paired kernel (fp8 or 16-bit cache), which sizes the paired grid's
+// split; the unpaired kernels' for head sizes that do not pair (never asked for: the launcher
+// pairs only what kv_pair_head_size allows).
+template <int D, bool KV8>
+int decode_pair_ctas_per_sm_of() {
+  if constexpr (!kv_pair_head_size(D, KV8)) {
+    return decode_ctas_per_sm<D>();
+  } else {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+    static int cached[64] = {};
+    if (dev < 64 && cached[dev] > 0) return cached[dev];
+    auto kernel = decode_mma_kernel<bf16_t, D, false, KV8, false, false, true, true>;
+    const size_t smem = DecodeRingTraits<D, KV8, true>::smem_bytes();
+    static size_t granted[64] = {};
+    int n = 0;
+    if (allow_smem(kernel, smem, granted) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, DecodeMmaTraits<D>::kWarps * 32,
+                                                      smem) != cudaSuccess ||
+        n < 1) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    if (dev < 64) cached[dev] = n;
+    return n;
+  }
+}
+
+template <int D>
+int decode_pair_ctas_per_sm(bool fp8) {
+  return fp8 ? decode_pair_ctas_per_sm_of<D, true>() : decode_pair_ctas_per_sm_of<D, false>();
 }
 
 template <typename T, int D, bool PACKED>
@@ -138,4 +183,5 @@ cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
 // One line per head-size translation unit.
 #define SWA_OPS_INSTANTIATE_DECODE(D)                                                      \
   template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t); \
-  template int swa_ops::decode_ctas_per_sm<D>();
+  template int swa_ops::decode_ctas_per_sm<D>();                                             \
+  template int swa_ops::decode_pair_ctas_per_sm<D>(bool);

@@ -75,6 +75,10 @@ struct DecodeParams {
   bool early_trigger;       // merge: let the next kernel launch before this one's wait
   // ---- GQA group on the MMAs' N side (decode_mma_kernel<..., SWAP = true>; launcher)
   bool swap_ab;             // single-token rings with group <= 8 (SWA_OPS_SWAP, default on)
+  // ---- kv-head pairing (decode_mma_kernel<..., SWAP = true, PAIR = true>; launcher, split.h)
+  bool kv_pair;             // with swap_ab, group <= 4, num_kv_heads even, adjacent kv-head rows:
+                            //   one CTA per kv-head pair (grid: num_kv_heads / 2 kv units per
+                            //   sequence); SWA_OPS_KV_PAIR=1, default off
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).

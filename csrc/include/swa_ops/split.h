@@ -61,6 +61,27 @@ SWA_HD int allin_max_tiles(int part_tokens, int max_span) {
   return tiles > 0 && tiles <= kAllInWarps * kAllInMaxMine ? tiles : 0;
 }
 
+// ---- kv-head pairing (decode_mma_kernel<..., SWAP = true, PAIR = true>, chosen by the launcher)
+//
+// One CTA reads kv heads 2c and 2c + 1 of each token: one contiguous row of 2 D elements instead
+// of two rows of D at a kv-head stride, as a virtual kv head of size 2 D whose 2 g query heads
+// (2c g .. 2c g + 2g - 1, contiguous) fill the swapped tile's 8 N columns with block-diagonal
+// queries (swap_frag.h). Why: the fp8 mistral row (128-byte rows at a 1 KB token stride) is
+// bound by that access pattern, not by its tile math (notes/decode.md, runs 34-42: bf16 with the
+// same layout reaches 0.861 of copy bandwidth, bf16 with 256-byte rows 0.955).
+constexpr int kMaxPairGroup = 4;  // 2 g query heads on the 8 N columns of m16n8k16
+
+// Head sizes whose kv heads pair. fp8: D <= 128 (paired rows of 2 D <= 256 bytes fit the 16-bit
+// ring rows of D, 2 D + 16 bytes: the ring, its shared memory and occupancy are the unpaired
+// kernel's; fp8 rows of 256 bytes or more, D >= 256, already stream like bf16's). 16-bit: D = 64
+// only (paired rows of 256 bytes in D = 128's rings, 104 KB per CTA, two CTAs per SM; D = 80 or
+// 96 would need 129 or 154 KB per 4-warp CTA, i.e. one CTA per SM, and rows of 256 bytes or more
+// need no pairing).
+SWA_HD constexpr bool kv_pair_head_size(int head_size, bool fp8) {
+  return fp8 ? (head_size == 64 || head_size == 80 || head_size == 96 || head_size == 128)
+             : head_size == 64;
+}
+
 // ---- Packed multi-token queries (decode_mma_kernel<..., PACKED = true>, merge_kernel<..., true>)
 //
 // A sequence with q_len query tokens has q_len * group query rows per kv head (group = the GQA

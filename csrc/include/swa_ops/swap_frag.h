@@ -25,6 +25,18 @@
 // bytes (1, 3) that of "d 2g + 1", so M-tile c holds chunk c's even d on rows 0..7 and its odd d
 // on rows 8..15, i.e. one ldmatrix x2 per MMA and no transpose instruction.
 //
+// kv-head pairing (decode_mma_kernel's PAIR; split.h says why): a CTA reads kv heads 2c and
+// 2c + 1 of a token as one row of 2 D elements (their rows are adjacent in the cache), i.e. a
+// virtual kv head of size 2 D. Its 2 g query heads (g <= 4) take N columns 0..2g-1, column n
+// being query head 2c g + n, whose kv head is in half n / g of the row; its query occupies
+// d' in [D (n / g), D (n / g) + D) of the 2 D k axis and is zero elsewhere (block-diagonal Q^T).
+// Then the unchanged products over 2 D (KCH = 2 D / 16 chunks) give
+//   S^T [key][n] = K'[key] . Q'[n] = K_{head of n}[key] . q_n   (the zero half adds nothing)
+//   O^T [d'][n]  = sum_key V'[key][d'] P^T[key][n]
+// and column n's output is rows d' of its own half only (the other half's rows, V of the other
+// kv head weighted by n's P, are discarded). Same MMAs and conversions per byte as unpaired,
+// half the softmax work per byte, twice the O^T accumulators and Q^T fragments per lane.
+//
 // Needs ldmatrix_x2/x4(_trans), movmatrix_trans and mma_16816 (mma.h or mma_portable.h) and
 // fp8_frag.h declared first. csrc/hip_check/mma_portable_test.cpp checks these layouts on the CPU
 // against plain matrix products.
@@ -36,6 +48,39 @@ namespace swa_ops {
 // even d then its odd d for fp8 caches.
 SWA_HD constexpr int swap_out_dim(int c, int row, bool fp8) {
   return fp8 ? c * 16 + (row & 7) * 2 + (row >> 3) : c * 16 + row;
+}
+
+// kv-head pairing: M-tile c (of 2 HKCH, HKCH = D / 16) of O^T, and k-chunk c of Q^T, belong to
+// the kv head in half c / HKCH of the paired row, as that head's chunk c % HKCH.
+template <int HKCH>
+SWA_HD constexpr int pair_half(int c) { return c / HKCH; }
+template <int HKCH>
+SWA_HD constexpr int pair_out_dim(int c, int row, bool fp8) {
+  return swap_out_dim(c % HKCH, row, fp8);
+}
+
+// kv-head pairing: Q'^T's B fragments (as the unpaired tile's: b0 = k (2t, 2t + 1) and
+// b1 = (2t + 8, 2t + 9) of column n = lane / 4; fp8: in fp8_q_dim order) over the 2 HKCH chunks of
+// a paired row. Column n's query goes into the chunks of its half `half` (0 or 1; < 0: a dead
+// column, all zero), zeros into the other half's. word(i) reads 32-bit word i (d 2i, 2i + 1) of
+// column n's own D-element query (already converted to the operand type); only live words are
+// read.
+template <int HKCH, bool FP8, typename Word>
+SWA_D void pair_q_operands(uint32_t (&qb)[2 * HKCH][2], int lane, int half, Word&& word) {
+  const int c = (lane & 3) * 2;
+#pragma unroll
+  for (int kc = 0; kc < 2 * HKCH; ++kc) {
+    const int kd = kc % HKCH;
+    const bool live = pair_half<HKCH>(kc) == half;
+    if constexpr (FP8) {
+      const int w = (kd * 16 + 2 * c) / 2;  // the words of d 2c..2c+3 of the head's chunk kd
+      const uint32_t w0 = live ? word(w) : 0u, w1 = live ? word(w + 1) : 0u;
+      fp8_split_pairs(w0, w1, qb[kc][0], qb[kc][1]);
+    } else {
+      qb[kc][0] = live ? word((kd * 16 + c) / 2) : 0u;
+      qb[kc][1] = live ? word((kd * 16 + c + 8) / 2) : 0u;
+    }
+  }
 }
 
 // S^T += K Q^T over a 16-bit K tile. `row` is this lane's byte address of key
