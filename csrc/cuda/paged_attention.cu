@@ -132,12 +132,15 @@ bool use_swapped_tiles() {
 }
 
 // kv-head pairing (split.h; decode_mma_kernel<..., PAIR = true>): one CTA streams two adjacent
-// kv heads of each token (rows of 2 D contiguous elements) on the swapped tile. Off unless
-// SWA_OPS_KV_PAIR=1 (read per call, for A/B runs and tests of both paths) until measured on a GPU;
-// the launcher pairs only what the kernel supports (use_kv_pair_for).
-bool use_kv_pair() {
+// kv heads of each token (rows of 2 D contiguous elements) on the swapped tile. Default: 16-bit
+// caches only (D = 64: 194.2 -> 186.3 us on 32 x 16 kv heads at W 4096, run 43), not fp8, where
+// it measured no faster (108.0 unpaired vs 108.1-108.5 paired on mistral-32k-fp8, run 43).
+// SWA_OPS_KV_PAIR=1 pairs every shape the kernel supports (fp8 included), 0 none; read per call,
+// for A/B runs and tests of both paths. The launcher pairs only what the kernel supports.
+bool use_kv_pair(bool fp8) {
   const char* e = std::getenv("SWA_OPS_KV_PAIR");
-  return e != nullptr && std::string(e) == "1";
+  if (e == nullptr) return !fp8;
+  return std::string(e) == "1";
 }
 
 // With the Hopper variant, which kernel (PrefillParams::ws): SWA_OPS_PREFILL_WS=0 prefill_mma.h's
@@ -316,7 +319,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const bool kv_pair = !packed && !small && group <= kMaxPairGroup && d.num_kv_heads % 2 == 0 &&
                        key_cache.stride(2) == d.head_size &&
                        kv_pair_head_size(static_cast<int>(d.head_size), d.fp8) &&
-                       use_swapped_tiles() && use_kv_pair();
+                       use_swapped_tiles() && use_kv_pair(d.fp8);
   // The split is sized from the grid as launched (kv-head pairs when paired) and from that
   // kernel's own occupancy.
   const DecodeSplit split = choose_decode_split(

@@ -78,7 +78,8 @@ struct DecodeParams {
   // ---- kv-head pairing (decode_mma_kernel<..., SWAP = true, PAIR = true>; launcher, split.h)
   bool kv_pair;             // with swap_ab, group <= 4, num_kv_heads even, adjacent kv-head rows:
                             //   one CTA per kv-head pair (grid: num_kv_heads / 2 kv units per
-                            //   sequence); SWA_OPS_KV_PAIR=1, default off
+                            //   sequence); default 16-bit caches only,
+                            //   SWA_OPS_KV_PAIR=1 all, 0 none
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).
