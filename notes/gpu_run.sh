@@ -18,13 +18,13 @@ fi
 if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
   source .peers/activate.sh
 fi
-if [[ $mode == fp8ab ]]; then
+if [[ $mode == fp8ab || $mode == fp8pair ]]; then
   # Variant builds beside the main one (head size 128 only, in place in copies), each with one
   # compile-time override: "name:flags" pairs in FP8_VARIANTS.
   for spec in ${FP8_VARIANTS:-}; do
     name=${spec%%:*}; flags=${spec#*:}; flags=${flags//,/ }
     rm -rf /tmp/v_$name && mkdir -p /tmp/v_$name && cp -r setup.py swa_ops csrc /tmp/v_$name/ && \
-      ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
+      ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=${VARIANT_HEADS:-128} NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
         MAX_JOBS=4 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
   done
 fi
@@ -69,6 +69,35 @@ if [[ $mode == fp8ab ]]; then
     --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
     python3 -m swa_ops.bench --decode --peers none --shapes mistral-32k-fp8 --calls 2 --no-warmup > "$OUT/ncu_fp8.txt" 2>&1
   grep -E "Duration|Throughput|Pipe|Issue|Stall|Warp Cycles|Eligible|Active Warps|L1/TEX Hit|Bank" "$OUT/ncu_fp8.txt" | head -40
+fi
+if [[ $mode == fp8pair ]]; then
+  # The paired fp8 tile against the same bytes in bf16 (notes/decode.md, run 44): the decode tests,
+  # then main and each FP8_VARIANTS build with SWA_OPS_KV_PAIR=0/1 on mistral-32k-fp8 and
+  # bf16-d64-kv8, then ncu of the paired fp8 and paired bf16-layout kernels.
+  wait
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider --maxfail=20 2>&1 \
+    | tee "$OUT/test_decode.log" | tail -4
+  echo "decode tests: $(( $(date +%s) - t0 )) s"
+  for v in main ${FP8_VARIANTS:-} main; do
+    v=${v%%:*}
+    if [[ $v == main ]]; then dir=$PWD; else dir=/tmp/v_$v; fi
+    for kp in 0 1; do
+      echo "== $v SWA_OPS_KV_PAIR=$kp"
+      ( cd $dir && SWA_OPS_KV_PAIR=$kp PYTHONPATH=$dir timeout 60 python3 $OLDPWD/notes/row_probe.py --decode \
+        --peers none --no-warmup --shapes mistral-32k-fp8,bf16-d64-kv8 --json "$OUT/bench_${v}_$kp.json" 2>&1 \
+        | grep -v Warn | grep -E "mistral|d64" )
+    done
+  done
+  for sh in mistral-32k-fp8 bf16-d64-kv8; do
+    SWA_OPS_KV_PAIR=1 timeout 100 ncu --kernel-name regex:decode_mma --launch-skip 2 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+      --section InstructionStats --section MemoryWorkloadAnalysis \
+      python3 -c "import sys; sys.argv=['x','$sh']; sys.path.insert(0,'notes'); import row_probe; exec(open('notes/profile_decode.py').read())" \
+      > "$OUT/ncu_pair_$sh.txt" 2>&1
+    echo "== ncu $sh (paired)"
+    grep -E "Duration|DRAM Throughput|Issue Slots Busy|Issued Warp|No Eligible|Active Warps Per|Eligible Warps|Stall Long|Stall Wait|Stall Math|Stall Short|Executed Ipc A|Pipe Util|Warp Cycles Per Issued" "$OUT/ncu_pair_$sh.txt" | head -24
+  done
 fi
 if [[ $mode == merged ]]; then
   # After merging helpers' branches: the whole suite, then each new path against its switch on one
