@@ -161,4 +161,62 @@ SWA_D void fp8_pv_swap(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1)
   }
 }
 
+// ---- fp8 tiles from registers (SWA_OPS_FP8_EARLY_RELEASE, decode_mma.h): the raw bytes of a
+// K or V tile are read out of the ring first (fp8_ld_raw), so its ring slot can be refilled before
+// the tile math runs; then the same products as fp8_qk_swap / fp8_pv_swap from those registers.
+// raw[i] holds chunks 2i and 2i + 1 (an x2 load for an odd last chunk fills raw[i][0..1]).
+template <int KCH, bool TRANS, typename Addr>
+SWA_D void fp8_ld_raw(uint32_t (&raw)[(KCH + 1) / 2][4], Addr row) {
+#pragma unroll
+  for (int kc = 0; kc < KCH; kc += 2) {
+    uint32_t(&r)[4] = raw[kc / 2];
+    if (kc + 1 < KCH) {
+      if constexpr (TRANS) ldmatrix_x4_trans(row + kc * 16, r[0], r[1], r[2], r[3]);
+      else ldmatrix_x4(row + kc * 16, r[0], r[1], r[2], r[3]);
+    } else {
+      if constexpr (TRANS) ldmatrix_x2_trans(row + kc * 16, r[0], r[1]);
+      else ldmatrix_x2(row + kc * 16, r[0], r[1]);
+    }
+  }
+}
+
+template <int KCH>
+SWA_D void fp8_qk_swap_raw(float (&s)[4], const uint32_t (&raw)[(KCH + 1) / 2][4],
+                           const uint32_t (&qb)[KCH][2]) {
+  float s2[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int kc = 0; kc < KCH; kc += 2) {
+    const uint32_t(&r)[4] = raw[kc / 2];
+    uint32_t a[4];
+    fp8_operands(r[0], a[0], a[2]);
+    fp8_operands(r[1], a[1], a[3]);
+    mma_16816<fp16_t>(s, a, qb[kc][0], qb[kc][1]);
+    if (kc + 1 < KCH) {
+      fp8_operands(r[2], a[0], a[2]);
+      fp8_operands(r[3], a[1], a[3]);
+      mma_16816<fp16_t>(s2, a, qb[kc + 1][0], qb[kc + 1][1]);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) s[e] += s2[e];
+}
+
+template <int KCH>
+SWA_D void fp8_pv_swap_raw(float (&o)[KCH][4], const uint32_t (&raw)[(KCH + 1) / 2][4],
+                           uint32_t pb0, uint32_t pb1) {
+#pragma unroll
+  for (int c = 0; c < KCH; c += 2) {
+    const uint32_t(&r)[4] = raw[c / 2];
+    uint32_t a[4];
+    fp8_operands(r[0], a[0], a[1]);
+    fp8_operands(r[1], a[2], a[3]);
+    mma_16816<fp16_t>(o[c], a, pb0, pb1);
+    if (c + 1 < KCH) {
+      fp8_operands(r[2], a[0], a[1]);
+      fp8_operands(r[3], a[2], a[3]);
+      mma_16816<fp16_t>(o[c + 1], a, pb0, pb1);
+    }
+  }
+}
+
 }  // namespace swa_ops
