@@ -89,7 +89,7 @@ if [[ $mode == fp8pair ]]; then
         | grep -v Warn | grep -E "mistral|d64" )
     done
   done
-  for sh in ${NCU_SHAPES:-}; do
+  for sh in mistral-32k-fp8 bf16-d64-kv8; do
     SWA_OPS_KV_PAIR=1 timeout 100 ncu --kernel-name regex:decode_mma --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
       --section InstructionStats --section MemoryWorkloadAnalysis \

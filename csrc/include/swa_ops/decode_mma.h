@@ -183,9 +183,6 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 // over them with its 2 g query heads' block-diagonal queries; the grid has num_kv_heads / 2 kv
 // units per sequence. Copies, masks, softmax and the combine are the same code over DV-wide rows;
 // the combine writes each head's own D outputs, so the workspace and the merge are unchanged.
-#ifndef SWA_OPS_FP8_EARLY_RELEASE
-#define SWA_OPS_FP8_EARLY_RELEASE 1
-#endif
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
           bool ALLIN = false, bool SWAP = false, bool PAIR = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
@@ -197,14 +194,6 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // Elements per streamed row: one kv head's D, or (PAIR) the pair's 2 D.
   constexpr int DV = PAIR ? 2 * D : D;
   constexpr int HKCH = D / 16;  // PAIR: k-chunks (M-tiles of O^T) per kv head
-  // fp8 swapped tiles (SWA_OPS_FP8_EARLY_RELEASE, measuring): a tile's raw bytes go to registers
-  // first and its ring slot is refilled before the tile math, so NSTAGE tiles (not NSTAGE - 1)
-  // are in flight while a warp computes; the prologue fills every slot.
-#ifdef SWA_OPS_DIAG_FP8_NOMATH
-  constexpr bool EARLY = false;
-#else
-  constexpr bool EARLY = SWA_OPS_FP8_EARLY_RELEASE && KV8 && SWAP && !ALLIN && !PACKED;
-#endif
   // Tensor-core operand type: fp16 for fp8 caches (fp8_frag.h), else the query's.
   using MT = std::conditional_t<KV8, fp16_t, T>;
   // The query's 16-bit pairs as MT pairs (bf16 -> fp16 for fp8 caches; else unchanged).
@@ -452,20 +441,18 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
 
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
   {
-    constexpr int NPRO = NSTAGE - 1 + (EARLY ? 1 : 0);
-    TileBlocks first[NPRO];
+    TileBlocks first[NSTAGE - 1];
 #pragma unroll
-    for (int j = 0; j < NPRO; ++j)
+    for (int j = 0; j < NSTAGE - 1; ++j)
       if (j < n_mine) first[j] = tile_blocks(warp + NW * j);
 #pragma unroll
-    for (int j = 0; j < NPRO; ++j) {
+    for (int j = 0; j < NSTAGE - 1; ++j) {
       if (j < n_mine) issue(warp + NW * j, j, first[j]);
       cp_async_commit();  // empty groups keep the wait count uniform
     }
   }
   TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
-  constexpr int kAhead = NSTAGE - 1 + (EARLY ? 1 : 0);  // tile j + kAhead is issued in step j
-  if (!ALLIN && kAhead < n_mine) next_blk = tile_blocks(warp + NW * kAhead);
+  if (!ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
@@ -580,15 +567,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   }
 
   for (int j = 0; j < n_mine; ++j) {
-    const int jn = j + kAhead;
-    if (!EARLY) {
-      if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
-        issue(warp + NW * jn, jn % NSTAGE, next_blk);
-        if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
-      }
-      cp_async_commit();
+    const int jn = j + NSTAGE - 1;
+    if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
+      issue(warp + NW * jn, jn % NSTAGE, next_blk);
+      if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
     }
-    // Tile j's group done (EARLY: NSTAGE + j groups committed so far, else NSTAGE - 1 + j + 1).
+    cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     warp_sync();
 
@@ -601,23 +585,12 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if constexpr (SWAP) {
       // S^T = K Q^T: keys lane / 4 and lane / 4 + 8 by heads 2t, 2t + 1 (swap_frag.h).
       float s[1][4] = {{0.f, 0.f, 0.f, 0.f}};
-      uint32_t rk[EARLY ? (KCH + 1) / 2 : 1][4], rv[EARLY ? (KCH + 1) / 2 : 1][4];  // EARLY only
 #ifdef SWA_OPS_DIAG_FP8_NOMATH  // diagnostics only (wrong results): loads and softmax, no MMAs
       if constexpr (KV8)
         s[0][0] = static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(ks8 + lane));
       else
 #else
-      if constexpr (EARLY) {
-        fp8_ld_raw<KCH, false>(rk, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16));
-        fp8_ld_raw<KCH, true>(rv, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
-        warp_sync();  // every lane has read the slot: refill it with tile j + NSTAGE
-        if (jn < n_mine) {
-          issue(warp + NW * jn, j % NSTAGE, next_blk);
-          if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
-        }
-        cp_async_commit();
-        fp8_qk_swap_raw<KCH>(s[0], rk, qb);
-      } else if constexpr (KV8)
+      if constexpr (KV8)
         fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), qb);
       else
 #endif
@@ -661,9 +634,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
                    static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(vs8 + lane));
       else
 #else
-      if constexpr (EARLY)
-        fp8_pv_swap_raw<KCH>(o, rv, pb0, pb1);
-      else if constexpr (KV8)
+      if constexpr (KV8)
         fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16), pb0, pb1);
       else
 #endif
