@@ -99,6 +99,22 @@ if [[ $mode == fp8pair ]]; then
     grep -E "Duration|DRAM Throughput|Issue Slots Busy|Issued Warp|No Eligible|Active Warps Per|Eligible Warps|Stall Long|Stall Wait|Stall Math|Stall Short|Executed Ipc A|Pipe Util|Warp Cycles Per Issued" "$OUT/ncu_pair_$sh.txt" | head -24
   done
 fi
+if [[ $mode == stride ]]; then
+  # The whole suite, memcheck over the paired decode tests, the token-stride probe (run 46).
+  t0=$(date +%s)
+  timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -4
+  echo "full suite: $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest tests/test_cuda_paged_attention.py \
+    -q -p no:cacheprovider -k "kv_pair_mistral_like or kv_pair_default or (test_kv_pair and 4 and 64)" 2>&1 \
+    | tee "$OUT/memcheck_pair.log" | tail -4
+  echo "memcheck rc ${PIPESTATUS[0]}: $(( $(date +%s) - t0 )) s"
+  for rep in 1 2; do
+    timeout 90 python3 notes/row_probe.py --decode --peers none --no-warmup \
+      --shapes mistral-32k,d128-kv2,d128-kv4,d128-kv16,seed --json "$OUT/bench_stride_$rep.json" 2>&1 \
+      | grep -v Warn | grep -E "shape|mistral|kv|seed"
+  done
+fi
 if [[ $mode == merged ]]; then
   # After merging helpers' branches: the whole suite, then each new path against its switch on one
   # machine (prefill: SWA_OPS_PREFILL_WS 2/1/0; decode short partitions: SWA_OPS_SMALL 1/0), the

@@ -1,6 +1,6 @@
 """Decode rows beside the bench's, to tell the access pattern from the arithmetic (notes/decode.md).
 
-Both extra rows read the same bytes as mistral-32k-fp8 (268 MB):
+The first two extra rows read the same bytes as mistral-32k-fp8 (268 MB):
 - bf16-d64: 16-bit K/V with 128-byte rows (D = 64), as fp8 at D = 128 has;
 - fp8-d256: fp8 K/V with 256-byte rows (D = 256), as bf16 at D = 128 has.
 Usage: python3 notes/row_probe.py [bench args, e.g. --decode --peers none --shapes ...]
@@ -15,6 +15,11 @@ bench.SHAPES += [
     # fp8 at D = 128's exact access pattern in bf16: 128-byte rows at a 1 KB token stride (8 kv
     # heads), 268 MB; bf16-d64 above has a 2 KB stride (16 kv heads).
     bench.Shape("bf16-d64-kv8", 32, 32, 8, 64, 32768, 4096),
+    # The token stride alone (run 46): bf16 D = 128, group 4, 536 MB like mistral-32k (8 kv heads,
+    # a 2 KB stride), with 2, 4 and 16 kv heads (512 B, 1 KB, 4 KB); seed reads 256 B at 1 KB.
+    bench.Shape("d128-kv2", 128, 8, 2, 128, 32768, 4096),
+    bench.Shape("d128-kv4", 64, 16, 4, 128, 32768, 4096),
+    bench.Shape("d128-kv16", 16, 64, 16, 128, 32768, 4096),
 ]
 
 if __name__ == "__main__":
