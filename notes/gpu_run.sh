@@ -106,7 +106,7 @@ if [[ $mode == stride ]]; then
   echo "full suite: $(( $(date +%s) - t0 )) s"
   t0=$(date +%s)
   timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest tests/test_cuda_paged_attention.py \
-    -q -p no:cacheprovider -k "kv_pair_mistral_like or kv_pair_default or (test_kv_pair and 4 and 64)" 2>&1 \
+    -q -p no:cacheprovider -k "kv_pair_mistral_like or kv_pair_default or kv_pair_strided or kv_pair_cuda_graph" 2>&1 \
     | tee "$OUT/memcheck_pair.log" | tail -4
   echo "memcheck rc ${PIPESTATUS[0]}: $(( $(date +%s) - t0 )) s"
   for rep in 1 2; do
