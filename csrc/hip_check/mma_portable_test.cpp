@@ -288,6 +288,32 @@ void test_movmatrix(std::mt19937& rng) {
 // from the ring's padded rows (16-bit caches) or the raw e4m3 bytes in them (fp8), for D = 48
 // (an ldmatrix x4 and an x2 on the fp8 path), against plain loops. Lanes' P^T operands come
 // from the S^T accumulator layout through swap_p_operands, as in the kernel.
+// Lane l (g = l / 4, t = l % 4) of the swapped tile over a 16-key K / V tile of rows kRowBytes
+// apart, through the kernel's ldmatrix address patterns (decode_mma.h): S^T = K Q^T, checked
+// against S_ref [key][column], then O^T = V^T P^T from P [key][column] in S^T's layout.
+template <typename MT, bool FP8, int KCH, int kRowBytes>
+void swap_lane_tile(int l, std::vector<uint8_t>& ks, std::vector<uint8_t>& vs,
+                    const uint32_t (&qb)[KCH][2], const float (&S_ref)[16][8],
+                    const float (&P)[16][8], float (&o)[KCH][4], const char* name) {
+  const int g = l / 4, t = l % 4, row = (l & 7) + ((l >> 3) & 1) * 8;
+  float s[4] = {};
+  if constexpr (FP8) fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + (l >> 4) * 16), qb);
+  else swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + (l >> 4) * 16), qb);
+  expect(s[0] == S_ref[g][2 * t], name, l, 0);
+  expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
+  expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
+  expect(s[3] == S_ref[g + 8][2 * t + 1], name, l, 3);
+  const float p_acc[4] = {P[g][2 * t], P[g][2 * t + 1], P[g + 8][2 * t], P[g + 8][2 * t + 1]};
+  uint32_t pb0, pb1;
+  swap_p_operands<MT>(p_acc, pb0, pb1);
+  if constexpr (FP8) {
+    fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + (l >> 4) * 16), pb0, pb1);
+  } else {
+    const int vrow = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
+    swap_pv<MT, KCH>(o, smem_addr(vs.data() + vrow * kRowBytes + col * 2), pb0, pb1);
+  }
+}
+
 template <typename MT, bool FP8>
 void test_swap_tile(std::mt19937& rng, const char* name) {
   constexpr bool kBf16 = std::is_same<MT, bf16_t>::value;
@@ -346,30 +372,8 @@ void test_swap_tile(std::mt19937& rng, const char* name) {
         qb[kc][1] = pack(q[d + 8], q[d + 9], kBf16);
       }
     }
-    float s[4] = {};
-    if constexpr (FP8) {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
-      fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), qb);
-    } else {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, col = (l >> 4) * 8;
-      swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + col * 2), qb);
-    }
-    expect(s[0] == S_ref[g][2 * t], name, l, 0);
-    expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
-    expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
-    expect(s[3] == S_ref[g + 8][2 * t + 1], name, l, 3);
-    // P^T from this lane's S^T-layout values (keys g, g + 8; heads 2t, 2t + 1).
-    const float p_acc[4] = {P[g][2 * t], P[g][2 * t + 1], P[g + 8][2 * t], P[g + 8][2 * t + 1]};
-    uint32_t pb0, pb1;
-    swap_p_operands<MT>(p_acc, pb0, pb1);
     float o[KCH][4] = {};
-    if constexpr (FP8) {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
-      fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + hi16 * 16), pb0, pb1);
-    } else {
-      const int row = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
-      swap_pv<MT, KCH>(o, smem_addr(vs.data() + row * kRowBytes + col * 2), pb0, pb1);
-    }
+    swap_lane_tile<MT, FP8, KCH, kRowBytes>(l, ks, vs, qb, S_ref, P, o, name);
     for (int c = 0; c < KCH; ++c) {
       const int d_lo = swap_out_dim(c, g, FP8), d_hi = swap_out_dim(c, g + 8, FP8);
       expect(o[c][0] == O_ref[d_lo][2 * t], name, l, 4 * c);
@@ -448,29 +452,8 @@ void test_pair_tile(std::mt19937& rng, const char* name, int mutate = 0) {
       const float* q = Q[g];
       return pack(q[2 * w], q[2 * w + 1], FP8 ? false : kBf16);  // fp8: fp16 operands
     });
-    float s[4] = {};
-    if constexpr (FP8) {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
-      fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + hi16 * 16), qb);
-    } else {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, col = (l >> 4) * 8;
-      swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + col * 2), qb);
-    }
-    expect(s[0] == S_ref[g][2 * t], name, l, 0);
-    expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
-    expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
-    expect(s[3] == S_ref[g + 8][2 * t + 1], name, l, 3);
-    const float p_acc[4] = {P[g][2 * t], P[g][2 * t + 1], P[g + 8][2 * t], P[g + 8][2 * t + 1]};
-    uint32_t pb0, pb1;
-    swap_p_operands<MT>(p_acc, pb0, pb1);
     float o[KCH][4] = {};
-    if constexpr (FP8) {
-      const int row = (l & 7) + ((l >> 3) & 1) * 8, hi16 = l >> 4;
-      fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + hi16 * 16), pb0, pb1);
-    } else {
-      const int row = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
-      swap_pv<MT, KCH>(o, smem_addr(vs.data() + row * kRowBytes + col * 2), pb0, pb1);
-    }
+    swap_lane_tile<MT, FP8, KCH, kRowBytes>(l, ks, vs, qb, S_ref, P, o, name);
     // The combine's pick (decode_mma.h, PAIR): columns h0 = 2t and h0 + 1, rows g and g + 8.
     const int h0 = 2 * t;
     for (int c = 0; c < KCH; ++c) {
