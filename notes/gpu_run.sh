@@ -18,7 +18,7 @@ fi
 if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
   source .peers/activate.sh
 fi
-if [[ $mode == fp8ab || $mode == fp8pair ]]; then
+if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls ]]; then
   # Variant builds beside the main one (head size 128 only, in place in copies), each with one
   # compile-time override: "name:flags" pairs in FP8_VARIANTS.
   for spec in ${FP8_VARIANTS:-}; do
@@ -113,6 +113,21 @@ if [[ $mode == stride ]]; then
     timeout 90 python3 notes/row_probe.py --decode --peers none --no-warmup \
       --shapes mistral-32k,d128-kv2,d128-kv4,d128-kv16,seed --json "$OUT/bench_stride_$rep.json" 2>&1 \
       | grep -v Warn | grep -E "shape|mistral|kv|seed"
+  done
+fi
+if [[ $mode == stalls ]]; then
+  # Why paired fp8 is slower than its loads (notes/decode.md, run 47): every issue-stall reason per
+  # issued instruction, per kernel, for "shape:KV_PAIR[:variant]" items in STALL_RUNS.
+  wait
+  m="regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed,gpu__time_duration.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,smsp__warps_active.avg.per_cycle_active,smsp__cycles_active.avg"
+  for item in ${STALL_RUNS:-}; do
+    IFS=: read -r sh kp var <<< "$item"
+    if [[ -z $var ]]; then dir=$PWD; else dir=/tmp/v_$var; fi
+    echo "== $sh SWA_OPS_KV_PAIR=$kp ${var:-main}"
+    ( cd $dir && SWA_OPS_KV_PAIR=$kp PYTHONPATH=$dir timeout 120 ncu --kernel-name regex:decode_mma --launch-skip 2 --launch-count 1 \
+      --metrics "$m" python3 -c "import sys; sys.argv=['x','$sh']; sys.path.insert(0,'$OLDPWD/notes'); import row_probe; exec(open('$OLDPWD/notes/profile_decode.py').read())" 2>&1 ) \
+      | grep -E "stalled|inst_executed|issue_active|dram__|duration|hmma|warps_active|cycles_active" \
+      | awk '{v=$NF; if (v+0 >= 0.05 || $1 !~ /stalled/) print}' | sed 's/smsp__average_warps_issue_stalled_//' | tee -a "$OUT/stalls.txt"
   done
 fi
 if [[ $mode == merged ]]; then
