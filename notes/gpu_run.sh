@@ -4,7 +4,9 @@
 #   perf | profile | sweep | debug | prefill (prefill tests + probe) | prefillws (prefill tests, the
 #   probe per SWA_OPS_PREFILL_WS kernel, sanitizers) | suite (whole suite, memcheck,
 #   bench without peers) | merged (suite, switch A/Bs, probes) | fidecode / fiprefill (one bench section beside the peers; carry .peers) |
-#   kvpair (kv-head pairing: kvpairtests, then kvpairbench)
+#   kvpair (kv-head pairing: kvpairtests, then kvpairbench) | persist128 (the persistent prefill
+#   grid, default at D <= 128: prefill tests, probe A/B of SWA_OPS_PREFILL_PERSIST=0/1, bench's
+#   prefill rows without peers; ~6-7 min)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -178,6 +180,27 @@ if [[ $mode == kvpair || $mode == kvpairbench ]]; then
   SWA_OPS_KV_PAIR=1 SWA_OPS_WAVES=0.5 timeout 60 python3 notes/row_probe.py --decode --peers none \
     --no-warmup --shapes mistral-32k-fp8,bf16-d64-kv8 --json "$OUT/bench_kvpair1_waves05.json" 2>&1 \
     | grep -v Warn | grep -E "shape|mistral|d64"
+fi
+if [[ $mode == persist128 ]]; then
+  # The persistent prefill grid as the default at D <= 128 (notes/prefill.md, "Persistent grid by
+  # default at D <= 128"): the host model, the prefill tests (default, override 1 with 2 SMs,
+  # override 0, and which kernel ran by name), then the probe interleaving PERSIST=0/1 on the same
+  # tensors (gemma3-prefill, D = 256, runs the plain grid either way: the control), then the
+  # bench's prefill rows with the default. Budget: build ~1 min, tests <= 4, probe <= 1.5, bench
+  # <= 2.
+  python3 tools/ws_model.py 2>&1 | tee "$OUT/ws_model.log"
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -30
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  timeout 90 python3 notes/prefill_probe.py --ab SWA_OPS_PREFILL_PERSIST=0,1 2>&1 \
+    | tee "$OUT/prefill_probe_persist.log"
+  echo "probe: $(( $(date +%s) - t0 )) s"
+  t0=$(date +%s)
+  timeout 120 python3 -m swa_ops.bench --prefill --peers none --json "$OUT/bench_prefill.json" 2>&1 \
+    | grep -v Warn | tee "$OUT/bench_prefill.log" | tail -12
+  echo "bench: $(( $(date +%s) - t0 )) s"
 fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;

@@ -14,6 +14,7 @@ probabilities in bf16/fp16, softmax in fp32), plus a tiny floor.
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -246,3 +247,134 @@ def test_wgmma_other_variants(monkeypatch, head_size, ws):
     check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, seed=head_size + 1)
     check([1500, 300], [700, 300], 16, 8, head_size, 32, 4096, seed=12, soft_cap=50.0,
           use_sinks=True)
+
+
+# The persistent grid (prefill_ws_kernel<..., PERSIST = true>): the warp-specialized kernel's CTAs
+# loop over (kv head, row tile) items, the producer loading the next item's K/V tiles and Q while
+# the consumers finish the current one. The default at D <= 128 without the overlap (the only
+# instances compiled persistent); SWA_OPS_PREFILL_PERSIST=0 forces the plain grid there, =1 is the
+# default's set. "sms" sizes the grid for that many SMs (SWA_OPS_PREFILL_PERSIST_SMS): 2 gives each
+# CTA hundreds of items, so items without keys, one-tile items and long ones follow each other in
+# every order; "all" is the real grid. "unset": the default, with no switch in the environment.
+PERSIST_MODES = (("unset", "all"), ("1", "2"), ("0", "all"))
+
+
+def _persist_env(monkeypatch, persist, sms, ws="1"):
+    monkeypatch.setenv("SWA_OPS_PREFILL_WS", ws)
+    if persist == "unset":
+        monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST", persist)
+    if sms == "all":
+        monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST_SMS", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST_SMS", sms)
+
+
+@pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
+@pytest.mark.parametrize("ws", ("1", "2"), ids=("ws-bf16", "ws-overlap-fp16"))
+@pytest.mark.parametrize("head_size", (64, 96, 128, 192, 256))
+def test_prefill_persistent(monkeypatch, head_size, ws, mode):
+    """Mixed chunks (whole prompt, mid-block chunk, decode row, q_len 0, seq_len 0 with tokens),
+    then soft-cap with sinks, with each setting of the switch; bf16 on the kernel without the
+    overlap (persistent at D 64 / 128 unless the switch is 0), fp16 with it. The switch must leave
+    alone what has no persistent form: the overlap kernel, D = 192 / 256 (plain grid) and D = 96
+    (the mma.sync kernel)."""
+    _persist_env(monkeypatch, *mode, ws=ws)
+    dtype = torch.bfloat16 if ws == "1" else torch.float16
+    check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, dtype, seed=head_size + 3)
+    check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, head_size, 32, 4096, dtype, seed=13,
+          soft_cap=50.0, use_sinks=True)
+
+
+@pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
+def test_prefill_persistent_many_items(monkeypatch, mode):
+    """Far more items than CTAs even on the real grid (~1,500 items for 132 SMs): Mistral's
+    heads, sequences of every length class side by side, gpt-oss's W = 128 with sinks."""
+    _persist_env(monkeypatch, *mode)
+    check([3000, 2600, 1800, 40, 0, 900, 1, 2047], [2000, 1200, 1800, 17, 3, 900, 1, 1],
+          32, 8, 128, 16, 1024, seed=14)
+    check([2048, 700, 5], [2048, 700, 5], 64, 8, 64, 16, 128, seed=15, use_sinks=True)
+
+
+@pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
+def test_prefill_persistent_cuda_graph(monkeypatch, mode):
+    """Both grids under graph capture: one capture, replayed as the contexts grow (the grid comes
+    from shapes and the SM count only), with a step where a sequence has no query tokens."""
+    _persist_env(monkeypatch, *mode)
+    torch.manual_seed(3)
+    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 256
+    max_blocks = 300
+    dt = torch.bfloat16
+    k_cache = torch.randn(3 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn_like(k_cache)
+    bt = torch.randperm(3 * max_blocks, device="cuda").int().view(3, max_blocks)
+    lens = torch.tensor([Q, 700, 1], dtype=torch.int32, device="cuda")
+    qsl = torch.tensor([0, Q, 2 * Q, 2 * Q + 1], dtype=torch.int32, device="cuda")
+    q = torch.randn(2 * Q + 1, H, D, device="cuda", dtype=dt)
+    args = (D ** -0.5, W, 0.0, None, qsl, Q)
+    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    for step in range(4):
+        lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step, 1 + step], dtype=torch.int32))
+        # step 2: the second sequence has no query tokens (its rows stay uncovered: zeros)
+        if step == 2:
+            qsl.copy_(torch.tensor([0, Q, Q, Q + 1], dtype=torch.int32))
+        else:
+            qsl.copy_(torch.tensor([0, Q, 2 * Q, 2 * Q + 1], dtype=torch.int32))
+        q.copy_(torch.randn(2 * Q + 1, H, D, dtype=dt))
+        graph.replay()
+        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
+                                        *args)
+        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
+        assert not out.isnan().any()
+        err = (out.float() - ref.float()).abs().max().item()
+        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
+
+
+def prefill_ws_kernels_launched(fn):
+    """Names of the warp-specialized prefill kernels `fn` launched (profiler), or None where it
+    records none (or the device has no Hopper kernel)."""
+    from torch.autograd import DeviceType
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()
+             if e.device_type == DeviceType.CUDA and "prefill_ws_kernel" in e.name]
+    return names or None
+
+
+def persist_flag(name):
+    """prefill_ws_kernel<T, D, SOFTCAP, OVERLAP, PERSIST>'s PERSIST, from a demangled ("true",
+    "(bool)1") or mangled ("Lb1E") kernel name."""
+    m = re.search(r"prefill_ws_kernel<(.*)>", name)
+    if m:
+        args = m.group(1).replace(" ", "").split(",")[2:]
+        assert len(args) == 3, name
+        return args[-1] in ("true", "(bool)1", "1")
+    flags = re.findall(r"Lb([01])E", name)
+    assert len(flags) == 3, name
+    return flags[-1] == "1"
+
+
+@pytest.mark.parametrize("persist", ("unset", "0", "1"))
+@pytest.mark.parametrize("ws", ("unset", "2"), ids=("ws-default", "ws-overlap"))
+@pytest.mark.parametrize("head_size", (64, 128, 192, 256))
+def test_prefill_persistent_default(monkeypatch, head_size, ws, persist):
+    """Which grid ran, by the kernel's name: persistent at D <= 128 on the default kernel unless
+    SWA_OPS_PREFILL_PERSIST=0; the plain grid at D = 192 / 256 and with the overlap, whatever the
+    switch (the prefill-persist branch's runs 37/38: the persistent grid lost at D = 256)."""
+    _persist_env(monkeypatch, persist, "all")
+    if ws == "unset":
+        monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_WS", ws)
+    names = prefill_ws_kernels_launched(
+        lambda: check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, head_size, 32, 4096,
+                      seed=16))
+    if names is not None:  # the profiler recorded the launch
+        want = head_size <= 128 and ws == "unset" and persist != "0"
+        assert all(persist_flag(n) == want for n in names), names

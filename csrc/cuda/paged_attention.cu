@@ -155,6 +155,23 @@ int prefill_ws_mode() {
   return 1;
 }
 
+// The warp-specialized prefill on a persistent grid (PrefillParams::num_sms): as many CTAs as
+// fit at once, each looping over (kv head, row tile) items, its producer running ahead into the
+// next item's K/V and Q while the consumers finish the current one (notes/prefill.md). Default
+// on; the launcher takes it only where prefill_ws.h compiles a persistent instance (D <= 128,
+// without the overlap: the prefill-persist branch's runs 37/38 measured it faster there, slower
+// at D = 256), elsewhere the plain grid. SWA_OPS_PREFILL_PERSIST=0 never, =1 wherever compiled
+// (the default's set); read per call, to A/B both grids in one build. Returns the SM count the
+// grid is sized for, 0 for the plain grid. SWA_OPS_PREFILL_PERSIST_SMS=N sizes it for N SMs
+// instead (tests: a few CTAs, each looping over hundreds of items).
+int prefill_persist_sms() {
+  const char* e = std::getenv("SWA_OPS_PREFILL_PERSIST");
+  if (e != nullptr && std::string(e) != "1") return 0;
+  const char* n = std::getenv("SWA_OPS_PREFILL_PERSIST_SMS");
+  const int sms = n != nullptr ? std::atoi(n) : 0;
+  return sms > 0 ? sms : sm_count();
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -290,6 +307,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     pp.grid_ctas = checked_int(grid, "prefill CTAs per kv head");
     pp.wgmma = use_wgmma();
     pp.ws = prefill_ws_mode();
+    pp.num_sms = pp.wgmma && pp.ws != 0 ? prefill_persist_sms() : 0;
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;
     dispatch_head_size(pp.head_size, [&](auto hd) {  // compiled: checked on entry

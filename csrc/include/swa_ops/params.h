@@ -163,6 +163,11 @@ struct PrefillParams {
   int ws;                       // with wgmma: 0 = prefill_mma.h's wgmma variant; 1 (default) =
                                 //   the warp-specialized kernel (prefill_ws.h); 2 = that with the
                                 //   intra-warpgroup softmax / P V overlap (SWA_OPS_PREFILL_WS)
+  int num_sms;                  // warp-specialized kernel only, launcher-side: > 0 = persistent
+                                //   grid where compiled (SWA_OPS_PREFILL_PERSIST; D <= 128 by
+                                //   default): min(grid_ctas * num_kv_heads,
+                                //   num_sms * its resident CTAs per SM) CTAs, each looping over
+                                //   (kv head, row tile) items; 0 = one CTA per item
 };
 
 }  // namespace swa_ops

@@ -13,15 +13,40 @@ namespace swa_ops {
 // The plan kernel, then `kernel` (`threads` per CTA, `smem` bytes of dynamic shared memory;
 // `granted`: the kernel instance's per-device record for allow_smem). Both go out as programmatic
 // dependents: each waits for its predecessor's writes before reading anything (the cache write of
-// this chunk, then the plan).
+// this chunk, then the plan). The grid: p.grid_ctas x num_kv_heads, one CTA per (row tile, kv
+// head) item; or, where the kernel loops over items (`resident` non-null: its per-device record
+// of resident CTAs per SM) and p.num_sms > 0, a persistent grid of at most one CTA per slot.
+// Both from host-known values only (shapes, the SM count, the kernel's occupancy): a captured
+// graph replays with any query_start_loc and seq_lens the bound covers.
 template <typename Kernel>
 cudaError_t launch_plan_and_prefill(Kernel kernel, size_t smem, int threads, size_t* granted,
-                                    const PrefillParams& p, cudaStream_t stream) {
+                                    const PrefillParams& p, cudaStream_t stream,
+                                    int* resident = nullptr) {
   cudaError_t e = allow_smem(kernel, smem, granted);
   if (e != cudaSuccess) return e;
   e = launch_pdl(prefill_plan_kernel<kPrefillRows>, dim3(1), dim3(kPlanThreads), 0, stream, p);
   if (e != cudaSuccess || p.grid_ctas == 0) return e;
-  return launch_pdl(kernel, dim3(p.grid_ctas, p.num_kv_heads), dim3(threads), smem, stream, p);
+  dim3 grid(p.grid_ctas, p.num_kv_heads);
+#ifndef USE_ROCM  // only the Hopper kernel loops over items
+  if (resident != nullptr && p.num_sms > 0) {
+    int dev = 0;
+    e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return e;
+    int per_sm = dev < 64 ? resident[dev] : 0;
+    if (per_sm == 0) {  // once per device: a query, no stream work (fine under capture)
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem);
+      if (e != cudaSuccess) return e;
+      per_sm = per_sm > 0 ? per_sm : 1;
+      if (dev < 64) resident[dev] = per_sm;
+    }
+    const long items = static_cast<long>(p.grid_ctas) * p.num_kv_heads;
+    const long slots = static_cast<long>(p.num_sms) * per_sm;
+    grid = dim3(static_cast<unsigned>(items < slots ? items : slots), 1);
+  }
+#else
+  (void)resident;
+#endif
+  return launch_pdl(kernel, grid, dim3(threads), smem, stream, p);
 }
 
 template <typename T, int D, bool SOFTCAP, bool KV8, bool WG>
@@ -33,13 +58,24 @@ cudaError_t launch_prefill_typed(const PrefillParams& p, cudaStream_t stream) {
 }
 
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
-// The warp-specialized Hopper kernel (prefill_ws.h): same plan kernel, 384 threads per CTA.
+// The warp-specialized Hopper kernel (prefill_ws.h): same plan kernel, 384 threads per CTA. Its
+// persistent instance where one is compiled (kWsPersistent) and p.num_sms > 0; the plain one
+// otherwise, with the plain grid.
 template <typename T, int D, bool SOFTCAP, bool OVERLAP>
 cudaError_t launch_prefill_ws(const PrefillParams& p, cudaStream_t stream) {
   using Tr = PrefillWsTraits<D>;
+  if constexpr (kWsPersistent<D, OVERLAP>) {
+    if (p.num_sms > 0) {
+      static size_t granted[64] = {};  // one per template instance, indexed by device
+      static int resident[64] = {};     // CTAs per SM, likewise (the persistent grid's size)
+      return launch_plan_and_prefill(prefill_ws_kernel<T, D, SOFTCAP, OVERLAP, true>,
+                                     Tr::smem_bytes(true), Tr::kThreads, granted, p, stream,
+                                     resident);
+    }
+  }
   static size_t granted[64] = {};  // one per template instance, indexed by device
-  return launch_plan_and_prefill(prefill_ws_kernel<T, D, SOFTCAP, OVERLAP>, Tr::smem_bytes(),
-                                 Tr::kThreads, granted, p, stream);
+  return launch_plan_and_prefill(prefill_ws_kernel<T, D, SOFTCAP, OVERLAP, false>,
+                                 Tr::smem_bytes(), Tr::kThreads, granted, p, stream);
 }
 #endif
 

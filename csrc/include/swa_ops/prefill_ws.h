@@ -4,32 +4,52 @@
 // values). SWA_OPS_PREFILL_WS (read by the launcher) picks 0: prefill_mma.h's variant instead,
 // 1 (default): this kernel without the intra-warpgroup overlap, 2: with it (slower in run 25).
 //
+// Work items. An item is one (kv head, 128-row tile) pair. With PERSIST = false the grid has one
+// CTA per item (blockIdx = (row tile, kv head)). With PERSIST = true (instantiated at D <= 128,
+// without OVERLAP; the launcher's default there, SWA_OPS_PREFILL_PERSIST) the grid holds only the
+// CTAs resident at once and CTA b loops over items b, b + gridDim, ...: per-item start-up (Q
+// load, first K/V tiles, block-table reads) overlaps the previous item's last batches and
+// epilogue instead of costing a CTA launch (notes/prefill.md, "Persistent grid"). PERSIST = false
+// is the kernel as it was before the persistent grid (same PTX): the branch's one-kernel-for-both
+// grids made the plain grid slower (Q behind the producer's tile 0), and at D = 256 the
+// persistent grid itself lost to it, so that path keeps its own code wherever they differ.
+//
 // Roles. Three warpgroups per CTA (384 threads; one CTA per SM, two at D = 64):
 //  - warpgroup 0, the producer, gives registers back (setmaxnreg.dec) and only copies K/V
 //    tiles into a ring of kStages shared-memory stages: per tile, wait for the stage's `empty`
 //    barrier, cp.async its keys (zero-filled past the union, block-table entries read only inside
 //    it), then cp.async.mbarrier.arrive.noinc on the stage's `full` barrier, which completes when
-//    every producer thread's copies have landed. (Not TMA: a tile spans blocks of 8..256 tokens
-//    at arbitrary offsets, and the union's edges cut blocks, so it is one 16-byte copy per chunk
-//    either way; the producer warpgroup takes that address math off the consumers.)
+//    every producer thread's copies have landed. PERSIST: also each item's Q tile, after the
+//    item's tile 0 and the `q_empty` barrier; it completes `q_full` the same way. (Not TMA: a
+//    tile spans blocks of 8..256 tokens at arbitrary offsets, and the union's edges cut blocks,
+//    so it is one 16-byte copy per chunk either way; the producer warpgroup takes that address
+//    math off the consumers.)
 //  - warpgroups 1 and 2, the consumers, take registers (setmaxnreg.inc), own 64 packed rows
-//    each, and only run wgmma and the softmax. They never wait for each other's data.
+//    each, and only run wgmma and the softmax (plain grid: each loads its own 64 Q rows first).
+//    They never wait for each other's data.
 //
-// Consumer schedule. Batch 0 is S(0) = Q K(0)^T; batch g in [1, n_tiles) is P V(g - 1) and
-// S(g); batch n_tiles is P V(n_tiles - 1). After a batch's P V completes, its stage is released
-// (one arrive per warp on `empty`); the softmax of S(g) turns it into P(g) (registers, the A
-// operand of the next P V). The O rescale and P's packing come after the wait for the P V in
-// flight, so no non-wgmma instruction writes an accumulator or A operand of an asynchronous
-// wgmma (ptxas would serialize them, C7515). With the overlap, S(g) and P V(g - 1) are separate
-// commit groups and the exponentials of S(g) run while P V(g - 1) is still on the tensor cores.
-// Ping-pong: named barrier kBarTurn + w is consumer w's turn to issue; it waits for its turn
-// before a batch and hands it to the other consumer right after committing, so one consumer's
-// softmax runs while the other's batch occupies the tensor cores.
+// Consumer schedule, per item. Batch 0 is S(0) = Q K(0)^T; batch g in [1, n_tiles) is
+// P V(g - 1) and S(g); batch n_tiles is P V(n_tiles - 1). After a batch's P V completes, its
+// stage is released (one arrive per warp on `empty`); the softmax of S(g) turns it into P(g)
+// (registers, the A operand of the next P V). The O rescale and P's packing come after the wait
+// for the P V in flight, so no non-wgmma instruction writes an accumulator or A operand of an
+// asynchronous wgmma (ptxas would serialize them, C7515). With the overlap, S(g) and P V(g - 1)
+// are separate commit groups and the exponentials of S(g) run while P V(g - 1) is still on the
+// tensor cores. Ping-pong: named barrier kBarTurn + w is consumer w's turn to issue; it waits for
+// its turn before a batch and hands it to the other consumer right after committing, so one
+// consumer's softmax runs while the other's batch occupies the tensor cores (PERSIST: the turns
+// alternate across items). PERSIST: after the item's last S, Q is released (one arrive per warp
+// on `q_empty`; below SWA_OPS_WS_STAGED_EPILOGUE_MIN_D O goes out from registers, so nothing
+// reads Q after that S).
 //
-// Barrier phases: tile j lives in stage j % S; the consumers wait for the (j / S)-th completion
-// of full[j % S] (parity (j / S) & 1); the producer refills stage j % S for j >= S after the
-// (j / S - 1)-th completion of empty[j % S], i.e. once both consumers released tile j - S
-// (tools/ws_model.py checks these rules and the turn hand-off on a host model).
+// Barrier phases: tiles are numbered J by their position in the CTA's stream of tiles (across
+// items with PERSIST; the item's tile index otherwise); tile J lives in stage J % S; the
+// consumers wait for the (J / S)-th completion of full[J % S] (parity (J / S) & 1); the producer
+// refills stage J % S for J >= S after the (J / S - 1)-th completion of empty[J % S], i.e. once
+// both consumers released tile J - S. PERSIST, Q of the n-th item with tiles: the consumers wait
+// for q_full's n-th completion, the producer loads it (n > 0) after q_empty's (n - 1)-th. Items
+// without tiles take neither. (tools/ws_model.py checks these rules, the Q hand-off and the turns
+// on a host model of one and of several items per CTA.)
 #pragma once
 
 #include "swa_ops/compat.h"
@@ -37,6 +57,8 @@
 #include "swa_ops/params.h"
 #include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, online_softmax_tile
 #include "swa_ops/wgmma.h"
+
+#include <type_traits>
 
 #ifndef USE_ROCM  // NVIDIA Hopper only: AMD builds never see this kernel
 namespace swa_ops {
@@ -69,10 +91,11 @@ struct PrefillWsTraits {
   // Three: OVERLAP polls for tile g + 1 before releasing tile g - 1 (tools/ws_model.py).
   static_assert(kStages >= 3, "the ring needs three stages");
   static_assert(D % 64 == 0, "64-element column blocks");
-  // Q, the ring, then 2 * kStages mbarriers; 1024 bytes of slack for the swizzle alignment.
-  static constexpr size_t smem_bytes() {
+  // Q, the ring, then 2 * kStages mbarriers (the ring's full / empty) and, on the persistent
+  // grid, 2 more (Q's full / empty); 1024 bytes of slack for the swizzle alignment.
+  static constexpr size_t smem_bytes(bool persist = false) {
     return static_cast<size_t>(kQBytes) + static_cast<size_t>(kStages) * kStageBytes +
-           16 * kStages + 1024;
+           16 * kStages + (persist ? 16 : 0) + 1024;
   }
 };
 
@@ -91,11 +114,15 @@ SWA_D void mbar_init_fence() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 #endif
 }
-SWA_D void mbar_arrive(uint64_t* bar) {
+// Barrier operations by shared-memory address (32 bits; the persistent loop's form): a base
+// taken once plus 8 bytes per barrier stays in uniform registers, where a generic pointer is
+// converted again per use once the ring position runs across items.
+SWA_D void mbar_arrive_at(uint32_t a) {
 #ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
 #endif
 }
+SWA_D void mbar_arrive(uint64_t* bar) { mbar_arrive_at(smem_u32(bar)); }
 // Arrives on `bar` once every cp.async this thread issued so far has completed; .noinc: the
 // arrival is one of the count the barrier was initialised with.
 SWA_D void mbar_arrive_cp_async(uint64_t* bar) {
@@ -105,9 +132,8 @@ SWA_D void mbar_arrive_cp_async(uint64_t* bar) {
 #endif
 }
 // Blocks until the phase with this parity has completed.
-SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) {
+SWA_D void mbar_wait_at(uint32_t a, uint32_t parity) {
 #ifdef SWA_OPS_HAS_WGMMA
-  const uint32_t a = smem_u32(bar);
   uint32_t done = 0;
   do {
     asm volatile(
@@ -119,6 +145,7 @@ SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) {
   } while (!done);
 #endif
 }
+SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) { mbar_wait_at(smem_u32(bar), parity); }
 // Named barrier A (first) or B (!first), both of `threads` threads. The ids are immediates (a
 // predicated pair, the predicate uniform per warp): with an id in a register ptxas reserves all
 // 16 barriers for the kernel.
@@ -157,6 +184,12 @@ SWA_D uint64_t desc_plus(uint64_t d, uint32_t units) {
   const uint32_t lo = static_cast<uint32_t>(d) + units;
   return (d & 0xffffffff00000000ull) | lo;
 }
+// The persistent loop's form: a descriptor kept as its low word (start address, LBO), with the
+// high word make_smem_desc gives every tile here (SBO 1024 bytes, 128-byte swizzle) as a
+// constant, so moving it is a 32-bit add (the callers keep the address field from carrying out):
+// with the 64-bit descriptors living across the item loop, ptxas turned the moves into 64-bit adds.
+constexpr uint32_t kDescHi1024 = (1024 >> 4) | (1u << 30);
+SWA_D uint64_t desc_at(uint32_t lo) { return (static_cast<uint64_t>(kDescHi1024) << 32) | lo; }
 
 // Hides a value's origin from the optimizer (no instruction): it cannot re-derive it at the uses.
 template <typename V>
@@ -165,13 +198,65 @@ SWA_D void opaque(V& v) {
   asm volatile("" : "+l"(v));
 }
 
-// Named barriers (0 is __syncthreads): the two consumers' turns, and each consumer's own sync.
+// Which instances have a persistent form: D <= 128 without the overlap. On the prefill-persist
+// branch (H100, bench batch 8, runs 37/38) the persistent grid won at D = 64 and 128 and lost at
+// D = 256 (gemma3-prefill 2985-3030 us against 2827-2876 on the plain grid); the overlap kernel
+// is not the default (slower in run 25), so it keeps the plain grid and the compile time.
+template <int D, bool OVERLAP>
+constexpr bool kWsPersistent = D <= 128 && !OVERLAP;
+
+// Named barriers (0 is __syncthreads): the two consumers' turns, and (staged epilogue) each
+// consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
 
-template <typename T, int D, bool SOFTCAP, bool OVERLAP>
+// PERSIST: the epilogue of an item with keys stages O in the warp's own rows of Q's tile (16-byte
+// coalesced stores; Q is released only after it) at head sizes from this one up; below, O goes
+// out straight from registers and Q is released right after the last S, so the next item's Q
+// loads under the last P V. Run 3 of the prefill-persist branch (H100, bench batch 8): the
+// register stores cost gemma3-prefill (D = 256, W = 1024: short items, twice D = 128's output
+// bytes per item) ~5 % against the staged stores, while the D = 64 and 128 rows gained. Only
+// D <= 128 is instantiated persistent; overridable at build, for A/B. The plain grid always stages.
+#ifndef SWA_OPS_WS_STAGED_EPILOGUE_MIN_D
+#define SWA_OPS_WS_STAGED_EPILOGUE_MIN_D 192
+#endif
+
+// One work item: a (kv head, 128-row tile) pair, and its key union [kv_lo, kv_hi) in n_tiles
+// tiles of BN keys (tiles start at kv_lo itself: a key's copy is one 16-byte chunk per row either
+// way, so the union takes ceil(span / BN) tiles). first / last: the tile's first and last live
+// rows' windows (the CTA-uniform mask test). On the persistent grid both roles locate every item
+// the same way, so they agree on its tile count without exchanging anything.
+struct WsItem {
+  PrefillCta c;
+  int kvh, kv_lo, kv_hi, n_tiles;
+  RowSpan first, last;
+};
+
+// The key union of w.c's rows (as prefill_mma.h).
+template <int BM, int BN>
+SWA_D void ws_item_union(const PrefillParams& p, WsItem& w) {
+  const int last_row = min(w.c.row0 + BM, w.c.rows) - 1;
+  w.first = row_span(w.c.row0, w.c.rows, p.group, w.c.L, w.c.q_len, p.window);
+  w.last = row_span(last_row, w.c.rows, p.group, w.c.L, w.c.q_len, p.window);
+  w.kv_hi = w.last.hi;
+  w.kv_lo = w.first.hi > w.first.lo ? w.first.lo : 0;
+  w.n_tiles = w.kv_hi > w.kv_lo ? (w.kv_hi - w.kv_lo + BN - 1) / BN : 0;
+}
+
+// Item `item` of the persistent grid: kv head major (item = kvh * tiles_per_head + row tile).
+template <int BM, int BN>
+SWA_D WsItem locate_ws_item(const PrefillParams& p, int item, int tiles_per_head) {
+  WsItem w;
+  w.kvh = item / tiles_per_head;
+  w.c = locate_prefill_cta<BM>(p, item - w.kvh * tiles_per_head);
+  ws_item_union<BM, BN>(p, w);
+  return w;
+}
+
+template <typename T, int D, bool SOFTCAP, bool OVERLAP, bool PERSIST>
 __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     prefill_ws_kernel(const PrefillParams p) {
+  static_assert(!(PERSIST && OVERLAP), "the persistent grid is instantiated without the overlap");
   using Tr = PrefillWsTraits<D>;
   constexpr int BM = Tr::kBM, BN = Tr::kBN, NST = Tr::kStages;
   constexpr int CPR = D / 8;   // 16-byte chunks per row
@@ -180,6 +265,14 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   constexpr int SNT = BN / 8;  // 8-column chunks of S
   constexpr int TILE = BN * D;  // elements of one K (or V) tile
   constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
+  // The epilogue's stores: staged through Q's tile (always on the plain grid) or from registers.
+  constexpr bool kStaged = !PERSIST || D >= SWA_OPS_WS_STAGED_EPILOGUE_MIN_D;
+  // A tile's ring position: the item's tile index on the plain grid (int, as it always was); the
+  // CTA's running tile count on the persistent one (unsigned: / and % by NST are shifts or cheap).
+  using Pos = std::conditional_t<PERSIST, uint32_t, int>;
+  // wgmma descriptors as built (64 bits) on the plain grid, as their low word when persistent
+  // (desc_at).
+  using Desc = std::conditional_t<PERSIST, uint32_t, uint64_t>;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base =
@@ -188,34 +281,51 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   T* kv_s = q_s + BM * D;                    // [NST][K | V][BN x D] swizzled
   uint64_t* full = reinterpret_cast<uint64_t*>(kv_s + NST * 2 * TILE);
   uint64_t* empty = full + NST;
+  uint64_t* q_full = empty + NST;  // PERSIST: the item's Q has landed (the producer's 128 copies)
+  uint64_t* q_empty = q_full + 1;  // PERSIST: both consumers are done with the item's Q (8 warps)
 
 #if defined(__CUDA_ARCH__) && !defined(SWA_OPS_HAS_WGMMA)
   __trap();  // compiled without sm_90a: the host never dispatches here
 #endif
   const int tid = threadIdx.x, lane = tid % 32;
-  const int kvh = blockIdx.y;
-  const int x = blockIdx.x;
 
-  pdl_wait();
-  if (x >= p.cta_start[p.num_seqs]) return;  // the whole CTA, before any barrier
-  const PrefillCta cta = locate_prefill_cta<BM>(p, x);
-  const int seq = cta.seq, q_begin = cta.q_begin, q_len = cta.q_len, rows = cta.rows;
-  const int row0 = cta.row0, L = cta.L;
-  pdl_launch_dependents();
-
-  // The CTA's key union, as prefill_mma.h. Tiles start at kv_lo itself (no alignment: a key's
-  // copy is one 16-byte chunk per row either way), so the union takes ceil(span / BN) tiles.
-  const int last_row = min(row0 + BM, rows) - 1;
-  const RowSpan first = row_span(row0, rows, p.group, L, q_len, p.window);
-  const RowSpan last = row_span(last_row, rows, p.group, L, q_len, p.window);
-  const int kv_hi = last.hi;
-  const int kv_lo = first.hi > first.lo ? first.lo : 0;
-  const int n_tiles = kv_hi > kv_lo ? (kv_hi - kv_lo + BN - 1) / BN : 0;
+  WsItem w0;  // the plain grid's one item (unused when persistent: each role locates its own)
+  int tiles_per_head = 0, n_items = 0, item_stride = 0, item0 = 0;
+  if constexpr (PERSIST) {
+    w0 = WsItem{};  // never read (what derives from it is dead code here)
+    // Items kv head major: the order the plain grid's CTAs (x fastest) are dispatched in, so the
+    // items in flight at any moment share windows in L2 as they did. CTA b takes items b,
+    // b + stride, ... (static striding): no counter to reset, nothing exchanged between CTAs;
+    // within a sequence the heaviest row tiles come first (locate_prefill_cta), and consecutive
+    // items of one CTA are `stride` apart, so every CTA samples all sequences and positions
+    // alike. Everything read below may come from the plan kernel or the predecessor: wait first.
+    pdl_wait();
+    tiles_per_head = p.cta_start[p.num_seqs];
+    n_items = tiles_per_head * p.num_kv_heads;
+    item_stride = gridDim.x * gridDim.y;
+    item0 = blockIdx.y * gridDim.x + blockIdx.x;
+    if (item0 >= n_items) return;  // the whole CTA, before any barrier
+    // As the plain grid: every CTA triggers once, after the wait, so dependents launch once every
+    // CTA of this grid is resident (they wait for its completion before reading).
+    pdl_launch_dependents();
+  } else {
+    w0.kvh = blockIdx.y;
+    const int x = blockIdx.x;
+    pdl_wait();
+    if (x >= p.cta_start[p.num_seqs]) return;  // the whole CTA, before any barrier
+    w0.c = locate_prefill_cta<BM>(p, x);
+    pdl_launch_dependents();
+    ws_item_union<BM, BN>(p, w0);
+  }
 
   if (tid == 0) {
     for (int s = 0; s < NST; ++s) {
       mbar_init(&full[s], 128);  // one cp.async arrival per producer thread
       mbar_init(&empty[s], 8);   // one arrival per consumer warp
+    }
+    if constexpr (PERSIST) {
+      mbar_init(q_full, 128);
+      mbar_init(q_empty, 8);
     }
     mbar_init_fence();
   }
@@ -229,24 +339,18 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     // ---------------- producer ----------------
     setmaxnreg_dec<Tr::kProducerRegs>();
     const unsigned pt = tid;  // 0..127 (unsigned: its / and % are shifts)
-    const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
-    const int bs_mask = p.block_size - 1;
-    const T* k_base = static_cast<const T*>(p.k_cache) + kvh * p.kv_stride_head;
-    const T* v_base = static_cast<const T*>(p.v_cache) + kvh * p.kv_stride_head;
-    // The fixed-chunk path below: this thread's column chunk, strides in bytes.
-    const char* k_col = reinterpret_cast<const char*>(k_base + (pt % CPR) * 8);
-    const char* v_col = reinterpret_cast<const char*>(v_base + (pt % CPR) * 8);
-    uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
-    uint64_t st_bytes = static_cast<uint64_t>(p.kv_stride_tok) * sizeof(T);
-    // Opaque to the compiler, which otherwise folds them back into the per-round sums (factoring
-    // out sizeof(T) and the sequence's table row: extra 64-bit shifts and adds per round).
-    opaque(bt);
-    opaque(k_col);
-    opaque(v_col);
-    opaque(sb_bytes);
-    opaque(st_bytes);
-    for (int j = 0; j < n_tiles; ++j) {
-      const int stage = j % NST;
+    // The fixed-chunk path's block-table entries of one tile (below). Declared here, not in the
+    // lambda: a local of an inlined lambda lands after the kernel's own locals, and that order
+    // decides the order they are promoted to registers in, hence the PTX's register numbers
+    // (the plain kernel's PTX stays identical to what it was before the lambda).
+    int blk[128 % CPR == 0 ? BN / (128 / CPR) : 1];
+    // Tile j of an item (ring position jg) into its stage. bt: the sequence's block-table row;
+    // k_col / v_col: this thread's column chunk of the kv head (the fixed-chunk path), strides in
+    // bytes.
+    auto copy_tile = [&](Pos jg, int j, int kv_lo, int kv_hi, const int* bt, const T* k_base,
+                         const T* v_base, const char* k_col, const char* v_col, int bs_mask,
+                         uint64_t sb_bytes, uint64_t st_bytes) {
+      const int stage = jg % NST;
       const int t0 = kv_lo + j * BN;
       T* ks = kv_s + stage * 2 * TILE;
       T* vs = ks + TILE;
@@ -264,13 +368,13 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         const int rw = pt / CPR, cc = pt % CPR;
         const int so0 = (cc >> 3) * BN * 64 + rw * 64;  // tile_offset(rw, 8 cc) without swizzle
         const int sw0 = (cc & 7) ^ (rw & 7);
-        int blk[NR];
+        static_assert(sizeof(blk) == NR * sizeof(int), "blk holds one entry per round");
 #pragma unroll
         for (int k = 0; k < NR; ++k) {
           const unsigned tc = min(t0 + rw + RPR * k, kv_hi - 1);  // >= kv_lo >= 0
           blk[k] = __ldg(bt + (tc >> p.log2_block_size));
         }
-        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
+        if (jg >= NST) mbar_wait(&empty[stage], ((jg / NST) - 1) & 1);
 #pragma unroll
         for (int k = 0; k < NR; ++k) {
           const int t = t0 + rw + RPR * k;
@@ -284,7 +388,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         }
       } else {
         // D = 192 (24 chunks per row): a thread's chunk moves from round to round.
-        if (j >= NST) mbar_wait(&empty[stage], ((j / NST) - 1) & 1);
+        if (jg >= NST) mbar_wait(&empty[stage], ((jg / NST) - 1) & 1);
 #pragma unroll 4
         for (int k = 0; k < BN * CPR / 128; ++k) {
           const int i = pt + k * 128;
@@ -301,6 +405,79 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         }
       }
       mbar_arrive_cp_async(&full[stage]);
+    };
+    if constexpr (!PERSIST) {
+      const int* bt = p.block_tables + static_cast<int64_t>(w0.c.seq) * p.bt_stride;
+      const int bs_mask = p.block_size - 1;
+      const T* k_base = static_cast<const T*>(p.k_cache) + w0.kvh * p.kv_stride_head;
+      const T* v_base = static_cast<const T*>(p.v_cache) + w0.kvh * p.kv_stride_head;
+      const char* k_col = reinterpret_cast<const char*>(k_base + (pt % CPR) * 8);
+      const char* v_col = reinterpret_cast<const char*>(v_base + (pt % CPR) * 8);
+      uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
+      uint64_t st_bytes = static_cast<uint64_t>(p.kv_stride_tok) * sizeof(T);
+      // Opaque to the compiler, which otherwise folds them back into the per-round sums
+      // (factoring out sizeof(T) and the sequence's table row: extra 64-bit shifts and adds).
+      opaque(bt);
+      opaque(k_col);
+      opaque(v_col);
+      opaque(sb_bytes);
+      opaque(st_bytes);
+      for (int j = 0; j < w0.n_tiles; ++j)
+        copy_tile(j, j, w0.kv_lo, w0.kv_hi, bt, k_base, v_base, k_col, v_col, bs_mask, sb_bytes,
+                  st_bytes);
+    } else {
+      const int bs_mask = p.block_size - 1;
+      uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
+      uint64_t st_bytes = static_cast<uint64_t>(p.kv_stride_tok) * sizeof(T);
+      opaque(sb_bytes);
+      opaque(st_bytes);
+      // Ring position: tiles issued so far by this CTA. The ring's barrier phases run on across
+      // items (tile J lives in stage J % NST), so the next item's first tiles go out as soon as
+      // stages free up, while the consumers still finish this item's last batches and epilogue.
+      uint32_t jt = 0;
+      uint32_t qn = 0;  // items whose Q was loaded: q_full / q_empty phases
+#pragma unroll 1
+      for (int item = item0; item < n_items; item += item_stride) {
+        const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head);
+        if (w.n_tiles == 0) continue;  // no row sees a key: no tile, no Q (the consumers skip too)
+        const int* bt = p.block_tables + static_cast<int64_t>(w.c.seq) * p.bt_stride;
+        const T* k_base = static_cast<const T*>(p.k_cache) + w.kvh * p.kv_stride_head;
+        const T* v_base = static_cast<const T*>(p.v_cache) + w.kvh * p.kv_stride_head;
+        const char* k_col = reinterpret_cast<const char*>(k_base + (pt % CPR) * 8);
+        const char* v_col = reinterpret_cast<const char*>(v_base + (pt % CPR) * 8);
+        opaque(bt);
+        opaque(k_col);
+        opaque(v_col);
+#pragma unroll 1
+        for (int j = 0; j < w.n_tiles; ++j) {
+          copy_tile(jt + j, j, w.kv_lo, w.kv_hi, bt, k_base, v_base, k_col, v_col, bs_mask,
+                    sb_bytes, st_bytes);
+          if (j == 0) {
+            // The item's Q (rows past the sequence's are zero queries), after its tile 0: that
+            // tile's stage frees a batch before Q does (tile J needs tile J - NST released, i.e.
+            // batch J - NST + 1 done; Q needs the previous item's last S, one batch later), so
+            // the order keeps the ring one tile further ahead. q_empty: both consumers are done
+            // with the previous item's Q (its last S, or its staged epilogue).
+            if (qn > 0) mbar_wait(q_empty, (qn - 1) & 1);
+            const T* qg = static_cast<const T*>(p.q);
+            const int q_begin = w.c.q_begin, rows = w.c.rows, row0 = w.c.row0;
+#pragma unroll 1
+            for (int i = pt; i < BM * CPR; i += 128) {
+              const int r = i / CPR, c = (i % CPR) * 8;
+              const int R = row0 + r;
+              const bool valid = R < rows;
+              int64_t off = 0;
+              if (valid)
+                off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
+                      static_cast<int64_t>(w.kvh * p.group + R % p.group) * p.q_stride_head + c;
+              cp_async16(q_s + tile_offset<D, true>(r, c, BM), qg + off, valid);
+            }
+            mbar_arrive_cp_async(q_full);  // completes once every producer thread's Q landed
+            ++qn;
+          }
+        }
+        jt += w.n_tiles;
+      }
     }
     cp_async_commit();  // the copies went out uncommitted (the barriers track them): commit
     cp_async_wait<0>();  // and wait, so nothing of this thread's is in flight when it exits
@@ -312,21 +489,23 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   const int cw = wg - 1;              // consumer 0 or 1: rows cw * 64 .. + 63
   const int ct = tid - 128 * wg;      // thread within the warpgroup
   const int warp = tid / 32 - 4;      // consumer warp 0..7: rows warp * 16 .. + 15
-  const int wr0 = row0 + warp * 16;
-  const RowSpan ra = row_span(wr0 + (lane >> 2), rows, p.group, L, q_len, p.window);
-  const RowSpan rb = row_span(wr0 + (lane >> 2) + 8, rows, p.group, L, q_len, p.window);
+  // The plain grid's rows (the persistent loop derives its own per item; these are unused there).
+  const int wr0 = w0.c.row0 + warp * 16;
+  const RowSpan ra = row_span(wr0 + (lane >> 2), w0.c.rows, p.group, w0.c.L, w0.c.q_len, p.window);
+  const RowSpan rb =
+      row_span(wr0 + (lane >> 2) + 8, w0.c.rows, p.group, w0.c.L, w0.c.q_len, p.window);
 
-  // This warpgroup's 64 Q rows (rows past the sequence's are zero queries).
-  {
+  if constexpr (!PERSIST) {
+    // This warpgroup's 64 Q rows (rows past the sequence's are zero queries).
     const T* qg = static_cast<const T*>(p.q);
     for (int i = ct; i < 64 * CPR; i += 128) {
       const int r = cw * 64 + i / CPR, c = (i % CPR) * 8;
-      const int R = row0 + r;
-      const bool valid = R < rows;
+      const int R = w0.c.row0 + r;
+      const bool valid = R < w0.c.rows;
       int64_t off = 0;
       if (valid)
-        off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
-              static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
+        off = static_cast<int64_t>(w0.c.q_begin + R / p.group) * p.q_stride_tok +
+              static_cast<int64_t>(w0.kvh * p.group + R % p.group) * p.q_stride_head + c;
       cp_async16(q_s + tile_offset<D, true>(r, c, BM), qg + off, valid);
     }
     cp_async_commit();
@@ -343,7 +522,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   const bool fuse_scale = !SOFTCAP && scale_log2 > 0.f;
   const float exp_scale = fuse_scale ? scale_log2 : 1.f;
   const int quad_col = (lane & 3) * 2;
-  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;
+  float m0 = kNegInf, m1 = kNegInf, l0 = 0.f, l1 = 0.f;  // PERSIST: reset per item
   float o[ONT][4];
 #pragma unroll
   for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
@@ -358,38 +537,57 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // address field, bits 0-13 of the low word (address >> 4; shared addresses stay below 2^18,
   // so the sums never carry out of it): built once here, then one 32-bit add per wgmma instead
   // of the address-to-descriptor math (~5 uniform instructions) per wgmma.
-  const uint64_t dq0 = make_smem_desc(q_s + cw * 64 * 64, 16, 1024);
-  const uint64_t dk0 = make_smem_desc(kv_s, 16, 1024);
+  const Desc dq0 = static_cast<Desc>(make_smem_desc(q_s + cw * 64 * 64, 16, 1024));
+  const Desc dk0 = static_cast<Desc>(make_smem_desc(kv_s, 16, 1024));
   // V's: K's moved one tile on, with the LBO (bits 16-29) of the transposed layout, derived from
   // dk0 so that it stays in uniform registers as dk0 does.
-  const uint64_t dv0 = desc_plus(dk0 + (static_cast<uint64_t>((BN * 128 - 16) >> 4) << 16),
-                                 TILE * sizeof(T) / 16);
+  const Desc dv0 = [&]() -> Desc {
+    if constexpr (PERSIST)
+      return dk0 + (((BN * 128 - 16) >> 4) << 16) + TILE * sizeof(T) / 16;
+    else
+      return desc_plus(dk0 + (static_cast<uint64_t>((BN * 128 - 16) >> 4) << 16),
+                       TILE * sizeof(T) / 16);
+  }();
+  // A descriptor moved by `units` 16-byte units, as a full descriptor.
+  auto desc_move = [](Desc d, uint32_t units) -> uint64_t {
+    if constexpr (PERSIST)
+      return desc_at(d + units);
+    else
+      return desc_plus(d, units);
+  };
+  const uint32_t full_at = smem_u32(full), empty_at = smem_u32(empty);  // PERSIST's barriers
   constexpr uint32_t kStageStep = 2 * TILE * sizeof(T) / 16;  // one stage, in 16-byte units
-  // One wgmma batch: wait for the turn, issue, hand the turn over, wait for the batch.
-  auto issue_pv = [&](int j) {
+  // Tiles are named by their ring position J (as the producer's).
+  auto issue_pv = [&](Pos J) {
     // V as the MN-major (transposed) B: keys 16 kc2.. are rows of each 64-column block; column
     // blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
-    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
+    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
 #pragma unroll
     for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-      const uint64_t dv = desc_plus(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
+      const uint64_t dv = desc_move(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
       wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
     }
   };
-  auto issue_s = [&](int j, float (&sc)[SNT][4]) {
+  auto issue_s = [&](Pos J, float (&sc)[SNT][4]) {
     // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
     // kc / 4; 8-row groups 1024 bytes apart (SBO).
-    const uint32_t st = static_cast<uint32_t>(j % NST) * kStageStep;
+    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
 #pragma unroll
     for (int kc = 0; kc < KCH; ++kc) {
-      const uint64_t da = desc_plus(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+      const uint64_t da = desc_move(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
       const uint64_t db =
-          desc_plus(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+          desc_move(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
       wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
     }
   };
-  auto wait_full = [&](int j) {
-    mbar_wait(&full[j % NST], (j / NST) & 1);
+  auto poll_full = [&](Pos J) {
+    if constexpr (PERSIST)
+      mbar_wait_at(full_at + (J % NST) * 8, (J / NST) & 1);
+    else
+      mbar_wait(&full[J % NST], (J / NST) & 1);
+  };
+  auto wait_full = [&](Pos J) {
+    poll_full(J);
     fence_proxy_async_smem();  // the cp.async writes it observed, before wgmma reads them
   };
   auto batch_begin = [&]() {
@@ -398,127 +596,212 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     reg_fence<ONT * 4>(&o[0][0]);
     wgmma_fence();
   };
-  // Consumer 0 syncs on its turn n_tiles + 1 times; consumer 1 arrives there once up front and
-  // after each of its batches but the last (which would have no taker).
+  // Plain grid: consumer 0 syncs on its turn n_tiles + 1 times; consumer 1 arrives there once up
+  // front and after each of its batches but the last (which would have no taker). Persistent:
+  // the turns alternate across items; consumer 1 grants consumer 0 one turn up front and one
+  // after each of its batches, consumer 0 grants one after each of its own, and consumer 0 takes
+  // the spare grant after its last item (so no named barrier is left with arrivals).
   auto batch_end = [&](bool last) {
     wgmma_commit();
-    if (cw == 0 || !last) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
+    if (PERSIST || cw == 0 || !last) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
     wgmma_wait<0>();
     reg_fence<SNT * 4>(&s[0][0]);
     reg_fence<ONT * 4>(&o[0][0]);
   };
-  auto release = [&](int j) {
-    if (lane == 0) mbar_arrive(&empty[j % NST]);  // this warp's wgmma reads of tile j are done
+  auto release = [&](Pos J) {
+    if (lane == 0) {  // this warp's wgmma reads of tile J are done
+      if constexpr (PERSIST)
+        mbar_arrive_at(empty_at + (J % NST) * 8);
+      else
+        mbar_arrive(&empty[J % NST]);
+    }
   };
 
-  // Softmax of S(j): logits in log2 units, soft-cap before the mask, online max and sum, the
-  // probabilities in place in s. Returns the two rows' rescale factors of O. Writes nothing a
-  // P V in flight reads or accumulates into.
-  auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
-    const int t0 = kv_lo + j * BN;
-    if (!fuse_scale) scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-    // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
-    // and hi >= lo with the row, so the last live row has the highest lo and the first the
-    // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
-    // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
-    // otherwise wait for the P V in flight at its reconvergence point.
-    if (!(t0 >= last.lo && t0 + BN <= first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
-    return online_softmax_tile<SNT, true>(s, m0, m1, l0, l1, exp_scale);
+  Pos jt = 0;       // ring position of the item's tile 0 (0 on the plain grid)
+  uint32_t qn = 0;  // PERSIST: items with tiles so far, q_full's phase
+  // The item's batches (ra, rb: this thread's two rows' windows).
+  auto run_item = [&](const WsItem& w, const RowSpan& ra, const RowSpan& rb) {
+    const int n_tiles = w.n_tiles, kv_lo = w.kv_lo;
+    // Softmax of S(j) (j: the tile within the item): logits in log2 units, soft-cap before the
+    // mask, online max and sum, the probabilities in place in s. Returns the two rows' rescale
+    // factors of O. Writes nothing a P V in flight reads or accumulates into.
+    auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
+      const int t0 = kv_lo + j * BN;
+      if (!fuse_scale) scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
+      // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
+      // and hi >= lo with the row, so the last live row has the highest lo and the first the
+      // lowest hi; a first row before position 0 has hi = 0 and forces the mask). Rows past the
+      // sequence's are never stored. Uniform, it is no divergent branch to ptxas, which would
+      // otherwise wait for the P V in flight at its reconvergence point.
+      if (!(t0 >= w.last.lo && t0 + BN <= w.first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
+      return online_softmax_tile<SNT, true>(s, m0, m1, l0, l1, exp_scale);
+    };
+    // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
+    // flight (they write its accumulators and its A operand).
+    auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
+      if (warp_any(al.x != 1.f || al.y != 1.f)) {
+#pragma unroll
+        for (int nt = 0; nt < ONT; ++nt) {
+          o[nt][0] *= al.x; o[nt][1] *= al.x; o[nt][2] *= al.y; o[nt][3] *= al.y;
+        }
+      }
+#pragma unroll
+      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
+        pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
+        pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
+        pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+        pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+      }
+    };
+
+    // n_tiles == 0 (no row sees a key): no batch at all, zeros below. Otherwise batch 0 is S(0)
+    // alone, batch g in [1, n_tiles) is P V(g - 1) and S(g), and batch n_tiles is
+    // P V(n_tiles - 1) alone: peeled, so every wgmma sits on a straight path (a wgmma under a
+    // condition makes ptxas serialize them, C7520).
+    if (n_tiles > 0) {
+      if constexpr (PERSIST)
+        mbar_wait(q_full, qn & 1);  // this item's Q (wait_full's fence covers it too)
+      else if (cw == 1)
+        named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);  // consumer 0 goes first
+      wait_full(jt);
+      batch_begin();
+      issue_s(jt, s);
+      batch_end(false);
+      softmax_finish(softmax_probs(0, s), s);
+#pragma unroll 1
+      for (int g = 1; g < n_tiles; ++g) {
+        const Pos J = jt + g;
+        wait_full(J);
+        batch_begin();
+        if constexpr (OVERLAP) {
+          // S(g) first, in its own commit group, then P V(g - 1): the softmax of S(g) runs while
+          // P V(g - 1) is still on the tensor cores (FlashAttention-3's intra-warpgroup overlap).
+          issue_s(J, s);
+          wgmma_commit();
+          issue_pv(J - 1);
+          wgmma_commit();
+          named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
+          wgmma_wait<1>();  // S(g)
+          reg_fence<SNT * 4>(&s[0][0]);
+          float2 al = softmax_probs(g, s);
+          // Pin the softmax before the wait: the compiler would otherwise sink the exponentials
+          // (plain asm, no memory effects) past it, and nothing would overlap.
+          reg_fence<SNT * 4>(&s[0][0]);
+          reg_fence<1>(&al.x);
+          reg_fence<1>(&al.y);
+          reg_fence<1>(&l0);
+          reg_fence<1>(&l1);
+          // Poll for the next tile before waiting for P V(g - 1): its own use is small (the next
+          // wait_full passes at once), but the loop is a basic-block boundary, and ptxas
+          // otherwise hoists the wait within its block to before the exponentials.
+          if (g + 1 < n_tiles) poll_full(J + 1);
+          wgmma_wait<0>();  // P V(g - 1)
+          reg_fence<ONT * 4>(&o[0][0]);
+          release(J - 1);
+          softmax_finish(al, s);
+        } else {
+          issue_pv(J - 1);
+          issue_s(J, s);
+          batch_end(false);
+          release(J - 1);
+          softmax_finish(softmax_probs(g, s), s);
+        }
+      }
+      // PERSIST, register epilogue: every S of the item is complete (waited above), so Q may
+      // take the next item's rows (the staged epilogue releases it after its stores instead).
+      if constexpr (PERSIST && !kStaged)
+        if (lane == 0) mbar_arrive(q_empty);
+      batch_begin();
+      issue_pv(jt + n_tiles - 1);
+      batch_end(true);
+      release(jt + n_tiles - 1);
+      if constexpr (PERSIST) {
+        jt += n_tiles;
+        ++qn;
+      }
+    }
   };
-  // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
-  // flight (they write its accumulators and its A operand).
-  auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
-    if (warp_any(al.x != 1.f || al.y != 1.f)) {
+
+  // Epilogue, as prefill_mma.h: row sums, the sink, 1 / sum, then the stores.
+  auto epilogue = [&](const WsItem& w, int wr0) {
+    finish_row_sums<ONT>(p, w.kvh, wr0 + (lane >> 2), w.c.rows, m0, m1, l0, l1, o);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    if (kStaged && (!PERSIST || w.n_tiles > 0)) {
+      // Staged in this warp's own rows of the swizzled Q tile: only this warpgroup's S chains
+      // read those, and the barrier below makes sure all of its warps are past their last wait
+      // (the other consumer may still be running S chains over its own Q rows, so the
+      // unswizzled staging of prefill_mma.h, which spans both warpgroups' rows, would race
+      // here). PERSIST: an item without keys has no Q of its own (its tile may be filling with
+      // the next item's), so it takes the register stores below.
+      named_bar_sync<kBarWg, kBarWg + 1, 128>(cw == 0);
+      const int lr = warp * 16 + (lane >> 2);  // row within the CTA tile
 #pragma unroll
       for (int nt = 0; nt < ONT; ++nt) {
-        o[nt][0] *= al.x; o[nt][1] *= al.x; o[nt][2] *= al.y; o[nt][3] *= al.y;
+        *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr, nt * 8, BM) + quad_col) =
+            pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
+        *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr + 8, nt * 8, BM) + quad_col) =
+            pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
       }
+      warp_sync();
+      store_warp_rows<T, D>(p, w.c.q_begin, w.kvh, wr0, w.c.rows, lane, [&](int r, int c) {
+        return q_s + tile_offset<D, true>(warp * 16 + r, c, BM);
+      });
+      if constexpr (PERSIST) {
+        warp_sync();  // every lane's reads of the staged rows are done
+        if (lane == 0) mbar_arrive(q_empty);  // the producer may load the next item's Q
+      }
+      return;
     }
+    if constexpr (PERSIST) {
+      // From registers (4-byte stores, a quad's 16 contiguous bytes per row and 8-column chunk):
+      // Q's tile is the only room beside the ring, and it already holds (or is being loaded
+      // with) the next item's rows.
+      T* out = static_cast<T*>(p.out);
+      auto out_row = [&](int R) {
+        const int64_t orow = static_cast<int64_t>(w.c.q_begin + R / p.group) * p.num_heads +
+                             w.kvh * p.group + R % p.group;
+        return out + orow * D + quad_col;
+      };
+      const int Ra = wr0 + (lane >> 2);
+      if (Ra < w.c.rows) {
+        T* dst = out_row(Ra);
 #pragma unroll
-    for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-      pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
-      pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
-      pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
-      pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+        for (int nt = 0; nt < ONT; ++nt)
+          *reinterpret_cast<uint32_t*>(dst + nt * 8) = pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
+      }
+      if (Ra + 8 < w.c.rows) {
+        T* dst = out_row(Ra + 8);
+#pragma unroll
+        for (int nt = 0; nt < ONT; ++nt)
+          *reinterpret_cast<uint32_t*>(dst + nt * 8) = pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
+      }
     }
   };
 
-  // n_tiles == 0 (no row sees a key): no batch at all, zeros below. Otherwise batch 0 is S(0)
-  // alone, batch g in [1, n_tiles) is P V(g - 1) and S(g), and batch n_tiles is P V(n_tiles - 1)
-  // alone: peeled, so every wgmma sits on a straight path (a wgmma under a condition makes ptxas
-  // serialize them, C7520).
-  if (n_tiles > 0) {
-    // Consumer 0 takes the tensor cores first.
-    if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);
-    wait_full(0);
-    batch_begin();
-    issue_s(0, s);
-    batch_end(false);
-    softmax_finish(softmax_probs(0, s), s);
+  if constexpr (!PERSIST) {
+    run_item(w0, ra, rb);
+    epilogue(w0, wr0);
+  } else {
+    if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);  // consumer 0 goes first
 #pragma unroll 1
-    for (int g = 1; g < n_tiles; ++g) {
-      wait_full(g);
-      batch_begin();
-      if constexpr (OVERLAP) {
-        // S(g) first, in its own commit group, then P V(g - 1): the softmax of S(g) runs while
-        // P V(g - 1) is still on the tensor cores (FlashAttention-3's intra-warpgroup overlap).
-        issue_s(g, s);
-        wgmma_commit();
-        issue_pv(g - 1);
-        wgmma_commit();
-        named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(cw == 1);
-        wgmma_wait<1>();  // S(g)
-        reg_fence<SNT * 4>(&s[0][0]);
-        float2 al = softmax_probs(g, s);
-        // Pin the softmax before the wait: the compiler would otherwise sink the exponentials
-        // (plain asm, no memory effects) past it, and nothing would overlap.
-        reg_fence<SNT * 4>(&s[0][0]);
-        reg_fence<1>(&al.x);
-        reg_fence<1>(&al.y);
-        reg_fence<1>(&l0);
-        reg_fence<1>(&l1);
-        // Poll for the next tile before waiting for P V(g - 1): its own use is small (the next
-        // wait_full passes at once), but the loop is a basic-block boundary, and ptxas otherwise
-        // hoists the wait within its block to before the exponentials.
-        if (g + 1 < n_tiles) mbar_wait(&full[(g + 1) % NST], ((g + 1) / NST) & 1);
-        wgmma_wait<0>();  // P V(g - 1)
-        reg_fence<ONT * 4>(&o[0][0]);
-        release(g - 1);
-        softmax_finish(al, s);
-      } else {
-        issue_pv(g - 1);
-        issue_s(g, s);
-        batch_end(false);
-        release(g - 1);
-        softmax_finish(softmax_probs(g, s), s);
-      }
-    }
-    batch_begin();
-    issue_pv(n_tiles - 1);
-    batch_end(true);
-    release(n_tiles - 1);
-  }
-
-  // Epilogue, as prefill_mma.h: row sums, the sink, 1 / sum. The rows are staged in this warp's
-  // own rows of the swizzled Q tile: only this warpgroup's S chains read those, and the barrier
-  // below makes sure all of its warps are past their last wait (the other consumer may still be
-  // running S chains over its own Q rows, so the unswizzled staging of prefill_mma.h, which
-  // spans both warpgroups' rows, would race here).
-  finish_row_sums<ONT>(p, kvh, wr0 + (lane >> 2), rows, m0, m1, l0, l1, o);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-  named_bar_sync<kBarWg, kBarWg + 1, 128>(cw == 0);
-  const int lr = warp * 16 + (lane >> 2);  // row within the CTA tile
+    for (int item = item0; item < n_items; item += item_stride) {
+      const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head);
+      const int iwr0 = w.c.row0 + warp * 16;
+      const RowSpan ira = row_span(iwr0 + (lane >> 2), w.c.rows, p.group, w.c.L, w.c.q_len,
+                                   p.window);
+      const RowSpan irb = row_span(iwr0 + (lane >> 2) + 8, w.c.rows, p.group, w.c.L, w.c.q_len,
+                                   p.window);
+      // Clean per-item state: running maxima, sums, O.
+      m0 = m1 = kNegInf;
+      l0 = l1 = 0.f;
 #pragma unroll
-  for (int nt = 0; nt < ONT; ++nt) {
-    *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr, nt * 8, BM) + quad_col) =
-        pack2<T>(o[nt][0] * inv0, o[nt][1] * inv0);
-    *reinterpret_cast<uint32_t*>(q_s + tile_offset<D, true>(lr + 8, nt * 8, BM) + quad_col) =
-        pack2<T>(o[nt][2] * inv1, o[nt][3] * inv1);
+      for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+      run_item(w, ira, irb);
+      epilogue(w, iwr0);
+    }
+    // The spare grant: consumer 1 arrived once more than consumer 0 has synced.
+    if (cw == 0) named_bar_sync<kBarTurn, kBarTurn + 1, 256>(true);
   }
-  warp_sync();
-  store_warp_rows<T, D>(p, q_begin, kvh, wr0, rows, lane, [&](int r, int c) {
-    return q_s + tile_offset<D, true>(warp * 16 + r, c, BM);
-  });
 }
 
 }  // namespace swa_ops
