@@ -229,6 +229,16 @@ if [[ $mode == fiprefill ]]; then
   timeout 120 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=5 2>&1 \
     | tee "$OUT/test_prefill.log" | tail -3
   echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  # The persistent grid (default at D 64 / 128) under memcheck and synccheck: mixed chunks, soft-cap
+  # and sinks, each switch setting (run 50).
+  for tool in memcheck synccheck; do
+    t0=$(date +%s)
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
+      -k "test_prefill_persistent and bf16 and not 192 and not 256 and not 96 and not many and not graph and not default" \
+      2>&1 | tail -3 | tee "$OUT/sanitizer_persist_$tool.log"
+    echo "$tool: $(( $(date +%s) - t0 )) s"
+  done
 fi
 if [[ $mode == fidecode || $mode == fiprefill ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
