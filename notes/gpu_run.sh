@@ -230,8 +230,8 @@ if [[ $mode == fiprefill ]]; then
     | tee "$OUT/test_prefill.log" | tail -3
   echo "prefill tests: $(( $(date +%s) - t0 )) s"
   # The persistent grid (default at D 64 / 128) under memcheck and synccheck: mixed chunks, soft-cap
-  # and sinks, each switch setting (run 50).
-  for tool in memcheck synccheck; do
+  # and sinks, each switch setting (run 50; PERSIST_SAN=1).
+  for tool in ${PERSIST_SAN:+memcheck synccheck}; do
     t0=$(date +%s)
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 \
       python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x \
@@ -240,7 +240,7 @@ if [[ $mode == fiprefill ]]; then
     echo "$tool: $(( $(date +%s) - t0 )) s"
   done
 fi
-if [[ $mode == fidecode || $mode == fiprefill ]]; then
+if [[ ( $mode == fidecode || $mode == fiprefill ) && -z ${NO_BENCH:-} ]]; then
   # The side-by-side tables, one section per call (FlashInfer's JIT warm-up is paid per machine).
   sec=${mode#fi}
   timeout 500 python3 -m swa_ops.bench --$sec --json "$OUT/bench_$sec.json" --plot "$OUT/bench_$sec.png" "$@" 2>&1 \
