@@ -132,6 +132,18 @@ if [[ $mode == stalls ]]; then
       | awk '{v=$NF; if (v+0 >= 0.05 || $1 !~ /stalled/) print}' | sed 's/smsp__average_warps_issue_stalled_//' | tee -a "$OUT/stalls.txt"
   done
 fi
+if [[ $mode == prefillprof ]]; then
+  # chunked against mistral-prefill (notes/prefill.md, run 52): the grid-tail probe (batch 8 vs
+  # 33), then ncu of one call of each (time, pipes, L2, DRAM, stall reasons).
+  for r in 1 2; do timeout 120 python3 notes/prefill_probe.py chunked-b8 chunked-b33 mistral-prefill 2>&1 | grep TFLOP; done
+  m="gpu__time_duration.sum,sm__ops_path_tensor_src_bf16_dst_fp32.sum,lts__t_sector_hit_rate.pct,dram__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,smsp__inst_executed.sum,sm__cycles_active.avg,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\\.ratio"
+  for sh in chunked-b8 mistral-prefill; do
+    echo "== ncu $sh"
+    timeout 150 ncu --kernel-name regex:prefill_ws --launch-skip 1 --launch-count 1 --section SpeedOfLight --metrics "$m" \
+      python3 notes/prefill_probe.py $sh 2>&1 | grep -E "Duration|Throughput|duration|ops_path|hit_rate|dram__|inst_executed|cycles_active|stalled" \
+      | awk '{v=$NF; gsub(",","",v); if (v+0 >= 0.05 || $1 !~ /stalled/) print}' | sed 's/smsp__average_warps_issue_stalled_//' | tee -a "$OUT/prefill_ncu.txt"
+  done
+fi
 if [[ $mode == merged ]]; then
   # After merging helpers' branches: the whole suite, then each new path against its switch on one
   # machine (prefill: SWA_OPS_PREFILL_WS 2/1/0; decode short partitions: SWA_OPS_SMALL 1/0), the
