@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import itertools
 import random
+import re
 import unittest.mock
 import zlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -470,3 +471,32 @@ def _deterministic_seed():
     """Tests draw from explicit generators; this only pins anything that uses the global RNG."""
     torch.manual_seed(0)
     yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Which CUDA kernel ran
+
+
+def kernels_launched(fn, kernel: str) -> Optional[List[str]]:
+    """Names of the CUDA kernels whose name contains ``kernel`` that ``fn`` launched (profiler), or
+    None where it records none."""
+    from torch.autograd import DeviceType
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()
+             if e.device_type == DeviceType.CUDA and kernel in e.name]
+    return names or None
+
+
+def template_bools(name: str, kernel: str, count: int) -> List[bool]:
+    """The last ``count`` (bool) template arguments of ``kernel``<T, D, ...> from a demangled
+    ("true", "(bool)1") or mangled ("Lb1E") kernel name."""
+    m = re.search(kernel + r"<(.*)>", name)
+    if m:
+        args = m.group(1).replace(" ", "").split(",")[2:]
+        assert len(args) == count, name
+        return [a in ("true", "(bool)1", "1") for a in args]
+    flags = re.findall(r"Lb([01])E", name)
+    assert len(flags) == count, name
+    return [f == "1" for f in flags]

@@ -16,14 +16,14 @@ exact.
 from __future__ import annotations
 
 import itertools
-import math
-import re
 
 import pytest
 import torch
 
 import swa_ops
 from swa_ops import reference
+
+from conftest import kernels_launched, template_bools
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -306,26 +306,12 @@ def test_short_partitions(monkeypatch, small, shape):
 
 def decode_kernels_launched(fn):
     """Names of the decode kernels `fn` launched (profiler), or None where it records none."""
-    from torch.autograd import DeviceType
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names = [e.name for e in prof.events()
-             if e.device_type == DeviceType.CUDA and "decode_mma_kernel" in e.name]
-    return names or None
+    return kernels_launched(fn, "decode_mma_kernel")
 
 
 def template_flags(name):
-    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR>'s six bool arguments, from
-    a demangled ("true", "(bool)1") or mangled ("Lb1E") kernel name."""
-    m = re.search(r"decode_mma_kernel<(.*)>", name)
-    if m:
-        args = m.group(1).replace(" ", "").split(",")[2:]
-        assert len(args) == 6, name
-        return [a in ("true", "(bool)1", "1") for a in args]
-    flags = re.findall(r"Lb([01])E", name)
-    assert len(flags) == 6, name
-    return [f == "1" for f in flags]
+    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR>'s six bool arguments."""
+    return template_bools(name, "decode_mma_kernel", 6)
 
 
 def swap_flag(name):

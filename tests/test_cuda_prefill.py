@@ -14,12 +14,13 @@ probabilities in bf16/fp16, softmax in fp32), plus a tiny floor.
 from __future__ import annotations
 
 import itertools
-import re
 
 import pytest
 import torch
 
 from swa_ops import reference
+
+from conftest import kernels_launched, template_bools
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -198,35 +199,6 @@ def test_paths_agree(monkeypatch, mode):
     check([1200, 500], [300, 500], 16, 4, 64, 16, 256, seed=11)
 
 
-def test_prefill_cuda_graph_growing_context():
-    """A chunked-prefill step (two 256-token chunks) captured once, replayed as contexts grow."""
-    torch.manual_seed(2)
-    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 256
-    max_blocks = 300
-    dt = torch.bfloat16
-    k_cache = torch.randn(2 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
-    v_cache = torch.randn_like(k_cache)
-    bt = torch.randperm(2 * max_blocks, device="cuda").int().view(2, max_blocks)
-    lens = torch.tensor([Q, 700], dtype=torch.int32, device="cuda")
-    qsl = torch.tensor([0, Q, 2 * Q], dtype=torch.int32, device="cuda")
-    q = torch.randn(2 * Q, H, D, device="cuda", dtype=dt)
-    args = (D ** -0.5, W, 0.0, None, qsl, Q)
-    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
-    for step in range(4):
-        lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step], dtype=torch.int32))
-        q.copy_(torch.randn(2 * Q, H, D, dtype=dt))
-        graph.replay()
-        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
-                                        *args)
-        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
-        err = (out.float() - ref.float()).abs().max().item()
-        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
-
-
 @pytest.mark.parametrize("head_size", (64, 128, 256))
 def test_mma_sync_variant(monkeypatch, head_size):
     """On Hopper, head sizes 64/128/256 take a wgmma kernel by default; the portable mma.sync
@@ -338,26 +310,12 @@ def test_prefill_persistent_cuda_graph(monkeypatch, mode):
 def prefill_ws_kernels_launched(fn):
     """Names of the warp-specialized prefill kernels `fn` launched (profiler), or None where it
     records none (or the device has no Hopper kernel)."""
-    from torch.autograd import DeviceType
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    names = [e.name for e in prof.events()
-             if e.device_type == DeviceType.CUDA and "prefill_ws_kernel" in e.name]
-    return names or None
+    return kernels_launched(fn, "prefill_ws_kernel")
 
 
 def persist_flag(name):
-    """prefill_ws_kernel<T, D, SOFTCAP, OVERLAP, PERSIST>'s PERSIST, from a demangled ("true",
-    "(bool)1") or mangled ("Lb1E") kernel name."""
-    m = re.search(r"prefill_ws_kernel<(.*)>", name)
-    if m:
-        args = m.group(1).replace(" ", "").split(",")[2:]
-        assert len(args) == 3, name
-        return args[-1] in ("true", "(bool)1", "1")
-    flags = re.findall(r"Lb([01])E", name)
-    assert len(flags) == 3, name
-    return flags[-1] == "1"
+    """prefill_ws_kernel<T, D, SOFTCAP, OVERLAP, PERSIST>'s PERSIST."""
+    return template_bools(name, "prefill_ws_kernel", 3)[-1]
 
 
 @pytest.mark.parametrize("persist", ("unset", "0", "1"))

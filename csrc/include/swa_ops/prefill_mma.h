@@ -199,6 +199,22 @@ struct PrefillCta {
   int seq, q_begin, q_len, rows, row0, L;
 };
 
+
+// 16 bytes (elements c..c + 7) of packed query row R of a sequence whose query tokens start at
+// q_begin, kv head kvh (row R is token R / group, head kvh * group + R % group), copied to dst;
+// rows at or past `rows` are zero queries (zero-filled, nothing read). The Q copies of
+// prefill_mma.h and of prefill_ws.h's plain and persistent grids.
+template <typename T>
+SWA_D void copy_q_chunk(const PrefillParams& p, T* dst, int q_begin, int kvh, int rows, int R,
+                        int c) {
+  const bool valid = R < rows;
+  int64_t off = 0;
+  if (valid)
+    off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
+          static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
+  cp_async16(dst, static_cast<const T*>(p.q) + off, valid);
+}
+
 template <int BM>
 SWA_D PrefillCta locate_prefill_cta(const PrefillParams& p, int x) {
   int s_lo = 0, s_hi = p.num_seqs;
@@ -310,16 +326,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 
   // Q rows of this CTA into shared memory (rows past the sequence's rows are zero queries).
   {
-    const T* qg = static_cast<const T*>(p.q);
     for (int i = tid; i < BM * CPR; i += NT) {
       const int r = i / CPR, c = (i % CPR) * 8;
-      const int R = row0 + r;
-      const bool valid = R < rows;
-      int64_t off = 0;
-      if (valid)
-        off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
-              static_cast<int64_t>(kvh * p.group + R % p.group) * p.q_stride_head + c;
-      cp_async16(q_s + tile_offset<D, WG>(r, c, BM), qg + off, valid);
+      copy_q_chunk(p, q_s + tile_offset<D, WG>(r, c, BM), q_begin, kvh, rows, row0 + r, c);
     }
     cp_async_commit();
   }

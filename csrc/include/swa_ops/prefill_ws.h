@@ -459,18 +459,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
             // the order keeps the ring one tile further ahead. q_empty: both consumers are done
             // with the previous item's Q (its last S, or its staged epilogue).
             if (qn > 0) mbar_wait(q_empty, (qn - 1) & 1);
-            const T* qg = static_cast<const T*>(p.q);
             const int q_begin = w.c.q_begin, rows = w.c.rows, row0 = w.c.row0;
 #pragma unroll 1
             for (int i = pt; i < BM * CPR; i += 128) {
               const int r = i / CPR, c = (i % CPR) * 8;
-              const int R = row0 + r;
-              const bool valid = R < rows;
-              int64_t off = 0;
-              if (valid)
-                off = static_cast<int64_t>(q_begin + R / p.group) * p.q_stride_tok +
-                      static_cast<int64_t>(w.kvh * p.group + R % p.group) * p.q_stride_head + c;
-              cp_async16(q_s + tile_offset<D, true>(r, c, BM), qg + off, valid);
+              copy_q_chunk(p, q_s + tile_offset<D, true>(r, c, BM), q_begin, w.kvh, rows, row0 + r,
+                           c);
             }
             mbar_arrive_cp_async(q_full);  // completes once every producer thread's Q landed
             ++qn;
@@ -497,16 +491,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 
   if constexpr (!PERSIST) {
     // This warpgroup's 64 Q rows (rows past the sequence's are zero queries).
-    const T* qg = static_cast<const T*>(p.q);
     for (int i = ct; i < 64 * CPR; i += 128) {
       const int r = cw * 64 + i / CPR, c = (i % CPR) * 8;
-      const int R = w0.c.row0 + r;
-      const bool valid = R < w0.c.rows;
-      int64_t off = 0;
-      if (valid)
-        off = static_cast<int64_t>(w0.c.q_begin + R / p.group) * p.q_stride_tok +
-              static_cast<int64_t>(w0.kvh * p.group + R % p.group) * p.q_stride_head + c;
-      cp_async16(q_s + tile_offset<D, true>(r, c, BM), qg + off, valid);
+      copy_q_chunk(p, q_s + tile_offset<D, true>(r, c, BM), w0.c.q_begin, w0.kvh, w0.c.rows,
+                   w0.c.row0 + r, c);
     }
     cp_async_commit();
     cp_async_wait<0>();
