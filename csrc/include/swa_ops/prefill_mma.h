@@ -200,6 +200,20 @@ struct PrefillCta {
 };
 
 
+// P's A fragments (16-bit) from the S accumulators of a 16-row strip after the exponentials:
+// n-tiles 2k and 2k + 1 (keys 16k..16k + 15) give k-chunk k.
+template <typename T, int SNT, int KCH>
+SWA_D void pack_p_fragments(const float (&s)[SNT][4], uint32_t (&pa)[KCH][4]) {
+  static_assert(SNT == 2 * KCH, "two 8-key n-tiles per 16-key chunk");
+#pragma unroll
+  for (int k = 0; k < KCH; ++k) {
+    pa[k][0] = pack2<T>(s[2 * k][0], s[2 * k][1]);
+    pa[k][1] = pack2<T>(s[2 * k][2], s[2 * k][3]);
+    pa[k][2] = pack2<T>(s[2 * k + 1][0], s[2 * k + 1][1]);
+    pa[k][3] = pack2<T>(s[2 * k + 1][2], s[2 * k + 1][3]);
+  }
+}
+
 // 16 bytes (elements c..c + 7) of packed query row R of a sequence whose query tokens start at
 // q_begin, kv head kvh (row R is token R / group, head kvh * group + R % group), copied to dst;
 // rows at or past `rows` are zero queries (zero-filled, nothing read). The Q copies of
@@ -498,13 +512,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       softmax_tile(s, origin + j * BN);
       // Every P fragment is packed before the chain is issued.
       uint32_t pa[BN / 16][4];
-#pragma unroll
-      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-        pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
-        pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
-        pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
-        pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
-      }
+      pack_p_fragments<T>(s, pa);
       const T* vs = kv_s + stage * Tr::kStageElems + BN * ROW;
       reg_fence<ONT * 4>(&o[0][0]);
       wgmma_fence();

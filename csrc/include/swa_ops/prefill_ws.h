@@ -633,13 +633,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
           o[nt][0] *= al.x; o[nt][1] *= al.x; o[nt][2] *= al.y; o[nt][3] *= al.y;
         }
       }
-#pragma unroll
-      for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-        pa[kc2][0] = pack2<T>(s[2 * kc2][0], s[2 * kc2][1]);
-        pa[kc2][1] = pack2<T>(s[2 * kc2][2], s[2 * kc2][3]);
-        pa[kc2][2] = pack2<T>(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
-        pa[kc2][3] = pack2<T>(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
-      }
+      pack_p_fragments<T>(s, pa);
     };
 
     // n_tiles == 0 (no row sees a key): no batch at all, zeros below. Otherwise batch 0 is S(0)
