@@ -20,7 +20,7 @@ fi
 if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
   source .peers/activate.sh
 fi
-if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls ]]; then
+if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls || $mode == prefillab ]]; then
   # Variant builds beside the main one (head size 128 only, in place in copies), each with one
   # compile-time override: "name:flags" pairs in FP8_VARIANTS.
   for spec in ${FP8_VARIANTS:-}; do
@@ -142,6 +142,20 @@ if [[ $mode == prefillprof ]]; then
     timeout 150 ncu --kernel-name regex:prefill_ws --launch-skip 1 --launch-count 1 --section SpeedOfLight --metrics "$m" \
       python3 notes/prefill_probe.py $sh 2>&1 | grep -E "Duration|Throughput|duration|ops_path|hit_rate|dram__|inst_executed|cycles_active|stalled" \
       | awk '{v=$NF; gsub(",","",v); if (v+0 >= 0.05 || $1 !~ /stalled/) print}' | sed 's/smsp__average_warps_issue_stalled_//' | tee -a "$OUT/prefill_ncu.txt"
+  done
+fi
+if [[ $mode == prefillab ]]; then
+  # The bench's prefill rows (sustained, as the bench times them) on main and on each FP8_VARIANTS
+  # build (any compile-time flag, despite the name), interleaved twice (run 56).
+  wait
+  for rep in 1 2; do
+    for v in main ${FP8_VARIANTS:-}; do
+      v=${v%%:*}
+      if [[ $v == main ]]; then dir=$PWD; else dir=/tmp/v_$v; fi
+      echo "== $v ($rep)"
+      ( cd $dir && PYTHONPATH=$dir timeout 120 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
+        --json "$OUT/bench_prefill_${v}_$rep.json" 2>&1 | grep -E "^ *(mistral|chunked|gemma3|gptoss)" | cut -c1-80 )
+    done
   done
 fi
 if [[ $mode == merged ]]; then
