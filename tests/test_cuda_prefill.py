@@ -14,6 +14,7 @@ probabilities in bf16/fp16, softmax in fp32), plus a tiny floor.
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -257,6 +258,41 @@ def test_prefill_persistent(monkeypatch, head_size, ws, mode):
     check(MIXED_SEQS, MIXED_QS, 16, 4, head_size, 16, 1024, dtype, seed=head_size + 3)
     check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, head_size, 32, 4096, dtype, seed=13,
           soft_cap=50.0, use_sinks=True)
+
+
+@pytest.mark.parametrize("step", (0.25, 1.5, 20.0))
+@pytest.mark.parametrize("head_size", (64, 128, 256))
+def test_prefill_growing_logits(head_size, step):
+    """Logits that grow along the keys, so a row's running max rises with every key tile: by less
+    than the warp-specialized kernel's rescale slack (2^8; the max is kept and weights reach up to
+    2^8), around it, and by far more (every tile rescales). Keys along one direction with a
+    magnitude growing with their position; queries along it too, plus noise."""
+    torch.manual_seed(int(step * 100) + head_size)
+    H, KVH, D, bs, W = 16, 4, head_size, 16, 1024
+    L, Q = 1500, 600
+    nb = (L + bs - 1) // bs
+    u = torch.randn(D)
+    u /= u.norm()
+    pos = torch.arange(nb * bs, dtype=torch.float32)
+    # logit of key t for a query along u: |q| * (a + step_per_key * t) * scale; `step` is the
+    # growth per 32 keys in log2 units for |q| = 2 sqrt(D).
+    per_key = step / 32 / (2 * D ** 0.5 * D ** -0.5 / math.log(2))
+    mag = per_key * pos
+    k = (mag[:, None, None] * u + 0.1 * torch.randn(nb * bs, KVH, D)).view(nb, bs, KVH, D)
+    v = torch.randn(nb, bs, KVH, D)
+    bt = torch.randperm(nb).int().view(1, nb).cuda()
+    q = (2 * D ** 0.5 * u + 0.5 * torch.randn(Q, H, D))
+    dt = torch.bfloat16
+    q, k, v = q.cuda().to(dt), k.cuda().to(dt), v.cuda().to(dt)
+    lens = torch.tensor([L], dtype=torch.int32, device="cuda")
+    qsl = torch.tensor([0, Q], dtype=torch.int32, device="cuda")
+    args = (D ** -0.5, W, 0.0, None, qsl, Q)
+    out = torch.ops.swa_ops.paged_attention(q, k, v, bt, lens, *args)
+    ref = reference.paged_attention(q.float(), k.float(), v.float(), bt, lens, *args)
+    pt = lowp_attention(q, k, v, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
+    assert not out.isnan().any()
+    err = (out.float() - ref.float()).abs().max().item()
+    assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
 
 
 @pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
