@@ -130,8 +130,7 @@ SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int pa
     const int b = ld_speculative(bt + (t >> p.log2_block_size));
     if (b < 0 || b >= p.num_blocks) continue;
     const unsigned char* row = reinterpret_cast<const unsigned char*>(
-        base + static_cast<int64_t>(b) * p.kv_stride_block +
-        static_cast<int64_t>(t & (p.block_size - 1)) * p.kv_stride_tok);
+        base + paged_token_offset(p, b, t & (p.block_size - 1)));
 #pragma unroll
     for (int off = 0; off < kRowBytes; off += 128) prefetch_l2(row + off);
   }
@@ -370,8 +369,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
       if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
         // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
-        const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
-                             static_cast<int64_t>(tb & bs_mask) * p.kv_stride_tok;
+        const int64_t base = paged_token_offset(p, blk.a, tb & bs_mask);
 #pragma unroll
         for (int i = 0; i < LOADS8; ++i) {
           if (kTileTokens * CH8 % 32 != 0 && lane + 32 * i >= kTileTokens * CH8) continue;
@@ -391,8 +389,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         if (valid) {
           const int b = p.block_size >= 8 ? (row < 8 ? blk.a : blk.b)
                                           : __ldg(bt + (t >> p.log2_block_size));
-          off = static_cast<int64_t>(b) * p.kv_stride_block +
-                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
+          off = paged_token_offset(p, b, t & bs_mask) + c * 16;
         }
         cp_async16<kL2Wide8>(ks8 + dst8[i], kb8 + off, valid);
         cp_async16<kL2Wide8>(vs8 + dst8[i], vb8 + off, valid);
@@ -402,8 +399,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
       // Fast path (every tile but a partition's edge tiles): all 16 rows visible, one block, so
       // one 64-bit base per tile and a fixed per-lane offset per row.
-      const int64_t base = static_cast<int64_t>(blk.a) * p.kv_stride_block +
-                           static_cast<int64_t>(tb & bs_mask) * p.kv_stride_tok;
+      const int64_t base = paged_token_offset(p, blk.a, tb & bs_mask);
       const T* kb = k_base + base;
       const T* vb = v_base + base;
 #pragma unroll
@@ -421,8 +417,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       if (valid) {
         const int b = p.block_size >= 8 ? (ld_row[i] < 8 ? blk.a : blk.b)
                                         : __ldg(bt + (t >> p.log2_block_size));
-        off = static_cast<int64_t>(b) * p.kv_stride_block +
-              static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + ld_col[i];
+        off = paged_token_offset(p, b, t & bs_mask) + ld_col[i];
       }
       cp_async16<kL2Wide>(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
       cp_async16<kL2Wide>(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);

@@ -204,6 +204,21 @@ struct PrefillCta {
 };
 
 
+// One 16-byte chunk (elements c..c + 7) of key t's K and V rows into row r of a stage's K and V
+// tiles (ROWS rows, tile_offset's layout): a valid key through its block-table entry, any other
+// zero-filled without reading that entry. The 16-bit K/V copies of prefill_mma.h and of
+// prefill_ws.h's D = 192 producer.
+template <typename T, int D, bool WG, int ROWS>
+SWA_D void copy_kv_chunk(const PrefillParams& p, const int* bt, int bs_mask, const T* k_base,
+                         const T* v_base, T* ks, T* vs, int r, int c, int t, bool valid) {
+  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
+  int64_t off = 0;
+  if (valid) off = paged_token_offset(p, __ldg(bt + (t >> p.log2_block_size)), t & bs_mask) + c;
+  const int so = tile_offset<D, WG>(r, c, ROWS);
+  cp_async16<kL2Wide>(ks + so, k_base + off, valid);
+  cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+}
+
 // P's A fragments (16-bit) from the S accumulators of a 16-row strip after the exponentials:
 // n-tiles 2k and 2k + 1 (keys 16k..16k + 15) give k-chunk k.
 template <typename T, int SNT, int KCH>
@@ -282,7 +297,6 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   constexpr int ONT = D / 8;    // n-tiles of the output
   constexpr int SNT = BN / 8;   // n-tiles of S
   static_assert(D % 16 == 0 && BN % 16 == 0, "head size and key tile must be multiples of 16");
-  constexpr int kL2Wide = l2_span_for_rows(D * sizeof(T));  // L2 fetch span per copy
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base = smem_raw;
@@ -371,8 +385,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         const bool valid = t >= kv_lo && t < kv_hi;
         int64_t off = 0;
         if (valid)
-          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
-                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c * 16;
+          off = paged_token_offset(p, __ldg(bt + (t >> p.log2_block_size)), t & bs_mask) + c * 16;
         const int dst = r * ROW * 2 + D + c * 16;
         cp_async16(reinterpret_cast<unsigned char*>(ks) + dst, kb8 + off, valid);
         cp_async16(reinterpret_cast<unsigned char*>(vs) + dst, vb8 + off, valid);
@@ -384,14 +397,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         if (BN * CPR % NT != 0 && i >= BN * CPR) break;
         const int r = i / CPR, c = (i % CPR) * 8;
         const int t = t0 + r;
-        const bool valid = t >= kv_lo && t < kv_hi;
-        int64_t off = 0;
-        if (valid)
-          off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
-                static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
-        const int so = tile_offset<D, WG>(r, c, BN);
-        cp_async16<kL2Wide>(ks + so, k_base + off, valid);
-        cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+        copy_kv_chunk<T, D, WG, BN>(p, bt, bs_mask, k_base, v_base, ks, vs, r, c, t,
+                                    t >= kv_lo && t < kv_hi);
       }
     }
   };

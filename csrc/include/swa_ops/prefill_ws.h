@@ -393,15 +393,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         for (int k = 0; k < BN * CPR / 128; ++k) {
           const int i = pt + k * 128;
           const int r = i / CPR, c = (i % CPR) * 8;
-          const int t = t0 + r;
-          const bool valid = t < kv_hi;  // t >= kv_lo: tiles start there
-          int64_t off = 0;
-          if (valid)
-            off = static_cast<int64_t>(__ldg(bt + (t >> p.log2_block_size))) * p.kv_stride_block +
-                  static_cast<int64_t>(t & bs_mask) * p.kv_stride_tok + c;
-          const int so = tile_offset<D, true>(r, c, BN);
-          cp_async16<kL2Wide>(ks + so, k_base + off, valid);
-          cp_async16<kL2Wide>(vs + so, v_base + off, valid);
+          const int t = t0 + r;  // t >= kv_lo: tiles start there
+          copy_kv_chunk<T, D, true, BN>(p, bt, bs_mask, k_base, v_base, ks, vs, r, c, t, t < kv_hi);
         }
       }
       mbar_arrive_cp_async(&full[stage]);

@@ -28,6 +28,16 @@ SWA_HD SeqSpan seq_span(int seq_len, int window) {
   return s;
 }
 
+// Offset (elements; bytes for fp8 caches) of token `tok` (its index within the block; block sizes
+// are powers of two) of cache block `block`, kv-head offset excluded. DecodeParams and
+// PrefillParams name the cache strides alike; every K/V copy of the decode and prefill kernels
+// addresses the paged cache through this.
+template <typename P>
+SWA_HD int64_t paged_token_offset(const P& p, int block, int tok) {
+  return static_cast<int64_t>(block) * p.kv_stride_block +
+         static_cast<int64_t>(tok) * p.kv_stride_tok;
+}
+
 // Live partitions of a sequence: those that hold at least one visible key.
 SWA_HD int live_parts(const SeqSpan& s, int part_tokens) {
   const int n = s.hi - s.origin;
