@@ -102,24 +102,33 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
                     p);
 }
 
-template <int D>
-int decode_ctas_per_sm() {
-  using Tr = DecodeMmaTraits<D>;
+// Resident CTAs per SM of `kernel` with `threads` and `smem` bytes, queried once per device into
+// cached[dev] (granted: the instance's allow_smem record); 1 where the query fails. Sizes the
+// decode splits, so the grid stays a function of host-known values.
+template <typename K>
+int resident_ctas_per_sm(K kernel, int threads, size_t smem, int* cached, size_t* granted) {
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return 1;
-  static int cached[64] = {};
   if (dev < 64 && cached[dev] > 0) return cached[dev];
-  auto kernel = decode_mma_kernel<bf16_t, D, false>;  // every variant has the same footprint
-  static size_t granted[64] = {};
   int n = 0;
-  if (allow_smem(kernel, Tr::smem_bytes(), granted) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, Tr::kWarps * 32,
-                                                    Tr::smem_bytes()) != cudaSuccess || n < 1) {
+  if (allow_smem(kernel, smem, granted) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem) != cudaSuccess ||
+      n < 1) {
     (void)cudaGetLastError();
     return 1;
   }
   if (dev < 64) cached[dev] = n;
   return n;
+}
+
+template <int D>
+int decode_ctas_per_sm() {
+  using Tr = DecodeMmaTraits<D>;
+  static int cached[64] = {};
+  static size_t granted[64] = {};
+  // Every variant has the same footprint.
+  return resident_ctas_per_sm(decode_mma_kernel<bf16_t, D, false>, Tr::kWarps * 32,
+                              Tr::smem_bytes(), cached, granted);
 }
 
 // Occupancy of the kv-head-paired kernel (fp8 or 16-bit cache), which sizes the paired grid's
@@ -130,23 +139,11 @@ int decode_pair_ctas_per_sm_of() {
   if constexpr (!kv_pair_head_size(D, KV8)) {
     return decode_ctas_per_sm<D>();
   } else {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 1;
     static int cached[64] = {};
-    if (dev < 64 && cached[dev] > 0) return cached[dev];
-    auto kernel = decode_mma_kernel<bf16_t, D, false, KV8, false, false, true, true>;
-    const size_t smem = DecodeRingTraits<D, KV8, true>::smem_bytes();
     static size_t granted[64] = {};
-    int n = 0;
-    if (allow_smem(kernel, smem, granted) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, DecodeMmaTraits<D>::kWarps * 32,
-                                                      smem) != cudaSuccess ||
-        n < 1) {
-      (void)cudaGetLastError();
-      return 1;
-    }
-    if (dev < 64) cached[dev] = n;
-    return n;
+    return resident_ctas_per_sm(decode_mma_kernel<bf16_t, D, false, KV8, false, false, true, true>,
+                                DecodeMmaTraits<D>::kWarps * 32,
+                                DecodeRingTraits<D, KV8, true>::smem_bytes(), cached, granted);
   }
 }
 
