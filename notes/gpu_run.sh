@@ -228,6 +228,32 @@ if [[ $mode == persist128 ]]; then
     | grep -v Warn | tee "$OUT/bench_prefill.log" | tail -12
   echo "bench: $(( $(date +%s) - t0 )) s"
 fi
+if [[ $mode == tma ]]; then
+  # TMA copies in the persistent D = 128 prefill (SWA_OPS_PREFILL_TMA; notes/prefill.md, "TMA
+  # producer"): its tests first (stop at the first failure), memcheck over one of them, the whole
+  # prefill file, then the probe and the bench's Mistral rows with TMA off / on interleaved.
+  t0=$(date +%s)
+  timeout 150 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -x -k tma 2>&1 \
+    | tee "$OUT/test_tma.log" | tail -15
+  echo "tma tests: $(( $(date +%s) - t0 )) s"
+  timeout 120 compute-sanitizer --tool memcheck --print-limit 5 python3 -m pytest tests/test_cuda_prefill.py -q \
+    -p no:cacheprovider -x -k "test_prefill_tma and require and 16 and contiguous" > "$OUT/memcheck_tma.log" 2>&1
+  tail -4 "$OUT/memcheck_tma.log"
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 -k "not tma" 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -12
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  timeout 90 python3 notes/prefill_probe.py mistral-prefill chunked-b8 --ab SWA_OPS_PREFILL_TMA=0,1 2>&1 \
+    | tee "$OUT/prefill_probe_tma.log"
+  for rep in 1 2; do
+    for t in 0 1; do
+      echo "== SWA_OPS_PREFILL_TMA=$t ($rep)"
+      SWA_OPS_PREFILL_TMA=$t timeout 100 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
+        --shapes mistral-prefill,chunked --json "$OUT/bench_tma${t}_$rep.json" 2>&1 \
+        | grep -E "^ *(mistral|chunked)" | cut -c1-80
+    done
+  done
+fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;
   # the tests also force 0 and 1), then the probe per kernel on one warm machine, then (SANITIZE=1)

@@ -29,7 +29,7 @@ ATOL_FLOOR = 1e-5
 
 
 def build(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, window, dtype,
-          seed=0):
+          seed=0, nan_v_outside=False):
     g = torch.Generator(device="cuda").manual_seed(seed)
     used = [(L + block_size - 1) // block_size for L in seq_lens]
     max_blocks = max(used + [1]) + 1
@@ -53,7 +53,9 @@ def build(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, wind
         visible[blocks.long()[pos // block_size] * block_size + pos % block_size] = True
     visible = visible.view(num_blocks, block_size)
     k_cache[~visible] = 3e4
-    v_cache[~visible] = 3e4
+    # nan_v_outside: V slots no row sees are NaN instead (a V row read without being zeroed then
+    # poisons P V even where P is 0, so a copy that skips the zero-fill shows).
+    v_cache[~visible] = float("nan") if nan_v_outside else 3e4
     untouched = ~visible.any(dim=1)
     k_cache[untouched] = float("nan")
     v_cache[untouched] = float("nan")
@@ -103,9 +105,12 @@ def lowp_attention(query, k_cache, v_cache, bt, lens, qsl, scale, window, soft_c
 
 
 def check(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, window,
-          dtype=torch.bfloat16, seed=0, soft_cap=0.0, use_sinks=False, fp8=False):
+          dtype=torch.bfloat16, seed=0, soft_cap=0.0, use_sinks=False, fp8=False,
+          nan_v_outside=False, cache_view=None):
     query, kc, vc, bt, lens, qsl = build(seq_lens, q_lens, num_heads, num_kv_heads, head_size,
-                                         block_size, window, dtype, seed)
+                                         block_size, window, dtype, seed, nan_v_outside)
+    if cache_view is not None:  # the same caches as strided views (cache_view(cache) -> view)
+        kc, vc = cache_view(kc), cache_view(vc)
     scale = head_size ** -0.5
     sinks = (torch.randn(num_heads, generator=torch.Generator().manual_seed(seed)).cuda()
              if use_sinks else None)
@@ -127,6 +132,11 @@ def check(seq_lens, q_lens, num_heads, num_kv_heads, head_size, block_size, wind
         ref = reference.paged_attention(query.float(), kc.float(), vc.float(), bt, lens, scale,
                                         window, soft_cap, sinks, qsl, mql).float()
         pt = lowp_attention(query, kc, vc, bt, lens, qsl, scale, window, soft_cap, sinks, dtype)
+        if nan_v_outside:  # PyTorch's 0 x NaN: its yardstick ignores the poisoned slots
+            vz = torch.nan_to_num(vc, nan=0.0)
+            pt = lowp_attention(query, kc, vz, bt, lens, qsl, scale, window, soft_cap, sinks, dtype)
+            ref = reference.paged_attention(query.float(), kc.float(), vz.float(), bt, lens,
+                                            scale, window, soft_cap, sinks, qsl, mql).float()
     assert out.dtype == dtype and out.shape == query.shape
     assert not out.isnan().any(), "NaN in the output: a poisoned slot or -1 block was read"
     err = (out.float() - ref).abs().max().item()
@@ -372,3 +382,70 @@ def test_prefill_persistent_default(monkeypatch, head_size, ws, persist):
     if names is not None:  # the profiler recorded the launch
         want = head_size <= 128 and ws == "unset" and persist != "0"
         assert all(persist_flag(n) == want for n in names), names
+
+
+# TMA copies (SWA_OPS_PREFILL_TMA; prefill_ws.h's kWsTma): the persistent warp-specialized kernel
+# at D = 128 copies the key tiles wholly inside an item's key union as 16-token boxes of a tensor
+# map, from a 16-aligned origin; the union's edge tiles stay on cp.async, which zero-fills the
+# rows outside it. "require" makes a launch that cannot take the TMA path an error, so these
+# tests prove it ran; "0" runs the same inputs on cp.async alone. V slots outside every window
+# are NaN here, so a row copied without its zero-fill shows.
+TMA_CACHE_VIEWS = {
+    "contiguous": None,
+    "padded-heads": lambda c: torch.nn.functional.pad(c, (0, 8))[..., :c.shape[-1]],
+    "fused-kv": lambda c: torch.stack([c, torch.zeros_like(c)], 1)[:, 0],
+}
+
+
+@pytest.mark.parametrize("view", TMA_CACHE_VIEWS)
+@pytest.mark.parametrize("block_size", (16, 32, 64, 256))
+@pytest.mark.parametrize("tma", ("require", "0"))
+def test_prefill_tma(monkeypatch, tma, block_size, view):
+    """Mixed chunks (mid-block starts, a decode row, q_len 0, seq_len 0 with tokens, a chunk
+    longer than the window), bf16 with W 1024 and fp16 without a window, soft-cap with sinks;
+    contiguous caches and strided views of them (a kv-head stride past D, a fused K/V layout)."""
+    monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
+    monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
+    monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST_SMS", raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", tma)
+    cv = TMA_CACHE_VIEWS[view]
+    check(MIXED_SEQS, MIXED_QS, 32, 8, 128, block_size, 1024, torch.bfloat16, seed=block_size,
+          nan_v_outside=True, cache_view=cv)
+    check([2500, 700, 3000], [2500, 333, 1111], 16, 4, 128, block_size, 0, torch.float16,
+          seed=block_size + 1, nan_v_outside=True, cache_view=cv)
+    check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, 128, block_size, 4096, seed=13,
+          soft_cap=50.0, use_sinks=True, nan_v_outside=True, cache_view=cv)
+
+
+def test_prefill_tma_many_items_two_sms(monkeypatch):
+    """Hundreds of items per CTA on a grid for 2 SMs: TMA and cp.async tiles of many items
+    alternate in every ring stage."""
+    monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
+    monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST_SMS", "2")
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", "require")
+    check([3000, 2600, 1800, 40, 0, 900, 1, 2047], [2000, 1200, 1800, 17, 3, 900, 1, 1],
+          32, 8, 128, 16, 1024, seed=21, nan_v_outside=True)
+
+
+@pytest.mark.parametrize("case", ("head64", "block8", "plain-grid", "fp8", "mma-wgmma"))
+def test_prefill_tma_require_refuses(monkeypatch, case):
+    """SWA_OPS_PREFILL_TMA=require names what a launch lacks instead of silently copying by
+    cp.async: another head size, blocks under 16 tokens, the plain grid, an fp8 cache, another
+    kernel."""
+    for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST", "SWA_OPS_PREFILL_PERSIST_SMS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", "require")
+    head_size, block_size, fp8 = 128, 16, False
+    if case == "head64":
+        head_size = 64
+    elif case == "block8":
+        block_size = 8
+    elif case == "plain-grid":
+        monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST", "0")
+    elif case == "fp8":
+        fp8 = True
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_WS", "0")
+    with pytest.raises(RuntimeError, match="SWA_OPS_PREFILL_TMA=require"):
+        check([600], [600], 16, 4, head_size, block_size, 256, fp8=fp8)

@@ -7,6 +7,14 @@ namespace swa_ops {
 
 enum class DType : int { kFloat16 = 0, kBFloat16 = 1 };
 
+// The 128 bytes of a TMA tensor map (CUtensorMap), opaque here so that this header needs no
+// driver header: tma_map.h encodes one on the host, prefill_ws.h hands its address to the copies.
+struct alignas(64) TmaDesc {
+  unsigned long long words[16];
+};
+// Tokens per TMA box of a K/V map, and the alignment of the TMA-copied tiles' origin.
+constexpr int kTmaBoxTokens = 16;
+
 // One decode launch of paged_attention (one query token per sequence, or the packed multi-token
 // mode at the end). Strides are in elements.
 struct DecodeParams {
@@ -168,6 +176,13 @@ struct PrefillParams {
                                 //   default): min(grid_ctas * num_kv_heads,
                                 //   num_sms * its resident CTAs per SM) CTAs, each looping over
                                 //   (kv head, row tile) items; 0 = one CTA per item
+  int kv_tma;                   // 1: k_map / v_map hold tensor maps of the caches and the
+                                //   persistent warp-specialized kernel at D = 128 copies the K/V
+                                //   tiles wholly inside a key union by TMA (prefill_ws.h,
+                                //   SWA_OPS_PREFILL_TMA); 0: cp.async only, the maps unset
+  TmaDesc k_map, v_map;         // [num_blocks, block_size, num_kv_heads, D] viewed as
+                                //   (D, kv head, token, block), boxes of 64 x 1 x 16 x 1, 128-byte
+                                //   swizzle (tma_map.h)
 };
 
 }  // namespace swa_ops

@@ -146,6 +146,27 @@ SWA_D void mbar_wait_at(uint32_t a, uint32_t parity) {
 #endif
 }
 SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) { mbar_wait_at(smem_u32(bar), parity); }
+// Adds `bytes` to the transaction count the barrier's current phase waits for (no arrival).
+SWA_D void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+// TMA: the box at coordinates (c0, c1, c2, c3) of the 4-D tensor map `map` (the generic address
+// of a __grid_constant__ parameter) into shared memory at dst; its bytes count against `bar`'s
+// transaction count when they land.
+SWA_D void tma_load_4d(void* dst, const TmaDesc* map, int c0, int c1, int c2, int c3,
+                       uint64_t* bar) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
 // Named barrier A (first) or B (!first), both of `threads` threads. The ids are immediates (a
 // predicated pair, the predicate uniform per warp): with an id in a register ptxas reserves all
 // 16 barriers for the kernel.
@@ -205,6 +226,20 @@ SWA_D void opaque(V& v) {
 template <int D, bool OVERLAP>
 constexpr bool kWsPersistent = D <= 128 && !OVERLAP;
 
+// Which instances copy K/V tiles by TMA where the launcher provides tensor maps (p.kv_tma): the
+// persistent kernel at D = 128, the Mistral-like rows' kernel (128-key tiles: a tile is 8
+// 16-token groups x 2 column blocks x K and V = 32 box copies from one thread, instead of 32
+// cp.async and their addresses from each of 128). Tiles wholly inside the item's key union go by
+// TMA; a union's edge tiles (rows outside it must be zeros: a cache's unused slots may hold NaN,
+// and 0 x NaN in P V is NaN) keep the cp.async path with its zero-fill.
+template <int D, bool PERSIST>
+constexpr bool kWsTma = PERSIST && D == 128;
+// 1: the consumers fence every tile as for cp.async ones (build-time, for A/B; the TMA tiles need
+// no proxy fence).
+#ifndef SWA_OPS_WS_TMA_FENCE_ALL
+#define SWA_OPS_WS_TMA_FENCE_ALL 0
+#endif
+
 // Named barriers (0 is __syncthreads): the two consumers' turns, and (staged epilogue) each
 // consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
@@ -222,40 +257,45 @@ constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
 #endif
 
 // One work item: a (kv head, 128-row tile) pair, and its key union [kv_lo, kv_hi) in n_tiles
-// tiles of BN keys (tiles start at kv_lo itself: a key's copy is one 16-byte chunk per row either
-// way, so the union takes ceil(span / BN) tiles). first / last: the tile's first and last live
+// tiles of BN keys from key t_org on. Tiles start at kv_lo itself (a key's cp.async copy is one
+// 16-byte chunk per row either way, so the union takes ceil(span / BN) tiles), or, where the
+// kernel copies by TMA (kWsTma, p.kv_tma), at kv_lo rounded down to a multiple of 16, so that
+// every tile's 16-token groups lie in one block each (the keys before kv_lo are zero-filled and
+// masked like any key outside a row's window). first / last: the tile's first and last live
 // rows' windows (the CTA-uniform mask test). On the persistent grid both roles locate every item
-// the same way, so they agree on its tile count without exchanging anything.
+// the same way, so they agree on its tiles without exchanging anything.
 struct WsItem {
   PrefillCta c;
-  int kvh, kv_lo, kv_hi, n_tiles;
+  int kvh, kv_lo, kv_hi, t_org, n_tiles;
   RowSpan first, last;
 };
 
-// The key union of w.c's rows (as prefill_mma.h).
+// The key union of w.c's rows (as prefill_mma.h); ALIGN: the TMA origin (above).
 template <int BM, int BN>
-SWA_D void ws_item_union(const PrefillParams& p, WsItem& w) {
+SWA_D void ws_item_union(const PrefillParams& p, WsItem& w, bool align = false) {
   const int last_row = min(w.c.row0 + BM, w.c.rows) - 1;
   w.first = row_span(w.c.row0, w.c.rows, p.group, w.c.L, w.c.q_len, p.window);
   w.last = row_span(last_row, w.c.rows, p.group, w.c.L, w.c.q_len, p.window);
   w.kv_hi = w.last.hi;
   w.kv_lo = w.first.hi > w.first.lo ? w.first.lo : 0;
-  w.n_tiles = w.kv_hi > w.kv_lo ? (w.kv_hi - w.kv_lo + BN - 1) / BN : 0;
+  w.t_org = align ? w.kv_lo & ~(kTmaBoxTokens - 1) : w.kv_lo;
+  w.n_tiles = w.kv_hi > w.kv_lo ? (w.kv_hi - w.t_org + BN - 1) / BN : 0;
 }
 
 // Item `item` of the persistent grid: kv head major (item = kvh * tiles_per_head + row tile).
 template <int BM, int BN>
-SWA_D WsItem locate_ws_item(const PrefillParams& p, int item, int tiles_per_head) {
+SWA_D WsItem locate_ws_item(const PrefillParams& p, int item, int tiles_per_head,
+                            bool align = false) {
   WsItem w;
   w.kvh = item / tiles_per_head;
   w.c = locate_prefill_cta<BM>(p, item - w.kvh * tiles_per_head);
-  ws_item_union<BM, BN>(p, w);
+  ws_item_union<BM, BN>(p, w, align);
   return w;
 }
 
 template <typename T, int D, bool SOFTCAP, bool OVERLAP, bool PERSIST>
 __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
-    prefill_ws_kernel(const PrefillParams p) {
+    prefill_ws_kernel(const __grid_constant__ PrefillParams p) {
   static_assert(!(PERSIST && OVERLAP), "the persistent grid is instantiated without the overlap");
   using Tr = PrefillWsTraits<D>;
   constexpr int BM = Tr::kBM, BN = Tr::kBN, NST = Tr::kStages;
@@ -273,6 +313,9 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // wgmma descriptors as built (64 bits) on the plain grid, as their low word when persistent
   // (desc_at).
   using Desc = std::conditional_t<PERSIST, uint32_t, uint64_t>;
+  // TMA copies of interior tiles (kWsTma): the items' tiles then start 16-aligned (WsItem).
+  constexpr bool kTma = kWsTma<D, PERSIST>;
+  const bool tma = kTma && p.kv_tma != 0;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base =
@@ -347,11 +390,11 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     // Tile j of an item (ring position jg) into its stage. bt: the sequence's block-table row;
     // k_col / v_col: this thread's column chunk of the kv head (the fixed-chunk path), strides in
     // bytes.
-    auto copy_tile = [&](Pos jg, int j, int kv_lo, int kv_hi, const int* bt, const T* k_base,
-                         const T* v_base, const char* k_col, const char* v_col, int bs_mask,
-                         uint64_t sb_bytes, uint64_t st_bytes) {
+    auto copy_tile = [&](Pos jg, int j, int kv_lo, int kv_hi, int t_org, int kvh, const int* bt,
+                         const T* k_base, const T* v_base, const char* k_col, const char* v_col,
+                         int bs_mask, uint64_t sb_bytes, uint64_t st_bytes) {
       const int stage = jg % NST;
-      const int t0 = kv_lo + j * BN;
+      const int t0 = t_org + j * BN;
       T* ks = kv_s + stage * 2 * TILE;
       T* vs = ks + TILE;
       static_assert(BN * CPR % 128 == 0, "whole rounds of 16-byte chunks per producer thread");
@@ -371,10 +414,38 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         static_assert(sizeof(blk) == NR * sizeof(int), "blk holds one entry per round");
 #pragma unroll
         for (int k = 0; k < NR; ++k) {
-          const unsigned tc = min(t0 + rw + RPR * k, kv_hi - 1);  // >= kv_lo >= 0
-          blk[k] = __ldg(bt + (tc >> p.log2_block_size));
+          // Clamped into the union (kTma: tiles may start up to 15 keys before it; those rows'
+          // block is kv_lo's, blocks holding at least 16 tokens there).
+          int tc = min(t0 + rw + RPR * k, kv_hi - 1);  // >= kv_lo >= 0 without kTma
+          if constexpr (kTma) tc = max(tc, kv_lo);
+          blk[k] = __ldg(bt + (static_cast<unsigned>(tc) >> p.log2_block_size));
         }
         if (jg >= NST) mbar_wait(&empty[stage], ((jg / NST) - 1) & 1);
+        if constexpr (kTma) {
+          if (tma && t0 >= kv_lo && t0 + BN <= kv_hi) {
+            // Interior tile: thread 0 copies its 16-token groups (one block each: the origin is
+            // 16-aligned and blocks hold at least 16 tokens) by TMA, completing `full` by bytes;
+            // every thread still arrives once (the barrier counts 128), after its own earlier
+            // cp.async copies, as below. Thread 0's blk[2 g] is group g's block (rows RPR k).
+            static_assert(RPR * 2 == kTmaBoxTokens && BN % kTmaBoxTokens == 0 && D == 128,
+                          "thread 0's rounds 2 g start the 16-token groups");
+            if (pt == 0) {
+              mbar_expect_tx(&full[stage], 2 * TILE * sizeof(T));
+#pragma unroll
+              for (int g = 0; g < BN / kTmaBoxTokens; ++g) {
+                const int tok = (t0 + g * kTmaBoxTokens) & bs_mask;
+#pragma unroll
+                for (int h = 0; h < D / 64; ++h) {
+                  const int so = h * BN * 64 + g * kTmaBoxTokens * 64;  // tile_offset's rows
+                  tma_load_4d(ks + so, &p.k_map, h * 64, kvh, tok, blk[2 * g], &full[stage]);
+                  tma_load_4d(vs + so, &p.v_map, h * 64, kvh, tok, blk[2 * g], &full[stage]);
+                }
+              }
+            }
+            mbar_arrive_cp_async(&full[stage]);
+            return;
+          }
+        }
 #pragma unroll
         for (int k = 0; k < NR; ++k) {
           const int t = t0 + rw + RPR * k;
@@ -383,8 +454,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
           // Byte offset; entries inside the union are real blocks (>= 0): unsigned products.
           const uint64_t off = static_cast<uint32_t>(blk[k]) * sb_bytes +
                                static_cast<uint32_t>(t & bs_mask) * st_bytes;
-          cp_async16<kL2Wide>(ks + so, k_col + off, t < kv_hi);
-          cp_async16<kL2Wide>(vs + so, v_col + off, t < kv_hi);
+          // kTma: rows before kv_lo (a 16-aligned origin) are zero-filled as rows past kv_hi.
+          const bool valid = kTma ? (t >= kv_lo && t < kv_hi) : t < kv_hi;
+          cp_async16<kL2Wide>(ks + so, k_col + off, valid);
+          cp_async16<kL2Wide>(vs + so, v_col + off, valid);
         }
       } else {
         // D = 192 (24 chunks per row): a thread's chunk moves from round to round.
@@ -416,8 +489,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       opaque(sb_bytes);
       opaque(st_bytes);
       for (int j = 0; j < w0.n_tiles; ++j)
-        copy_tile(j, j, w0.kv_lo, w0.kv_hi, bt, k_base, v_base, k_col, v_col, bs_mask, sb_bytes,
-                  st_bytes);
+        copy_tile(j, j, w0.kv_lo, w0.kv_hi, w0.t_org, w0.kvh, bt, k_base, v_base, k_col, v_col,
+                  bs_mask, sb_bytes, st_bytes);
     } else {
       const int bs_mask = p.block_size - 1;
       uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
@@ -431,7 +504,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       uint32_t qn = 0;  // items whose Q was loaded: q_full / q_empty phases
 #pragma unroll 1
       for (int item = item0; item < n_items; item += item_stride) {
-        const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head);
+        const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head, tma);
         if (w.n_tiles == 0) continue;  // no row sees a key: no tile, no Q (the consumers skip too)
         const int* bt = p.block_tables + static_cast<int64_t>(w.c.seq) * p.bt_stride;
         const T* k_base = static_cast<const T*>(p.k_cache) + w.kvh * p.kv_stride_head;
@@ -443,7 +516,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         opaque(v_col);
 #pragma unroll 1
         for (int j = 0; j < w.n_tiles; ++j) {
-          copy_tile(jt + j, j, w.kv_lo, w.kv_hi, bt, k_base, v_base, k_col, v_col, bs_mask,
+          copy_tile(jt + j, j, w.kv_lo, w.kv_hi, w.t_org, w.kvh, bt, k_base, v_base, k_col, v_col,
+                    bs_mask,
                     sb_bytes, st_bytes);
           if (j == 0) {
             // The item's Q (rows past the sequence's are zero queries), after its tile 0: that
@@ -567,9 +641,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     else
       mbar_wait(&full[J % NST], (J / NST) & 1);
   };
-  auto wait_full = [&](Pos J) {
+  // fence: the tile (or, with tile 0, the item's Q) was written by cp.async, i.e. through the
+  // generic proxy, which wgmma (the async proxy) sees only after this fence; TMA writes are
+  // async-proxy writes already, and their completion on the barrier is all wgmma needs.
+  auto wait_full = [&](Pos J, bool fence = true) {
     poll_full(J);
-    fence_proxy_async_smem();  // the cp.async writes it observed, before wgmma reads them
+    if (fence) fence_proxy_async_smem();
   };
   auto batch_begin = [&]() {
     named_bar_sync<kBarTurn, kBarTurn + 1, 256>(cw == 0);
@@ -602,12 +679,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   uint32_t qn = 0;  // PERSIST: items with tiles so far, q_full's phase
   // The item's batches (ra, rb: this thread's two rows' windows).
   auto run_item = [&](const WsItem& w, const RowSpan& ra, const RowSpan& rb) {
-    const int n_tiles = w.n_tiles, kv_lo = w.kv_lo;
+    const int n_tiles = w.n_tiles, t_org = w.t_org;
     // Softmax of S(j) (j: the tile within the item): logits in log2 units, soft-cap before the
     // mask, online max and sum, the probabilities in place in s. Returns the two rows' rescale
     // factors of O. Writes nothing a P V in flight reads or accumulates into.
     auto softmax_probs = [&](int j, float (&s)[SNT][4]) -> float2 {
-      const int t0 = kv_lo + j * BN;
+      const int t0 = t_org + j * BN;
       if (!fuse_scale) scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
       // Mask unless the tile is inside every live row's window: a CTA-uniform test (lo grows
       // and hi >= lo with the row, so the last live row has the highest lo and the first the
@@ -646,7 +723,9 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 #pragma unroll 1
       for (int g = 1; g < n_tiles; ++g) {
         const Pos J = jt + g;
-        wait_full(J);
+        // Tile g >= 1 starts past kv_lo (t_org > kv_lo - 16), so it went by TMA iff it ends
+        // inside the union (the producer's test).
+        wait_full(J, SWA_OPS_WS_TMA_FENCE_ALL || !(tma && t_org + (g + 1) * BN <= w.kv_hi));
         batch_begin();
         if constexpr (OVERLAP) {
           // S(g) first, in its own commit group, then P V(g - 1): the softmax of S(g) runs while
@@ -760,7 +839,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);  // consumer 0 goes first
 #pragma unroll 1
     for (int item = item0; item < n_items; item += item_stride) {
-      const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head);
+      const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head, tma);
       const int iwr0 = w.c.row0 + warp * 16;
       const RowSpan ira = row_span(iwr0 + (lane >> 2), w.c.rows, p.group, w.c.L, w.c.q_len,
                                    p.window);

@@ -1,0 +1,87 @@
+// Host side of the prefill kernel's TMA copies (prefill_ws.h): a tensor map of a paged K or V
+// cache. Torch-free; NVIDIA only (the AMD build never includes it).
+//
+// The cache [num_blocks, block_size, num_kv_heads, D] (any element strides, D contiguous) is
+// described as a 4-D tensor (D, kv head, token, block), innermost first, so a box of
+// {64, 1, 16, 1} is 16 consecutive tokens of one kv head and one block, 64 elements (128 bytes)
+// wide: with the 128-byte swizzle it lands exactly as the ring's tile_offset<D, true> layout
+// (64-element column blocks of 128-byte rows, chunk c of row r at c ^ (r % 8)). The kernel copies
+// 16-token groups that start at a multiple of 16 of a block of at least 16 tokens, so a box never
+// leaves its block.
+#pragma once
+
+#ifndef USE_ROCM
+#include <cuda.h>
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "swa_ops/params.h"
+
+namespace swa_ops {
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link against libcuda);
+// nullptr where the driver lacks it. Looked up once.
+inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      f = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+// One cache's map into `out`; false (out untouched) when TMA cannot describe it: the driver
+// lacks the entry point, the base or a stride is not a multiple of 16 bytes, or the encoder
+// refuses. Strides in elements of 2 bytes.
+inline bool encode_kv_map(TmaDesc& out, const void* base, int head_size, int num_kv_heads,
+                          int block_size, int64_t num_blocks, int64_t stride_head,
+                          int64_t stride_tok, int64_t stride_block) {
+  static_assert(sizeof(TmaDesc) == sizeof(CUtensorMap), "TmaDesc holds a CUtensorMap");
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tma_encode_fn();
+  if (encode == nullptr || num_blocks <= 0 || block_size < kTmaBoxTokens) return false;
+  if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(head_size),
+                              static_cast<cuuint64_t>(num_kv_heads),
+                              static_cast<cuuint64_t>(block_size),
+                              static_cast<cuuint64_t>(num_blocks)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(stride_head) * 2,
+                                 static_cast<cuuint64_t>(stride_tok) * 2,
+                                 static_cast<cuuint64_t>(stride_block) * 2};
+  for (const cuuint64_t s : strides)
+    if (s % 16 != 0 || s == 0) return false;
+  const cuuint32_t box[4] = {64, 1, kTmaBoxTokens, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map;
+  // 16-bit elements of either type: the copy moves bits, so one data type serves bf16 and fp16.
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(base), dims,
+                            strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return false;
+  std::memcpy(&out, &map, sizeof(map));
+  return true;
+}
+
+// Both caches' maps into p (p.kv_tma = 1) from p's pointers, strides and sizes; false (p
+// unchanged) when either cannot be described.
+inline bool encode_prefill_kv_maps(PrefillParams& p, int64_t num_blocks) {
+  TmaDesc k, v;
+  if (!encode_kv_map(k, p.k_cache, p.head_size, p.num_kv_heads, p.block_size, num_blocks,
+                     p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block) ||
+      !encode_kv_map(v, p.v_cache, p.head_size, p.num_kv_heads, p.block_size, num_blocks,
+                     p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block))
+    return false;
+  p.k_map = k;
+  p.v_map = v;
+  p.kv_tma = 1;
+  return true;
+}
+
+}  // namespace swa_ops
+#endif  // USE_ROCM
