@@ -228,6 +228,41 @@ if [[ $mode == persist128 ]]; then
     | grep -v Warn | tee "$OUT/bench_prefill.log" | tail -12
   echo "bench: $(( $(date +%s) - t0 )) s"
 fi
+if [[ $mode == tail ]]; then
+  # The prefill tail split (SWA_OPS_PREFILL_TAIL_SPLIT; notes/prefill.md): its tests on the build,
+  # then on a mutant that merges nothing (they must fail there), sanitizers over one, the whole
+  # prefill file, then the probe and the bench's Mistral rows with the split off / on.
+  rm -rf /tmp/v_mut && mkdir -p /tmp/v_mut && cp -r setup.py swa_ops csrc /tmp/v_mut/ && \
+    ( cd /tmp/v_mut && SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS="-DSWA_OPS_WS_TAIL_MUTANT" TORCH_CUDA_ARCH_LIST=9.0a \
+      MAX_JOBS=4 python3 setup.py build_ext --inplace > "$OUT/build_mut.log" 2>&1; echo "mutant build rc $?" ) &
+  t0=$(date +%s)
+  timeout 150 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider -k "tail_split" 2>&1 \
+    | tee "$OUT/test_tail.log" | tail -6
+  echo "tail tests: $(( $(date +%s) - t0 )) s"
+  wait
+  echo "== the mutant (merges nothing): these must fail"
+  ( cd /tmp/v_mut && PYTHONPATH=/tmp/v_mut timeout 150 python3 -m pytest $OLDPWD/tests/test_cuda_prefill.py -q \
+    -p no:cacheprovider -k "tail_split and unset" --rootdir $OLDPWD 2>&1 | tail -3 )
+  for tool in memcheck synccheck; do
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 100 compute-sanitizer --tool $tool --print-limit 5 python3 -m pytest \
+      tests/test_cuda_prefill.py -q -p no:cacheprovider -x -k "test_prefill_tail_split and chunked-8pieces-unset-1" \
+      2>&1 | tail -2 | tee "$OUT/san_tail_$tool.log"
+  done
+  t0=$(date +%s)
+  timeout 240 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 2>&1 \
+    | tee "$OUT/test_prefill.log" | tail -4
+  echo "prefill tests: $(( $(date +%s) - t0 )) s"
+  timeout 90 python3 notes/prefill_probe.py mistral-prefill chunked-b8 --ab SWA_OPS_PREFILL_TAIL_SPLIT=0,1 2>&1 \
+    | grep -v "max abs" | tee "$OUT/prefill_probe_tail.log"
+  for rep in 1 2; do
+    for t in 0 1; do
+      echo "== SWA_OPS_PREFILL_TAIL_SPLIT=$t ($rep)"
+      SWA_OPS_PREFILL_TAIL_SPLIT=$t timeout 100 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
+        --shapes mistral-prefill,chunked --json "$OUT/bench_tail${t}_$rep.json" 2>&1 \
+        | grep -E "^ *(mistral|chunked)" | cut -c1-80
+    done
+  done
+fi
 if [[ $mode == tma ]]; then
   # TMA copies in the persistent D = 128 prefill (SWA_OPS_PREFILL_TMA; notes/prefill.md, "TMA
   # producer"): its tests first (stop at the first failure), memcheck over one of them, the whole

@@ -449,3 +449,88 @@ def test_prefill_tma_require_refuses(monkeypatch, case):
         monkeypatch.setenv("SWA_OPS_PREFILL_WS", "0")
     with pytest.raises(RuntimeError, match="SWA_OPS_PREFILL_TMA=require"):
         check([600], [600], 16, 4, head_size, block_size, 256, fp8=fp8)
+
+
+# The tail split (SWA_OPS_PREFILL_TAIL_SPLIT; prefill_ws.h's kWsTailSplit, D = 128 persistent
+# grid): when the item count is not a multiple of the grid, the last round's leftover items are
+# cut by key tiles into up to min(grid // left, 8) pieces on the CTAs that would idle, and the
+# last piece of each merges the others. The grid is sized with SWA_OPS_PREFILL_PERSIST_SMS so the
+# split must happen (tail_pieces below mirrors ws_tail_plan); "0" runs the same inputs unsplit.
+def tail_pieces(items, grid):
+    left = items % grid
+    return min(grid // left, 8) if left else 1
+
+
+def prefill_items(q_lens, group, num_kv_heads):
+    return sum((q * group + 127) // 128 for q in q_lens) * num_kv_heads
+
+
+TAIL_CASES = {
+    # name: (seq_lens, q_lens, heads, kv_heads, window, grid SMs, soft-cap + sinks)
+    "chunked-8pieces": ([6000, 5000], [2048, 1024], 32, 8, 4096, 127, False),
+    "chunked-2pieces": ([6000, 5000], [2048, 1024], 32, 8, 4096, 19, False),
+    "mixed": (MIXED_SEQS, MIXED_QS, 32, 8, 1024, 100, False),
+    "nowindow-cap-sinks": ([40, 0, 1, 3000, 2600], [17, 3, 1, 2000, 1200], 16, 4, 0, 23, True),
+}
+# The leftover items are the last kv head's last row tiles, i.e. the last sequence's lightest
+# (prefill_ws.h): each case ends with a sequence whose lightest row tiles still span many key
+# tiles, so they are cut into pieces (a mutant build that merges nothing fails every case).
+
+
+@pytest.mark.parametrize("tma", ("1", "0"))
+@pytest.mark.parametrize("split", ("unset", "0"))
+@pytest.mark.parametrize("case", TAIL_CASES)
+def test_prefill_tail_split(monkeypatch, case, split, tma):
+    """Long chunks (33 key tiles per item: 8 or 2 pieces each), mixed chunks with items of 0 and
+    1 tiles among the leftovers, no window with soft-cap and sinks (a sink counted per piece
+    would show); TMA on and off."""
+    seqs, qs, heads, kvh, window, sms, cap_sinks = TAIL_CASES[case]
+    items = prefill_items(qs, heads // kvh, kvh)
+    assert tail_pieces(items, min(items, sms)) >= 2, "the case must split"
+    monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
+    monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST_SMS", str(sms))
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", tma)
+    if split == "unset":
+        monkeypatch.delenv("SWA_OPS_PREFILL_TAIL_SPLIT", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_TAIL_SPLIT", split)
+    check(seqs, qs, heads, kvh, 128, 16, window, seed=len(case) + sms, nan_v_outside=True,
+          soft_cap=50.0 if cap_sinks else 0.0, use_sinks=cap_sinks)
+
+
+def test_prefill_tail_split_cuda_graph(monkeypatch):
+    """One capture replayed as contexts grow and a sequence drops out: the split's counters are
+    zeroed by the plan kernel on every replay, and the pieces follow the device's item count."""
+    for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST", "SWA_OPS_PREFILL_TAIL_SPLIT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST_SMS", "20")
+    torch.manual_seed(5)
+    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 640
+    max_blocks = 300
+    dt = torch.bfloat16
+    k_cache = torch.randn(3 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
+    v_cache = torch.randn_like(k_cache)
+    bt = torch.randperm(3 * max_blocks, device="cuda").int().view(3, max_blocks)
+    lens = torch.tensor([Q, 700, 1], dtype=torch.int32, device="cuda")
+    qsl = torch.tensor([0, Q, 2 * Q, 2 * Q + 1], dtype=torch.int32, device="cuda")
+    q = torch.randn(2 * Q + 1, H, D, device="cuda", dtype=dt)
+    args = (D ** -0.5, W, 0.0, None, qsl, Q)
+    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
+    for step in range(4):
+        lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step, 1 + step], dtype=torch.int32))
+        q_lens = [Q, 0 if step == 2 else Q, 1]
+        assert tail_pieces(prefill_items(q_lens, H // KVH, KVH), 20) >= 2
+        qsl.copy_(torch.tensor([0, Q, Q + q_lens[1], Q + q_lens[1] + 1], dtype=torch.int32))
+        q.copy_(torch.randn(2 * Q + 1, H, D, dtype=dt))
+        graph.replay()
+        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
+                                        *args)
+        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
+        assert not out.isnan().any()
+        err = (out.float() - ref.float()).abs().max().item()
+        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR

@@ -189,6 +189,15 @@ int prefill_tma_mode() {
   return v == "0" ? 0 : v == "require" ? 2 : 1;
 }
 
+// The tail split of the persistent warp-specialized prefill at D = 128 (prefill_ws.h,
+// kWsTailSplit): the last round's leftover items are cut by keys into pieces run by the CTAs that
+// would idle, merged by the last piece of each. Default on; SWA_OPS_PREFILL_TAIL_SPLIT=0 turns it
+// off (read per call, for A/B runs and tests of both).
+bool prefill_tail_split() {
+  const char* e = std::getenv("SWA_OPS_PREFILL_TAIL_SPLIT");
+  return e == nullptr || std::string(e) != "0";
+}
+
 int32_t checked_int(int64_t v, const char* what) {
   SWA_CHECK(v >= 0 && v <= std::numeric_limits<int32_t>::max(), kAttnOp, ": ", what, " = ", v,
             " exceeds the 32-bit range the kernels index with");
@@ -334,6 +343,19 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
         !pp.kv_fp8 && pp.block_size >= kTmaBoxTokens)
       tma = encode_prefill_kv_maps(pp, d.num_blocks);
 #endif
+    // The tail split's records and counters: one per CTA of the D = 128 persistent grid (one
+    // CTA per SM there), sized from the SM count the grid is sized from.
+    at::Tensor tail_ws, tail_count;
+    if (prefill_tail_split() && pp.wgmma && pp.ws == 1 && pp.num_sms > 0 &&
+        pp.head_size == 128 && !pp.kv_fp8) {
+      const int64_t slots = pp.num_sms;
+      tail_ws = at::empty({slots * tail_record_floats(pp.head_size) * kTailRecordThreads},
+                          lens.options().dtype(at::kFloat));
+      tail_count = at::empty({slots}, lens.options());
+      pp.tail_ws = tail_ws.data_ptr<float>();
+      pp.tail_count = tail_count.data_ptr<int>();
+      pp.tail_slots = static_cast<int>(slots);
+    }
     SWA_CHECK(tma || tma_mode != 2, kAttnOp,
               ": SWA_OPS_PREFILL_TMA=require, but this prefill launch cannot copy by TMA (it needs "
               "the Hopper warp-specialized kernel on its persistent grid, head_size 128, a 16-bit "

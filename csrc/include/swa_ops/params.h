@@ -14,6 +14,11 @@ struct alignas(64) TmaDesc {
 };
 // Tokens per TMA box of a K/V map, and the alignment of the TMA-copied tiles' origin.
 constexpr int kTmaBoxTokens = 16;
+// Floats per consumer thread in a prefill tail piece's record (PrefillParams::tail_ws): its O
+// fragment (D / 2 values), two running maxima and two partial sums.
+constexpr int tail_record_floats(int head_size) { return head_size / 2 + 4; }
+// Consumer threads of the warp-specialized prefill kernel, one record column each.
+constexpr int kTailRecordThreads = 256;
 
 // One decode launch of paged_attention (one query token per sequence, or the packed multi-token
 // mode at the end). Strides are in elements.
@@ -180,6 +185,11 @@ struct PrefillParams {
                                 //   persistent warp-specialized kernel at D = 128 copies the K/V
                                 //   tiles wholly inside a key union by TMA (prefill_ws.h,
                                 //   SWA_OPS_PREFILL_TMA); 0: cp.async only, the maps unset
+  float* tail_ws;               // tail split (prefill_ws.h, SWA_OPS_PREFILL_TAIL_SPLIT): the last
+                                //   round's pieces' partial row states, tail_slots records
+  int* tail_count;              //   and per leftover item its pieces done (zeroed by the plan
+                                //   kernel); tail_slots = 0: no split
+  int tail_slots;
   TmaDesc k_map, v_map;         // [num_blocks, block_size, num_kv_heads, D] viewed as
                                 //   (D, kv head, token, block), boxes of 64 x 1 x 16 x 1, 128-byte
                                 //   swizzle (tma_map.h)

@@ -675,6 +675,9 @@ __global__ void __launch_bounds__(kPlanThreads) prefill_plan_kernel(const Prefil
     __syncthreads();
   }
   if (tid == 0) p.cta_start[p.num_seqs] = carry;
+  // The tail split's counters start at zero (prefill_ws.h); written after the wait above, so the
+  // previous launch, which may use them, has finished.
+  for (int i = tid; i < p.tail_slots; i += kPlanThreads) p.tail_count[i] = 0;
   pdl_launch_dependents();
 
   // Uncovered output rows: zeros (16-byte stores; a row is num_heads * head_size 16-bit values,

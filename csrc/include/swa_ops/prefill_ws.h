@@ -234,6 +234,85 @@ constexpr bool kWsPersistent = D <= 128 && !OVERLAP;
 // and 0 x NaN in P V is NaN) keep the cp.async path with its zero-fill.
 template <int D, bool PERSIST>
 constexpr bool kWsTma = PERSIST && D == 128;
+// Tail split (kWsTailSplit, p.tail_slots > 0): on the persistent grid CTA b takes items b,
+// b + G, ... (G CTAs), so when the item count is not a multiple of G the last round runs the
+// `left` leftover items on `left` CTAs while the others idle: chunked prefill (4,096 equal items
+// on 132 SMs: 31.03 per CTA) spends ~3 % of its time there (notes/prefill.md, runs 52-54).
+// Instead, the last round cuts each leftover item's key tiles into up to `pieces` ranges (at most
+// G / left, kTailMaxPieces), one per CTA. A piece runs the item's rows over its tiles only and
+// writes its rows' unnormalized state (O, running max, partial sums: registers in fragment order)
+// to tail_ws; the piece that completes its item's count last (tail_count, zeroed by the plan
+// kernel) merges the others' states into its own and stores the rows as a whole item would
+// (sinks and 1 / sum there, once). No CTA waits for another. Persistent D = 128 only: the
+// register epilogue (nothing staged through Q) and the rows that need it.
+template <int D, bool PERSIST>
+constexpr bool kWsTailSplit = PERSIST && D == 128;
+constexpr int kTailMaxPieces = 8;
+
+struct WsTail {
+  int limit;   // units below run whole items (all items when nothing is split)
+  int pieces;  // pieces per leftover item; 1: no split
+};
+
+// From the item count, the grid and the workspace's records: the same on every CTA and role.
+SWA_D WsTail ws_tail_plan(int n_items, int grid, int slots) {
+  WsTail t{n_items, 1};
+  const int rounds = n_items / grid, left = n_items - rounds * grid;
+  if (left == 0) return t;
+  const int pieces = min(grid / left, kTailMaxPieces);
+  if (pieces < 2 || left * pieces > slots) return t;
+  t.limit = rounds * grid;
+  t.pieces = pieces;
+  return t;
+}
+
+// What stride position u (item0, item0 + G, ...) of a CTA runs: item `item`, whole (piece -1) or
+// its piece `piece`; false past the CTA's work.
+struct WsUnit {
+  int item, piece;
+};
+SWA_D bool ws_unit(const WsTail& t, int n_items, int u, WsUnit& unit) {
+  if (u < t.limit) {
+    unit = WsUnit{u, -1};
+    return true;
+  }
+  const int v = u - t.limit;  // the piece's record slot
+  if (t.pieces < 2 || v >= (n_items - t.limit) * t.pieces) return false;
+  unit = WsUnit{t.limit + v / t.pieces, v % t.pieces};
+  return true;
+}
+
+// A unit's tiles [j0, j1) of an item of n_tiles; np: 1 for a whole item (n_tiles may be 0: its
+// rows are zeros), >= 2 for one of np pieces, 0 for a piece with nothing to do (items with fewer
+// tiles than pieces have fewer pieces; one with at most one tile is not split).
+struct WsRange {
+  int j0, j1, np;
+};
+SWA_D WsRange ws_unit_range(int n_tiles, int piece, int pieces) {
+  if (piece < 0) return WsRange{0, n_tiles, 1};
+  const int np = min(pieces, n_tiles);
+  if (np < 2) return piece == 0 ? WsRange{0, n_tiles, 1} : WsRange{0, 0, 0};
+  if (piece >= np) return WsRange{0, 0, 0};
+  return WsRange{piece * n_tiles / np, (piece + 1) * n_tiles / np, np};
+}
+
+// Barrier `ID` of THREADS threads that also ORs `v` over them.
+template <int ID, int THREADS>
+SWA_D int named_bar_or(int v) {
+#ifdef SWA_OPS_HAS_WGMMA
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred a, b;\nsetp.ne.u32 a, %1, 0;\nbar.red.or.pred b, %2, %3, a;\n"
+      "selp.u32 %0, 1, 0, b;\n}\n"
+      : "=r"(r)
+      : "r"(static_cast<uint32_t>(v)), "n"(ID), "n"(THREADS)
+      : "memory");
+  return static_cast<int>(r);
+#else
+  return v;
+#endif
+}
+
 // 1: the consumers fence every tile as for cp.async ones (build-time, for A/B; the TMA tiles need
 // no proxy fence).
 #ifndef SWA_OPS_WS_TMA_FENCE_ALL
@@ -244,6 +323,7 @@ constexpr bool kWsTma = PERSIST && D == 128;
 // consumer's own sync.
 constexpr int kBarTurn = 1;   // kBarTurn + w: consumer w may issue its wgmma batch (256 threads)
 constexpr int kBarWg = 3;     // kBarWg + w: consumer w's 128 threads
+constexpr int kBarTail = 5;   // both consumers (256 threads): a tail piece's merge hand-off
 
 // PERSIST: the epilogue of an item with keys stages O in the warp's own rows of Q's tile (16-byte
 // coalesced stores; Q is released only after it) at head sizes from this one up; below, O goes
@@ -334,6 +414,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 
   WsItem w0;  // the plain grid's one item (unused when persistent: each role locates its own)
   int tiles_per_head = 0, n_items = 0, item_stride = 0, item0 = 0;
+  WsTail tail{0, 1};  // PERSIST: which units split the last round (kWsTailSplit)
   if constexpr (PERSIST) {
     w0 = WsItem{};  // never read (what derives from it is dead code here)
     // Items kv head major: the order the plain grid's CTAs (x fastest) are dispatched in, so the
@@ -348,6 +429,9 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     item_stride = gridDim.x * gridDim.y;
     item0 = blockIdx.y * gridDim.x + blockIdx.x;
     if (item0 >= n_items) return;  // the whole CTA, before any barrier
+    tail = WsTail{n_items, 1};
+    if constexpr (kWsTailSplit<D, PERSIST>)
+      if (p.tail_slots > 0) tail = ws_tail_plan(n_items, item_stride, p.tail_slots);
     // As the plain grid: every CTA triggers once, after the wait, so dependents launch once every
     // CTA of this grid is resident (they wait for its completion before reading).
     pdl_launch_dependents();
@@ -503,9 +587,14 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       uint32_t jt = 0;
       uint32_t qn = 0;  // items whose Q was loaded: q_full / q_empty phases
 #pragma unroll 1
-      for (int item = item0; item < n_items; item += item_stride) {
-        const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head, tma);
-        if (w.n_tiles == 0) continue;  // no row sees a key: no tile, no Q (the consumers skip too)
+      for (int u = item0;; u += item_stride) {
+        WsUnit un;
+        if (!ws_unit(tail, n_items, u, un)) break;
+        const WsItem w = locate_ws_item<BM, BN>(p, un.item, tiles_per_head, tma);
+        const WsRange rg = ws_unit_range(w.n_tiles, un.piece, tail.pieces);
+        // No tile (no row sees a key, or a piece with nothing to do): no copy, no Q (the
+        // consumers skip too).
+        if (rg.j1 <= rg.j0) continue;
         const int* bt = p.block_tables + static_cast<int64_t>(w.c.seq) * p.bt_stride;
         const T* k_base = static_cast<const T*>(p.k_cache) + w.kvh * p.kv_stride_head;
         const T* v_base = static_cast<const T*>(p.v_cache) + w.kvh * p.kv_stride_head;
@@ -515,11 +604,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         opaque(k_col);
         opaque(v_col);
 #pragma unroll 1
-        for (int j = 0; j < w.n_tiles; ++j) {
-          copy_tile(jt + j, j, w.kv_lo, w.kv_hi, w.t_org, w.kvh, bt, k_base, v_base, k_col, v_col,
-                    bs_mask,
-                    sb_bytes, st_bytes);
-          if (j == 0) {
+        for (int j = rg.j0; j < rg.j1; ++j) {
+          copy_tile(jt + (j - rg.j0), j, w.kv_lo, w.kv_hi, w.t_org, w.kvh, bt, k_base, v_base,
+                    k_col, v_col, bs_mask, sb_bytes, st_bytes);
+          if (j == rg.j0) {
             // The item's Q (rows past the sequence's are zero queries), after its tile 0: that
             // tile's stage frees a batch before Q does (tile J needs tile J - NST released, i.e.
             // batch J - NST + 1 done; Q needs the previous item's last S, one batch later), so
@@ -537,7 +625,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
             ++qn;
           }
         }
-        jt += w.n_tiles;
+        jt += rg.j1 - rg.j0;
       }
     }
     cp_async_commit();  // the copies went out uncommitted (the barriers track them): commit
@@ -678,8 +766,9 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   Pos jt = 0;       // ring position of the item's tile 0 (0 on the plain grid)
   uint32_t qn = 0;  // PERSIST: items with tiles so far, q_full's phase
   // The item's batches (ra, rb: this thread's two rows' windows).
-  auto run_item = [&](const WsItem& w, const RowSpan& ra, const RowSpan& rb) {
-    const int n_tiles = w.n_tiles, t_org = w.t_org;
+  // The item's tiles [j0, j1) (all of them but in a tail piece).
+  auto run_item = [&](const WsItem& w, const RowSpan& ra, const RowSpan& rb, int j0, int j1) {
+    const int n_tiles = j1 - j0, t_org = w.t_org + j0 * BN;
     // Softmax of S(j) (j: the tile within the item): logits in log2 units, soft-cap before the
     // mask, online max and sum, the probabilities in place in s. Returns the two rows' rescale
     // factors of O. Writes nothing a P V in flight reads or accumulates into.
@@ -832,14 +921,74 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     }
   };
 
+  // A tail piece's rows (tail split): its state goes to record `slot` of tail_ws (fragment order,
+  // one float per consumer thread per value: coalesced), then the piece that completes its item
+  // (count `counter` reaches np) merges the item's other records `first` .. `first` + np - 1 into
+  // its registers and returns true: the caller stores the rows as for a whole item. The other
+  // pieces return false. Writers: stores, fence, barrier, then one atomic; the last: the atomic,
+  // barrier, fence, then L2 loads (the threadfence-reduction pattern).
+  auto tail_merge = [&](int slot, int first, int np, int counter) -> bool {
+    constexpr int kRec = tail_record_floats(D);
+    static_assert(kRec == ONT * 4 + 4 && kTailRecordThreads == 256, "O, 2 maxima, 2 sums");
+    const int t = tid - 128;
+    float* rec = p.tail_ws + static_cast<int64_t>(slot) * kRec * 256 + t;
+#pragma unroll
+    for (int nt = 0; nt < ONT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) __stcg(rec + (nt * 4 + e) * 256, o[nt][e]);
+    __stcg(rec + (ONT * 4 + 0) * 256, m0);
+    __stcg(rec + (ONT * 4 + 1) * 256, m1);
+    __stcg(rec + (ONT * 4 + 2) * 256, l0);
+    __stcg(rec + (ONT * 4 + 3) * 256, l1);
+    __threadfence();
+    named_bar_sync<kBarTail, kBarTail, 256>(true);
+    int last = 0;
+    if (t == 0) last = atomicAdd(p.tail_count + counter, 1) == np - 1;
+    if (!named_bar_or<kBarTail, 256>(last)) return false;
+    __threadfence();
+    // Running maxima are in log2 units (online_softmax_tile); a row with no key in a piece has
+    // max -inf and zero sums there, and weighs 0.
+    auto weight = [](float m, float mx) { return m == kNegInf ? 0.f : fast_exp2(m - mx); };
+#ifndef SWA_OPS_WS_TAIL_MUTANT  // build-time test of the tests: merge nothing (wrong results)
+#pragma unroll 1
+    for (int q = 0; q < np; ++q) {
+      if (first + q == slot) continue;
+      const float* r = p.tail_ws + static_cast<int64_t>(first + q) * kRec * 256 + t;
+      const float qm0 = __ldcg(r + (ONT * 4 + 0) * 256), qm1 = __ldcg(r + (ONT * 4 + 1) * 256);
+      const float nm0 = fmaxf(m0, qm0), nm1 = fmaxf(m1, qm1);
+      const float a0 = weight(m0, nm0), b0 = weight(qm0, nm0);
+      const float a1 = weight(m1, nm1), b1 = weight(qm1, nm1);
+      l0 = l0 * a0 + __ldcg(r + (ONT * 4 + 2) * 256) * b0;
+      l1 = l1 * a1 + __ldcg(r + (ONT * 4 + 3) * 256) * b1;
+#pragma unroll
+      for (int nt = 0; nt < ONT; ++nt) {
+        o[nt][0] = o[nt][0] * a0 + __ldcg(r + (nt * 4 + 0) * 256) * b0;
+        o[nt][1] = o[nt][1] * a0 + __ldcg(r + (nt * 4 + 1) * 256) * b0;
+        o[nt][2] = o[nt][2] * a1 + __ldcg(r + (nt * 4 + 2) * 256) * b1;
+        o[nt][3] = o[nt][3] * a1 + __ldcg(r + (nt * 4 + 3) * 256) * b1;
+      }
+      m0 = nm0;
+      m1 = nm1;
+    }
+#else
+    (void)first;
+    (void)weight;
+#endif
+    return true;
+  };
+
   if constexpr (!PERSIST) {
-    run_item(w0, ra, rb);
+    run_item(w0, ra, rb, 0, w0.n_tiles);
     epilogue(w0, wr0);
   } else {
     if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);  // consumer 0 goes first
 #pragma unroll 1
-    for (int item = item0; item < n_items; item += item_stride) {
-      const WsItem w = locate_ws_item<BM, BN>(p, item, tiles_per_head, tma);
+    for (int u = item0;; u += item_stride) {
+      WsUnit un;
+      if (!ws_unit(tail, n_items, u, un)) break;
+      const WsItem w = locate_ws_item<BM, BN>(p, un.item, tiles_per_head, tma);
+      const WsRange rg = ws_unit_range(w.n_tiles, un.piece, tail.pieces);
+      if (rg.np == 0) continue;  // a piece with nothing to do (the producer skips it too)
       const int iwr0 = w.c.row0 + warp * 16;
       const RowSpan ira = row_span(iwr0 + (lane >> 2), w.c.rows, p.group, w.c.L, w.c.q_len,
                                    p.window);
@@ -850,7 +999,12 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       l0 = l1 = 0.f;
 #pragma unroll
       for (int nt = 0; nt < ONT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-      run_item(w, ira, irb);
+      run_item(w, ira, irb, rg.j0, rg.j1);
+      if (rg.np >= 2) {
+        static_assert(!kWsTailSplit<D, PERSIST> || !kStaged, "pieces store from registers");
+        const int v = u - tail.limit;  // the piece's record; its item's first is v - piece
+        if (!tail_merge(v, v - un.piece, rg.np, un.item - tail.limit)) continue;
+      }
       epilogue(w, iwr0);
     }
     // The spare grant: consumer 1 arrived once more than consumer 0 has synced.
