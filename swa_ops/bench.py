@@ -709,27 +709,41 @@ def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -
     return statistics.median(times)
 
 
-def event_time_us(fn: Callable[[int], object], target_ms: float = 300.0, reps: int = 3) -> float:
-    """Per-call time of back-to-back calls on the current stream: CUDA events around a batch of
-    calls sized to about target_ms (2 to 50 calls), median of `reps` batches, after a warm-up call.
-    For calls of a millisecond or more, host launch gaps hide behind the queued work."""
-    fn(0)
-    torch.cuda.synchronize()
+def event_times_us(fns: Dict[str, Callable[[int], object]], target_ms: float = 300.0,
+                   reps: int = 3) -> Dict[str, float]:
+    """Per-call time of back-to-back calls on the current stream, for each of `fns`: CUDA events
+    around a batch of calls sized to about target_ms (2 to 50 calls), median of `reps` batches,
+    after a warm-up call. For calls of a millisecond or more, host launch gaps hide behind the
+    queued work. With several contenders their batches alternate (A B, B A, A B): at the H100's
+    power cap a batch's clock depends on what ran just before it (notes/prefill.md), so none of
+    them always follows the same one."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    fn(1)
-    b.record()
-    b.synchronize()
-    calls = max(2, min(50, math.ceil(target_ms / max(a.elapsed_time(b), 1e-3))))
-    times = []
-    for _ in range(reps):
+    calls = {}
+    for key, fn in fns.items():
+        fn(0)
+        torch.cuda.synchronize()
         a.record()
-        for i in range(calls):
-            fn(i)
+        fn(1)
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) * 1000.0 / calls)
-    return statistics.median(times)
+        calls[key] = max(2, min(50, math.ceil(target_ms / max(a.elapsed_time(b), 1e-3))))
+    times: Dict[str, List[float]] = {key: [] for key in fns}
+    order = list(fns)
+    for rep in range(reps):
+        for key in (order if rep % 2 == 0 else order[::-1]):
+            fn = fns[key]
+            a.record()
+            for i in range(calls[key]):
+                fn(i)
+            b.record()
+            b.synchronize()
+            times[key].append(a.elapsed_time(b) * 1000.0 / calls[key])
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
+def event_time_us(fn: Callable[[int], object], target_ms: float = 300.0, reps: int = 3) -> float:
+    """event_times_us of one contender."""
+    return event_times_us({"": fn}, target_ms, reps)[""]
 
 
 def copy_bandwidth() -> float:
@@ -1115,7 +1129,7 @@ def prefill_row(args, s: PrefillShape, peers: Sequence[str], device: str) -> Dic
             fn, info = fi_prefill_runner(pp, sinks=False)
             return fn, dict(info, fi_no_sinks=True)
 
-    def measure(key: str, factory: Callable) -> None:
+    def build_and_check(key: str, factory: Callable) -> Callable:
         fn, info = factory()
         row.update(info)
         to_tokens = FlexPrefill.to_tokens if key == "flex" else (lambda t: t)
@@ -1131,8 +1145,14 @@ def prefill_row(args, s: PrefillShape, peers: Sequence[str], device: str) -> Dic
         if key == "swa" and args.breakdown:
             per = kernel_times(fn, 3)
             row["swa_kernels_us"] = {short_name(k): v for k, v in per.items()}
-        row[key + "_us"] = event_time_us(fn, args.target_ms)
-        row[key + "_tflops"] = flops / row[key + "_us"] / 1e6
+        return fn
+
+    def record_time(key: str, us: float) -> None:
+        row[key + "_us"] = us
+        row[key + "_tflops"] = flops / us / 1e6
+
+    def measure(key: str, factory: Callable) -> None:
+        record_time(key, event_time_us(build_and_check(key, factory), args.target_ms))
 
     factories: List[Tuple[str, Callable]] = [("swa", lambda: (pp.swa, {}))]
     if "flashinfer" in peers:
@@ -1142,13 +1162,36 @@ def prefill_row(args, s: PrefillShape, peers: Sequence[str], device: str) -> Dic
     if "flex" in peers:
         factories.append(("flex", lambda: (FlexPrefill(s, *flex_inputs(pp), pp.sinks,
                                                        pp.kv_start), {})))
+    def failed(key: str, e: Exception) -> None:  # a contender failing must not hide the others
+        msg = f"{type(e).__name__}: {str(e)[:300]}"
+        print(f"  {s.name}: {key} failed: {msg}")
+        row[key + "_failed"] = msg
+
+    # swa_ops and FlashInfer (both thin: they share the problem's tensors) are timed together,
+    # their batches alternating (event_times_us); the others one at a time, each built in turn.
+    paired = {}
     for key, factory in factories:
+        if key in ("swa", "fi"):
+            try:
+                paired[key] = build_and_check(key, factory)
+            except Exception as e:
+                failed(key, e)
+    try:
+        for key, us in event_times_us(paired, args.target_ms).items():
+            record_time(key, us)
+    except Exception as e:
+        for key in paired:
+            failed(key, e)
+    del paired
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    for key, factory in factories:
+        if key in ("swa", "fi"):
+            continue
         try:
             measure(key, factory)
-        except Exception as e:  # a contender failing (or OOM) must not hide the others
-            msg = f"{type(e).__name__}: {str(e)[:300]}"
-            print(f"  {s.name}: {key} failed: {msg}")
-            row[key + "_failed"] = msg
+        except Exception as e:  # (or OOM)
+            failed(key, e)
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
     if row.get("fi_no_sinks"):

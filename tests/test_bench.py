@@ -290,6 +290,8 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(bench, "graph_time_us", lambda fn, layers, replays=20: (fn(0), 10.0)[1])
     monkeypatch.setattr(bench, "kernel_times", lambda fn, calls: (fn(0), {"decode": 9.0})[1])
     monkeypatch.setattr(bench, "event_time_us", lambda fn, target_ms=0, reps=0: (fn(1), 1e3)[1])
+    monkeypatch.setattr(bench, "event_times_us",
+                        lambda fns, target_ms=0, reps=0: {k: (f(1), 1e3)[1] for k, f in fns.items()})
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # CPU inductor: no lse
 
 
@@ -390,3 +392,41 @@ def test_json_keeps_finished_rows_when_a_run_is_cut_short(fake_gpu, monkeypatch,
                 "--device", "cuda"])
     saved = json.loads(path.read_text())
     assert "partial" not in saved and len(saved["prefill_rows"]) == 2
+
+
+def test_event_times_alternate(monkeypatch):
+    """Several contenders' timed batches alternate (A B, B A, A B), each sized to the target from
+    its own first call, and each contender's median is its own."""
+    clock = [0.0]
+    log = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            self.t = 0.0
+
+        def record(self):
+            self.t = clock[0]
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):  # ms
+            return other.t - self.t
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+
+    def contender(key, ms):
+        def fn(i):
+            clock[0] += ms
+            log.append(key)
+        return fn
+
+    times = bench.event_times_us({"a": contender("a", 100.0), "b": contender("b", 30.0)},
+                                 target_ms=300.0, reps=3)
+    assert times == pytest.approx({"a": 100e3, "b": 30e3})
+    batches = [k for i, k in enumerate(log) if i == 0 or log[i - 1] != k]
+    # warm-up and sizing call each (a, b), then a x 3, b x 10, b x 10, a x 3, a x 3, b x 10
+    assert batches == ["a", "b", "a", "b", "a", "b"] and log.count("a") == 2 + 9
+    assert log[4:7] == ["a"] * 3 and log[7:27] == ["b"] * 20 and log[27:33] == ["a"] * 6
+    assert bench.event_time_us(contender("c", 50.0), target_ms=300.0) == pytest.approx(50e3)
