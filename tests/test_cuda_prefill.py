@@ -384,8 +384,8 @@ def test_prefill_persistent_default(monkeypatch, head_size, ws, persist):
         assert all(persist_flag(n) == want for n in names), names
 
 
-# TMA copies (SWA_OPS_PREFILL_TMA; prefill_ws.h's kWsTma): the persistent warp-specialized kernel
-# at D = 128 copies the key tiles wholly inside an item's key union as 16-token boxes of a tensor
+# TMA copies (SWA_OPS_PREFILL_TMA; prefill_ws.h's kWsTma): the warp-specialized kernel at D = 64,
+# 128 and 256 copies the key tiles wholly inside an item's key union as 16-token boxes of a tensor
 # map, from a 16-aligned origin; the union's edge tiles stay on cp.async, which zero-fills the
 # rows outside it. "require" makes a launch that cannot take the TMA path an error, so these
 # tests prove it ran; "0" runs the same inputs on cp.async alone. V slots outside every window
@@ -400,21 +400,36 @@ TMA_CACHE_VIEWS = {
 @pytest.mark.parametrize("view", TMA_CACHE_VIEWS)
 @pytest.mark.parametrize("block_size", (16, 32, 64, 256))
 @pytest.mark.parametrize("tma", ("require", "0"))
-def test_prefill_tma(monkeypatch, tma, block_size, view):
+@pytest.mark.parametrize("head_size", (64, 128, 256))
+def test_prefill_tma(monkeypatch, head_size, tma, block_size, view):
     """Mixed chunks (mid-block starts, a decode row, q_len 0, seq_len 0 with tokens, a chunk
     longer than the window), bf16 with W 1024 and fp16 without a window, soft-cap with sinks;
-    contiguous caches and strided views of them (a kv-head stride past D, a fused K/V layout)."""
+    contiguous caches and strided views of them (a kv-head stride past D, a fused K/V layout);
+    the persistent grid at D = 64 / 128, the plain one at 256."""
     monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
     monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
     monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST_SMS", raising=False)
     monkeypatch.setenv("SWA_OPS_PREFILL_TMA", tma)
     cv = TMA_CACHE_VIEWS[view]
-    check(MIXED_SEQS, MIXED_QS, 32, 8, 128, block_size, 1024, torch.bfloat16, seed=block_size,
+    D = head_size
+    check(MIXED_SEQS, MIXED_QS, 32, 8, D, block_size, 1024, torch.bfloat16, seed=block_size,
           nan_v_outside=True, cache_view=cv)
-    check([2500, 700, 3000], [2500, 333, 1111], 16, 4, 128, block_size, 0, torch.float16,
+    check([2500, 700, 3000], [2500, 333, 1111], 16, 4, D, block_size, 0, torch.float16,
           seed=block_size + 1, nan_v_outside=True, cache_view=cv)
-    check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, 128, block_size, 4096, seed=13,
+    check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, D, block_size, 4096, seed=13,
           soft_cap=50.0, use_sinks=True, nan_v_outside=True, cache_view=cv)
+
+
+@pytest.mark.parametrize("head_size", (64, 128))
+def test_prefill_tma_plain_grid(monkeypatch, head_size):
+    """TMA on the plain grid where the persistent one is the default (SWA_OPS_PREFILL_PERSIST=0)."""
+    monkeypatch.delenv("SWA_OPS_PREFILL_WS", raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST", "0")
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", "require")
+    check(MIXED_SEQS, MIXED_QS, 32, 8, head_size, 16, 1024, torch.bfloat16, seed=7,
+          nan_v_outside=True)
+    check([1500, 300, 0, 1], [700, 300, 4, 1], 16, 8, head_size, 32, 4096, seed=8,
+          soft_cap=50.0, use_sinks=True, nan_v_outside=True)
 
 
 def test_prefill_tma_many_items_two_sms(monkeypatch):
@@ -428,21 +443,21 @@ def test_prefill_tma_many_items_two_sms(monkeypatch):
           32, 8, 128, 16, 1024, seed=21, nan_v_outside=True)
 
 
-@pytest.mark.parametrize("case", ("head64", "block8", "plain-grid", "fp8", "mma-wgmma"))
+@pytest.mark.parametrize("case", ("head96", "head192", "block8", "overlap", "fp8", "mma-wgmma"))
 def test_prefill_tma_require_refuses(monkeypatch, case):
     """SWA_OPS_PREFILL_TMA=require names what a launch lacks instead of silently copying by
-    cp.async: another head size, blocks under 16 tokens, the plain grid, an fp8 cache, another
-    kernel."""
+    cp.async: another head size, blocks under 16 tokens, the overlap kernel, an fp8 cache,
+    another kernel."""
     for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST", "SWA_OPS_PREFILL_PERSIST_SMS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SWA_OPS_PREFILL_TMA", "require")
     head_size, block_size, fp8 = 128, 16, False
-    if case == "head64":
-        head_size = 64
+    if case in ("head96", "head192"):
+        head_size = int(case[4:])
     elif case == "block8":
         block_size = 8
-    elif case == "plain-grid":
-        monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST", "0")
+    elif case == "overlap":
+        monkeypatch.setenv("SWA_OPS_PREFILL_WS", "2")
     elif case == "fp8":
         fp8 = True
     else:

@@ -175,13 +175,13 @@ int prefill_persist_sms() {
   return sms > 0 ? sms : sm_count();
 }
 
-// TMA copies in the persistent warp-specialized prefill at D = 128 (PrefillParams::kv_tma,
-// prefill_ws.h's kWsTma): the K/V tiles wholly inside a key union go as 16-token box copies
-// issued by one producer thread instead of 16-byte cp.async from all 128. SWA_OPS_PREFILL_TMA=0
-// never; unset or 1 wherever possible (16-bit caches with blocks of at least 16 tokens, 16-byte
-// aligned strides, the Hopper kernel's persistent grid at head size 128); "require": as 1, and
-// an error for a prefill launch that cannot take it (tests use it to prove the path ran). Read
-// per call, to A/B both in one build.
+// TMA copies in the warp-specialized prefill (PrefillParams::kv_tma, prefill_ws.h's kWsTma): the
+// K/V tiles wholly inside a key union go as 16-token box copies issued by one producer thread
+// instead of 16-byte cp.async from all 128. SWA_OPS_PREFILL_TMA=0 never; unset or 1 wherever
+// possible (the Hopper kernel without the overlap at head sizes 64, 128 and 256, 16-bit caches
+// with blocks of at least 16 tokens, 16-byte aligned strides); "require": as 1, and an error for
+// a prefill launch that cannot take it (tests use it to prove the path ran). Read per call, to
+// A/B both in one build.
 int prefill_tma_mode() {
   const char* e = std::getenv("SWA_OPS_PREFILL_TMA");
   if (e == nullptr) return 1;
@@ -337,10 +337,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     const int tma_mode = prefill_tma_mode();
     bool tma = false;
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
-    // The instance that copies by TMA: the persistent warp-specialized kernel at D = 128
+    // The instances that copy by TMA: the warp-specialized kernel at D = 64, 128, 256
     // (prefill_ws.h: kWsTma), 16-bit caches; the maps need blocks of at least 16 tokens.
-    if (tma_mode != 0 && pp.wgmma && pp.ws == 1 && pp.num_sms > 0 && pp.head_size == 128 &&
-        !pp.kv_fp8 && pp.block_size >= kTmaBoxTokens)
+    const bool tma_d = pp.head_size == 64 || pp.head_size == 128 || pp.head_size == 256;
+    if (tma_mode != 0 && pp.wgmma && pp.ws == 1 && tma_d && !pp.kv_fp8 &&
+        pp.block_size >= kTmaBoxTokens)
       tma = encode_prefill_kv_maps(pp, d.num_blocks);
 #endif
     // The tail split's records and counters: one per CTA of the D = 128 persistent grid (one
@@ -358,8 +359,8 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     }
     SWA_CHECK(tma || tma_mode != 2, kAttnOp,
               ": SWA_OPS_PREFILL_TMA=require, but this prefill launch cannot copy by TMA (it needs "
-              "the Hopper warp-specialized kernel on its persistent grid, head_size 128, a 16-bit "
-              "cache with block_size >= 16 and 16-byte aligned strides; head_size = ",
+              "the Hopper warp-specialized kernel without the overlap, head_size 64, 128 or 256, "
+              "a 16-bit cache with block_size >= 16 and 16-byte aligned strides; head_size = ",
               std::to_string(pp.head_size), ", block_size = ", std::to_string(pp.block_size), ")");
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     cudaError_t err = cudaSuccess;

@@ -226,14 +226,15 @@ SWA_D void opaque(V& v) {
 template <int D, bool OVERLAP>
 constexpr bool kWsPersistent = D <= 128 && !OVERLAP;
 
-// Which instances copy K/V tiles by TMA where the launcher provides tensor maps (p.kv_tma): the
-// persistent kernel at D = 128, the Mistral-like rows' kernel (128-key tiles: a tile is 8
-// 16-token groups x 2 column blocks x K and V = 32 box copies from one thread, instead of 32
-// cp.async and their addresses from each of 128). Tiles wholly inside the item's key union go by
-// TMA; a union's edge tiles (rows outside it must be zeros: a cache's unused slots may hold NaN,
-// and 0 x NaN in P V is NaN) keep the cp.async path with its zero-fill.
+// Which instances copy K/V tiles by TMA where the launcher provides tensor maps (p.kv_tma): head
+// sizes whose producer threads keep one column chunk (D = 64, 128, 256; both grids). A tile is
+// BN / 16 16-token groups x D / 64 column blocks x K and V box copies from one thread (D = 128:
+// 32, instead of 32 cp.async and their addresses from each of 128 threads). Tiles wholly inside
+// the item's key union go by TMA; a union's edge tiles (rows outside it must be zeros: a cache's
+// unused slots may hold NaN, and 0 x NaN in P V is NaN) keep the cp.async path with its
+// zero-fill.
 template <int D, bool PERSIST>
-constexpr bool kWsTma = PERSIST && D == 128;
+constexpr bool kWsTma = D == 64 || D == 128 || D == 256;
 // Tail split (kWsTailSplit, p.tail_slots > 0): on the persistent grid CTA b takes items b,
 // b + G, ... (G CTAs), so when the item count is not a multiple of G the last round runs the
 // `left` leftover items on `left` CTAs while the others idle: chunked prefill (4,096 equal items
@@ -442,7 +443,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     if (x >= p.cta_start[p.num_seqs]) return;  // the whole CTA, before any barrier
     w0.c = locate_prefill_cta<BM>(p, x);
     pdl_launch_dependents();
-    ws_item_union<BM, BN>(p, w0);
+    ws_item_union<BM, BN>(p, w0, tma);
   }
 
   if (tid == 0) {
@@ -510,9 +511,11 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
             // Interior tile: thread 0 copies its 16-token groups (one block each: the origin is
             // 16-aligned and blocks hold at least 16 tokens) by TMA, completing `full` by bytes;
             // every thread still arrives once (the barrier counts 128), after its own earlier
-            // cp.async copies, as below. Thread 0's blk[2 g] is group g's block (rows RPR k).
-            static_assert(RPR * 2 == kTmaBoxTokens && BN % kTmaBoxTokens == 0 && D == 128,
-                          "thread 0's rounds 2 g start the 16-token groups");
+            // cp.async copies, as below. Thread 0's round k covers row RPR k, so its blk[GR g] is
+            // group g's block.
+            constexpr int GR = kTmaBoxTokens / RPR;
+            static_assert(kTmaBoxTokens % RPR == 0 && BN % kTmaBoxTokens == 0 && D % 64 == 0,
+                          "thread 0's rounds GR g start the 16-token groups");
             if (pt == 0) {
               mbar_expect_tx(&full[stage], 2 * TILE * sizeof(T));
 #pragma unroll
@@ -521,8 +524,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
 #pragma unroll
                 for (int h = 0; h < D / 64; ++h) {
                   const int so = h * BN * 64 + g * kTmaBoxTokens * 64;  // tile_offset's rows
-                  tma_load_4d(ks + so, &p.k_map, h * 64, kvh, tok, blk[2 * g], &full[stage]);
-                  tma_load_4d(vs + so, &p.v_map, h * 64, kvh, tok, blk[2 * g], &full[stage]);
+                  tma_load_4d(ks + so, &p.k_map, h * 64, kvh, tok, blk[GR * g], &full[stage]);
+                  tma_load_4d(vs + so, &p.v_map, h * 64, kvh, tok, blk[GR * g], &full[stage]);
                 }
               }
             }
