@@ -30,6 +30,18 @@ if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls || $mode == prefilla
         MAX_JOBS=4 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
   done
 fi
+# The bench's Mistral prefill rows (sustained, no peers) with switch $1 = 0 / 1, interleaved twice;
+# json to $OUT/bench_$2<value>_<round>.json.
+mistral_rows_ab() {
+  for rep in 1 2; do
+    for t in 0 1; do
+      echo "== $1=$t ($rep)"
+      env "$1=$t" timeout 100 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
+        --shapes mistral-prefill,chunked --json "$OUT/bench_$2${t}_$rep.json" 2>&1 \
+        | grep -E "^ *(mistral|chunked)" | cut -c1-80
+    done
+  done
+}
 t0=$(date +%s)
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -50 "$OUT/build.log"; exit 1; }
@@ -254,14 +266,7 @@ if [[ $mode == tail ]]; then
   echo "prefill tests: $(( $(date +%s) - t0 )) s"
   timeout 90 python3 notes/prefill_probe.py mistral-prefill chunked-b8 --ab SWA_OPS_PREFILL_TAIL_SPLIT=0,1 2>&1 \
     | grep -v "max abs" | tee "$OUT/prefill_probe_tail.log"
-  for rep in 1 2; do
-    for t in 0 1; do
-      echo "== SWA_OPS_PREFILL_TAIL_SPLIT=$t ($rep)"
-      SWA_OPS_PREFILL_TAIL_SPLIT=$t timeout 100 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
-        --shapes mistral-prefill,chunked --json "$OUT/bench_tail${t}_$rep.json" 2>&1 \
-        | grep -E "^ *(mistral|chunked)" | cut -c1-80
-    done
-  done
+  mistral_rows_ab SWA_OPS_PREFILL_TAIL_SPLIT tail
 fi
 if [[ $mode == tma ]]; then
   # TMA copies in the persistent D = 128 prefill (SWA_OPS_PREFILL_TMA; notes/prefill.md, "TMA
@@ -272,7 +277,7 @@ if [[ $mode == tma ]]; then
     | tee "$OUT/test_tma.log" | tail -15
   echo "tma tests: $(( $(date +%s) - t0 )) s"
   timeout 120 compute-sanitizer --tool memcheck --print-limit 5 python3 -m pytest tests/test_cuda_prefill.py -q \
-    -p no:cacheprovider -x -k "test_prefill_tma and require and 16 and contiguous" > "$OUT/memcheck_tma.log" 2>&1
+    -p no:cacheprovider -x -k "test_prefill_tma and 128-require-16-contiguous" > "$OUT/memcheck_tma.log" 2>&1
   tail -4 "$OUT/memcheck_tma.log"
   t0=$(date +%s)
   timeout 240 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider --maxfail=10 -k "not tma" 2>&1 \
@@ -280,14 +285,7 @@ if [[ $mode == tma ]]; then
   echo "prefill tests: $(( $(date +%s) - t0 )) s"
   timeout 90 python3 notes/prefill_probe.py mistral-prefill chunked-b8 --ab SWA_OPS_PREFILL_TMA=0,1 2>&1 \
     | tee "$OUT/prefill_probe_tma.log"
-  for rep in 1 2; do
-    for t in 0 1; do
-      echo "== SWA_OPS_PREFILL_TMA=$t ($rep)"
-      SWA_OPS_PREFILL_TMA=$t timeout 100 python3 -m swa_ops.bench --prefill --peers none --no-warmup \
-        --shapes mistral-prefill,chunked --json "$OUT/bench_tma${t}_$rep.json" 2>&1 \
-        | grep -E "^ *(mistral|chunked)" | cut -c1-80
-    done
-  done
+  mistral_rows_ab SWA_OPS_PREFILL_TMA tma
 fi
 if [[ $mode == prefillws ]]; then
   # The warp-specialized prefill (prefill_ws.h): prefill tests (default path = SWA_OPS_PREFILL_WS=2;

@@ -315,13 +315,13 @@ def test_prefill_persistent_many_items(monkeypatch, mode):
     check([2048, 700, 5], [2048, 700, 5], 64, 8, 64, 16, 128, seed=15, use_sinks=True)
 
 
-@pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
-def test_prefill_persistent_cuda_graph(monkeypatch, mode):
-    """Both grids under graph capture: one capture, replayed as the contexts grow (the grid comes
-    from shapes and the SM count only), with a step where a sequence has no query tokens."""
-    _persist_env(monkeypatch, *mode)
-    torch.manual_seed(3)
-    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 256
+def replay_growing_graph(Q, seed, on_step=None):
+    """One capture of a chunked step over three sequences (32/8 heads, D 128, block 16, W 1024),
+    replayed four times as the contexts grow, the second sequence without query tokens at step 2
+    (its rows stay uncovered: zeros); each replay against the reference. on_step(q_lens) runs
+    before each replay."""
+    torch.manual_seed(seed)
+    H, KVH, D, bs, W = 32, 8, 128, 16, 1024
     max_blocks = 300
     dt = torch.bfloat16
     k_cache = torch.randn(3 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
@@ -338,11 +338,10 @@ def test_prefill_persistent_cuda_graph(monkeypatch, mode):
         out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
     for step in range(4):
         lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step, 1 + step], dtype=torch.int32))
-        # step 2: the second sequence has no query tokens (its rows stay uncovered: zeros)
-        if step == 2:
-            qsl.copy_(torch.tensor([0, Q, Q, Q + 1], dtype=torch.int32))
-        else:
-            qsl.copy_(torch.tensor([0, Q, 2 * Q, 2 * Q + 1], dtype=torch.int32))
+        q_lens = [Q, 0 if step == 2 else Q, 1]
+        if on_step is not None:
+            on_step(q_lens)
+        qsl.copy_(torch.tensor([0, Q, Q + q_lens[1], Q + q_lens[1] + 1], dtype=torch.int32))
         q.copy_(torch.randn(2 * Q + 1, H, D, dtype=dt))
         graph.replay()
         ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
@@ -351,6 +350,14 @@ def test_prefill_persistent_cuda_graph(monkeypatch, mode):
         assert not out.isnan().any()
         err = (out.float() - ref.float()).abs().max().item()
         assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
+
+
+@pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
+def test_prefill_persistent_cuda_graph(monkeypatch, mode):
+    """Both grids under graph capture: one capture, replayed as the contexts grow (the grid comes
+    from shapes and the SM count only), with a step where a sequence has no query tokens."""
+    _persist_env(monkeypatch, *mode)
+    replay_growing_graph(256, seed=3)
 
 
 def prefill_ws_kernels_launched(fn):
@@ -520,32 +527,8 @@ def test_prefill_tail_split_cuda_graph(monkeypatch):
     for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST", "SWA_OPS_PREFILL_TAIL_SPLIT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST_SMS", "20")
-    torch.manual_seed(5)
-    H, KVH, D, bs, W, Q = 32, 8, 128, 16, 1024, 640
-    max_blocks = 300
-    dt = torch.bfloat16
-    k_cache = torch.randn(3 * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
-    v_cache = torch.randn_like(k_cache)
-    bt = torch.randperm(3 * max_blocks, device="cuda").int().view(3, max_blocks)
-    lens = torch.tensor([Q, 700, 1], dtype=torch.int32, device="cuda")
-    qsl = torch.tensor([0, Q, 2 * Q, 2 * Q + 1], dtype=torch.int32, device="cuda")
-    q = torch.randn(2 * Q + 1, H, D, device="cuda", dtype=dt)
-    args = (D ** -0.5, W, 0.0, None, qsl, Q)
-    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, *args)
-    for step in range(4):
-        lens.copy_(torch.tensor([Q * (step + 1), 700 + Q * step, 1 + step], dtype=torch.int32))
-        q_lens = [Q, 0 if step == 2 else Q, 1]
-        assert tail_pieces(prefill_items(q_lens, H // KVH, KVH), 20) >= 2
-        qsl.copy_(torch.tensor([0, Q, Q + q_lens[1], Q + q_lens[1] + 1], dtype=torch.int32))
-        q.copy_(torch.randn(2 * Q + 1, H, D, dtype=dt))
-        graph.replay()
-        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
-                                        *args)
-        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
-        assert not out.isnan().any()
-        err = (out.float() - ref.float()).abs().max().item()
-        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
+
+    def splits(q_lens):  # every replay's item count leaves a tail that splits on 20 CTAs
+        assert tail_pieces(prefill_items(q_lens, 4, 8), 20) >= 2
+
+    replay_growing_graph(640, seed=5, on_step=splits)
