@@ -310,8 +310,9 @@ def decode_kernels_launched(fn):
 
 
 def template_flags(name):
-    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR>'s six bool arguments."""
-    return template_bools(name, "decode_mma_kernel", 6)
+    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR, TMA>'s seven bool
+    arguments."""
+    return template_bools(name, "decode_mma_kernel", 7)
 
 
 def swap_flag(name):
@@ -322,6 +323,11 @@ def swap_flag(name):
 def pair_flag(name):
     """Whether the decode kernel `name` is the kv-head-paired swapped tile (PAIR)."""
     return template_flags(name)[5]
+
+
+def tma_flag(name):
+    """Whether the decode kernel `name` is the fp8 TMA ring (TMA)."""
+    return template_flags(name)[6]
 
 
 # Both tile layouts of the single-token decode kernel (SWA_OPS_SWAP): groups of <= 8 heads run
@@ -809,3 +815,50 @@ def test_kv_pair_cuda_graph_replay(monkeypatch, kind):
             pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W, compute_dtype=dt)
         err = (out.float() - ref).abs().max().item()
         assert err <= 2 * (pt.float().to(dt).float() - ref).abs().max().item() + ATOL_FLOOR
+
+
+# The fp8 TMA ring (SWA_OPS_DECODE_TMA; decode_mma_kernel's TMA): fp8 caches at head size 128 on
+# the swapped, unpaired ring copy each 16-token tile wholly inside the visible span as two
+# tensor-map boxes (K, V) into swizzled rows, edge tiles by zero-filling cp.async into the same
+# rows. On by default where it applies (blocks of >= 16 tokens); "0" runs the same inputs on the
+# padded cp.async ring. The profiler says which kernel ran. Groups 1-8, windows on and off tile
+# boundaries, partitions (a long row), seq_len 0 and 1, soft-cap, sinks, both query dtypes.
+@pytest.mark.parametrize("tma", ("unset", "0"))
+@pytest.mark.parametrize("block_size", (8, 16, 32, 256))
+def test_fp8_tma(monkeypatch, tma, block_size):
+    for var in ("SWA_OPS_SWAP", "SWA_OPS_KV_PAIR", "SWA_OPS_SMALL"):
+        monkeypatch.delenv(var, raising=False)
+    if tma == "unset":
+        monkeypatch.delenv("SWA_OPS_DECODE_TMA", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_DECODE_TMA", tma)
+    want = tma == "unset" and block_size >= 16
+    seed = block_size
+    for group, kvh in ((4, 8), (1, 2), (8, 2), (3, 3)):
+        names = decode_kernels_launched(
+            lambda: check_fp8([5000, 4097, 300, 17, 1, 0], group * kvh, kvh, 128, block_size,
+                              1000, seed=seed + group))
+        if names is not None:  # the asked-for ring ran
+            assert all(tma_flag(n) == want for n in names), names
+    check_fp8([60000], 16, 2, 128, block_size, 0, torch.float16, seed=seed + 10, use_sinks=True)
+    check_fp8([4100, 700, 1, 0], 8, 2, 128, block_size, 2047, seed=seed + 11, soft_cap=30.0)
+    check_fp8([4160, 65, 64, 63, 16], 24, 6, 128, block_size, 64, seed=seed + 12)
+
+
+def test_fp8_tma_not_for_other_kernels(monkeypatch):
+    """The TMA ring is fp8 D = 128 on the swapped unpaired ring only: paired, unswapped (M-side
+    heads) and other head sizes keep their own rings, with the switch unset."""
+    monkeypatch.delenv("SWA_OPS_DECODE_TMA", raising=False)
+    monkeypatch.delenv("SWA_OPS_SMALL", raising=False)
+    cases = (("SWA_OPS_KV_PAIR", "1", 128), ("SWA_OPS_SWAP", "0", 128), (None, None, 64),
+             (None, None, 256))
+    for var, value, head_size in cases:
+        for v in ("SWA_OPS_KV_PAIR", "SWA_OPS_SWAP"):
+            monkeypatch.delenv(v, raising=False)
+        if var is not None:
+            monkeypatch.setenv(var, value)
+        names = decode_kernels_launched(
+            lambda: check_fp8([3000, 700, 1, 0], 16, 4, head_size, 16, 1000, seed=head_size))
+        if names is not None:
+            assert not any(tma_flag(n) for n in names), (var, head_size, names)
+

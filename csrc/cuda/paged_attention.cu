@@ -94,12 +94,9 @@ bool use_prefill_kernel(int64_t max_query_len, int64_t group) {
   return max_query_len * group > kPackedMaxRows;  // fewer: the packed decode mode
 }
 
-// The Hopper prefill variant: on compute capability 9.x when this build has sm_90a code;
-// SWA_OPS_WGMMA=0 turns it off (read per call, for tests comparing the two variants).
-bool use_wgmma() {
+// Whether this build has sm_90a code and the current device runs it (compute capability 9.x).
+bool hopper_code() {
 #ifdef SWA_OPS_SM90A
-  const char* e = std::getenv("SWA_OPS_WGMMA");
-  if (e != nullptr && std::string(e) == "0") return false;
   static int major[64] = {};
   const int dev = c10::cuda::current_device();
   if (dev < 64 && major[dev] == 0) {
@@ -111,6 +108,14 @@ bool use_wgmma() {
 #else
   return false;
 #endif
+}
+
+// The Hopper prefill variant: where hopper_code(); SWA_OPS_WGMMA=0 turns it off (read per call,
+// for tests comparing the two variants).
+bool use_wgmma() {
+  const char* e = std::getenv("SWA_OPS_WGMMA");
+  if (e != nullptr && std::string(e) == "0") return false;
+  return hopper_code();
 }
 
 // Short partitions (decode_mma_kernel's ALLIN variant, split.h): when no partition of the split
@@ -195,6 +200,14 @@ int prefill_tma_mode() {
 // off (read per call, for A/B runs and tests of both).
 bool prefill_tail_split() {
   const char* e = std::getenv("SWA_OPS_PREFILL_TAIL_SPLIT");
+  return e == nullptr || std::string(e) != "0";
+}
+
+// The decode kernel's fp8 TMA ring (DecodeParams::kv_tma, decode_mma.h): each 16-token tile of
+// K and of V is one box copy from one lane instead of 16-byte cp.async from every lane.
+// SWA_OPS_DECODE_TMA=0 turns it off (read per call, for A/B runs and tests of both).
+bool use_decode_tma() {
+  const char* e = std::getenv("SWA_OPS_DECODE_TMA");
   return e == nullptr || std::string(e) != "0";
 }
 
@@ -342,7 +355,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     const bool tma_d = pp.head_size == 64 || pp.head_size == 128 || pp.head_size == 256;
     if (tma_mode != 0 && pp.wgmma && pp.ws == 1 && tma_d && !pp.kv_fp8 &&
         pp.block_size >= kTmaBoxTokens)
-      tma = encode_prefill_kv_maps(pp, d.num_blocks);
+      tma = encode_kv_maps(pp, 2, d.num_blocks, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 #endif
     // The tail split's records and counters: one per CTA of the D = 128 persistent grid (one
     // CTA per SM there), sized from the SM count the grid is sized from.
@@ -431,6 +444,13 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)
+#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
+  // The fp8 TMA ring (decode_mma_kernel<..., TMA = true>): fp8 caches at head size 128 on the
+  // swapped, unpaired ring, blocks of at least 16 tokens, on compute capability 9.x.
+  if (d.fp8 && d.head_size == 128 && p.swap_ab && !p.kv_pair && d.block_size >= kTmaBoxTokens &&
+      use_decode_tma() && hopper_code())
+    encode_kv_maps(p, 1, d.num_blocks, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
+#endif
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor token_map, packed_qsl;

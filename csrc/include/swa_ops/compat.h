@@ -22,6 +22,13 @@
 
 #define SWA_HD __host__ __device__ __forceinline__
 #define SWA_D __device__ __forceinline__
+// A kernel parameter whose address the kernel takes (a TMA tensor map inside it): CUDA's
+// __grid_constant__; nothing on AMD, where no kernel takes it.
+#ifdef USE_ROCM
+#define SWA_GRID_CONSTANT
+#else
+#define SWA_GRID_CONSTANT __grid_constant__
+#endif
 
 namespace swa_ops {
 

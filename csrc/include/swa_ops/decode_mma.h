@@ -41,6 +41,7 @@
 #include "swa_ops/swap_frag.h"  // after both
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
+#include "swa_ops/mbarrier.h"  // the fp8 TMA ring (TMA = true)
 
 namespace swa_ops {
 
@@ -182,10 +183,22 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 // over them with its 2 g query heads' block-diagonal queries; the grid has num_kv_heads / 2 kv
 // units per sequence. Copies, masks, softmax and the combine are the same code over DV-wide rows;
 // the combine writes each head's own D outputs, so the workspace and the merge are unchanged.
+// TMA (p.kv_tma; fp8, D = 128, the swapped unpaired ring, blocks of >= 16 tokens): each warp's
+// ring holds NSTAGE 4 KB stages from a 1024-byte aligned base (K then V: 16 rows of 128 bytes,
+// 128-byte swizzle: chunk c of row r at c ^ (r % 8), as the tensor map's boxes land), with one
+// mbarrier per stage. A tile wholly inside the visible span is two box copies (K, V) issued by
+// lane 0 and completed on the stage's barrier by bytes; an edge tile is the usual zero-filling
+// cp.async, into the same swizzled rows. The tile math reads the rows through that swizzle.
+#ifndef SWA_OPS_DECODE_TMA_FENCE  // build-time, for A/B: 0 drops the proxy fence before a box copy
+#define SWA_OPS_DECODE_TMA_FENCE 1
+#endif
+#ifndef SWA_OPS_DECODE_TMA_STAGES  // build-time, for A/B: stages of the fp8 TMA ring (4 KB each)
+#define SWA_OPS_DECODE_TMA_STAGES 3
+#endif
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
-          bool ALLIN = false, bool SWAP = false, bool PAIR = false>
+          bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
-    decode_mma_kernel(const DecodeParams p) {
+    decode_mma_kernel(const SWA_GRID_CONSTANT DecodeParams p) {
   using Tr = DecodeRingTraits<D, KV8, PAIR>;
   static_assert(!PAIR || (SWAP && kv_pair_head_size(D, KV8) &&
                           Tr::kWarps == DecodeMmaTraits<D>::kWarps),
@@ -201,7 +214,8 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     else return v;
   };
   // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
-  constexpr int NW = Tr::kWarps, NSTAGE = ALLIN ? kAllInMaxMine + 1 : Tr::kStages;
+  constexpr int NW = Tr::kWarps,
+                NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : Tr::kStages);
   constexpr int ROW = Tr::kRow;
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
@@ -309,6 +323,29 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   const int bs_mask = p.block_size - 1;
   T* ring = kv_s + warp * NSTAGE * Tr::kStageElems;
 
+  // TMA: this warp's swizzled ring and its stages' barriers (tphase bit s: the parity of stage
+  // s's next completion), inside the rings' shared memory.
+  static_assert(!TMA || (KV8 && SWAP && !PAIR && !ALLIN && !PACKED && D == 128),
+                "the fp8 TMA ring: fp8, D = 128, swapped, unpaired");
+  constexpr int kTmaStage = 4096, kTmaHalf = 2048;
+  static_assert(!TMA || 1024 + NW * NSTAGE * (kTmaStage + 8) <=
+                           NW * Tr::kStages * Tr::kStageElems * static_cast<int>(sizeof(T)),
+                "the TMA rings and barriers fit the rings' shared memory");
+  unsigned char* tring = nullptr;
+  uint64_t* tbar = nullptr;
+  uint32_t tphase = 0;
+  if constexpr (TMA) {
+    unsigned char* b = reinterpret_cast<unsigned char*>(kv_s);
+    b += (1024u - (smem_u32(b) & 1023u)) & 1023u;
+    tring = b + warp * NSTAGE * kTmaStage;
+    tbar = reinterpret_cast<uint64_t*>(b + NW * NSTAGE * kTmaStage) + warp * NSTAGE;
+    if (lane == 0) {
+      for (int s = 0; s < NSTAGE; ++s) mbar_init(&tbar[s], 1);
+      mbar_init_fence();
+    }
+    warp_sync();
+  }
+
   // Tiles start at multiples of 16 from a 16-aligned origin and block sizes are powers of two, so
   // a tile's rows lie in one block (block_size >= 16) or in two halves (block_size 8). Block ids
   // are looked up per tile (broadcast loads, L1 hits after the first), which needs no shared
@@ -351,7 +388,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   for (int i = 0; i < LOADS8; ++i) {
     const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
     src8[i] = row * static_cast<int>(p.kv_stride_tok) + c * 16;
-    dst8[i] = row * ROW * 2 + c * 16;
+    dst8[i] = TMA ? row * 128 + ((c ^ (row & 7)) << 4) : row * ROW * 2 + c * 16;
   }
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
@@ -367,6 +404,23 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
       // DV = 2 D bytes fill a D-element row but its 16 padding bytes).
       unsigned char* ks8 = reinterpret_cast<unsigned char*>(ks);
       unsigned char* vs8 = reinterpret_cast<unsigned char*>(vs);
+      if constexpr (TMA) {
+        ks8 = tring + stage * kTmaStage;
+        vs8 = ks8 + kTmaHalf;
+        if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+          // Two box copies by lane 0 (the tile lies in one block: 16-aligned, blocks >= 16), after
+          // the warp's reads of the stage (the warp_sync ending the last tile's math; the proxy
+          // fence orders those generic reads before these async-proxy writes).
+          if (lane == 0) {
+            if (SWA_OPS_DECODE_TMA_FENCE) fence_proxy_async_smem();
+            mbar_arrive_expect_tx(&tbar[stage], 2 * kTmaHalf);
+            const int tok = tb & bs_mask;
+            tma_load_4d(ks8, &p.k_map, 0, kv0, tok, blk.a, &tbar[stage]);
+            tma_load_4d(vs8, &p.v_map, 0, kv0, tok, blk.a, &tbar[stage]);
+          }
+          return;
+        }
+      }
       if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
         // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
         const int64_t base = paged_token_offset(p, blk.a, tb & bs_mask);
@@ -570,12 +624,31 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     warp_sync();
+    if constexpr (TMA) {
+      // A box-copied tile (issue()'s test) completes on its stage's barrier.
+      const int tbj = begin + (warp + NW * j) * kTileTokens;
+      if (one_block_tiles && tbj >= span.lo && tbj + kTileTokens <= end) {
+        const int st = j % NSTAGE;
+        mbar_wait(&tbar[st], (tphase >> st) & 1u);
+        tphase ^= 1u << st;
+      }
+    }
 
     const T* ks = ring + (j % NSTAGE) * Tr::kStageElems;
     if constexpr (ALLIN) ks = kv_s + (warp + NW * j) * Tr::kStageElems;
     const T* vs = ks + kTileTokens * ROW;
     const unsigned char* ks8 = reinterpret_cast<const unsigned char*>(ks);  // fp8 caches
     const unsigned char* vs8 = reinterpret_cast<const unsigned char*>(vs);
+    if constexpr (TMA) {
+      ks8 = tring + (j % NSTAGE) * kTmaStage;
+      vs8 = ks8 + kTmaHalf;
+    }
+    // TMA: this lane's ldmatrix address of chunk c + f8_hi of its row in a swizzled tile.
+    auto swizzled = [&](const unsigned char* t) {
+      const unsigned char* r0 = t + f8_row * 128;
+      const int x = f8_row & 7, hi = f8_hi;
+      return [=](int c) { return smem_addr(r0 + (((c + hi) ^ x) << 4)); };
+    };
 
     if constexpr (SWAP) {
       // S^T = K Q^T: keys lane / 4 and lane / 4 + 8 by heads 2t, 2t + 1 (swap_frag.h).
@@ -585,7 +658,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         s[0][0] = static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(ks8 + lane));
       else
 #else
-      if constexpr (KV8)
+      if constexpr (KV8 && TMA)
+        fp8_qk_swap_at<KCH>(s[0], swizzled(ks8), qb);
+      else if constexpr (KV8)
         fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), qb);
       else
 #endif
@@ -629,7 +704,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
                    static_cast<float>(*reinterpret_cast<const volatile unsigned char*>(vs8 + lane));
       else
 #else
-      if constexpr (KV8)
+      if constexpr (KV8 && TMA)
+        fp8_pv_swap_at<KCH>(o, swizzled(vs8), pb0, pb1);
+      else if constexpr (KV8)
         fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16), pb0, pb1);
       else
 #endif

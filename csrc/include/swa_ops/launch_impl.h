@@ -86,6 +86,18 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
       grant = granted_pair;
     }
   }
+#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
+  if constexpr (!PACKED && KV8 && D == 128) {
+    // The fp8 TMA ring (p.kv_tma, tensor maps from the launcher): the swapped unpaired ring
+    // kernel's grid and shared memory, its tiles box-copied.
+    static size_t granted_tma[64] = {};
+    if (p.kv_tma && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
+      kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, true>;
+      smem = Tr::smem_bytes();
+      grant = granted_tma;
+    }
+  }
+#endif
   cudaError_t e = allow_smem(kernel, smem, grant);
   if (e != cudaSuccess) return e;
   // Both kernels go out as programmatic dependents of their predecessor on the stream: their

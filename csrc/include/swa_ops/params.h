@@ -93,6 +93,11 @@ struct DecodeParams {
                             //   one CTA per kv-head pair (grid: num_kv_heads / 2 kv units per
                             //   sequence); default 16-bit caches only,
                             //   SWA_OPS_KV_PAIR=1 all, 0 none
+  // ---- fp8 TMA ring (decode_mma_kernel<..., TMA = true>; launcher, tma_map.h)
+  int kv_tma;               // 1: k_map / v_map describe the fp8 caches (boxes of 128 bytes x 16
+                            //   tokens, 128-byte swizzle); the launcher takes the TMA kernel
+                            //   where it applies (fp8, D = 128, swapped, unpaired ring)
+  TmaDesc k_map, v_map;
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).

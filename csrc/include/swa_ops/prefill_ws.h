@@ -54,6 +54,7 @@
 
 #include "swa_ops/compat.h"
 #include "swa_ops/decode_mma.h"  // kLog2e, kNegInf
+#include "swa_ops/mbarrier.h"
 #include "swa_ops/params.h"
 #include "swa_ops/prefill_mma.h"  // RowSpan, row_span, tile_offset, mask_tile, online_softmax_tile
 #include "swa_ops/wgmma.h"
@@ -99,74 +100,6 @@ struct PrefillWsTraits {
   }
 };
 
-// --- Hopper synchronisation primitives (sm_90a only; empty elsewhere) -----------------------
-SWA_D uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-SWA_D void mbar_init(uint64_t* bar, uint32_t count) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count)
-               : "memory");
-#endif
-}
-SWA_D void mbar_init_fence() {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-// Barrier operations by shared-memory address (32 bits; the persistent loop's form): a base
-// taken once plus 8 bytes per barrier stays in uniform registers, where a generic pointer is
-// converted again per use once the ring position runs across items.
-SWA_D void mbar_arrive_at(uint32_t a) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory");
-#endif
-}
-SWA_D void mbar_arrive(uint64_t* bar) { mbar_arrive_at(smem_u32(bar)); }
-// Arrives on `bar` once every cp.async this thread issued so far has completed; .noinc: the
-// arrival is one of the count the barrier was initialised with.
-SWA_D void mbar_arrive_cp_async(uint64_t* bar) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar))
-               : "memory");
-#endif
-}
-// Blocks until the phase with this parity has completed.
-SWA_D void mbar_wait_at(uint32_t a, uint32_t parity) {
-#ifdef SWA_OPS_HAS_WGMMA
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!done);
-#endif
-}
-SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) { mbar_wait_at(smem_u32(bar), parity); }
-// Adds `bytes` to the transaction count the barrier's current phase waits for (no arrival).
-SWA_D void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)),
-               "r"(bytes)
-               : "memory");
-#endif
-}
-// TMA: the box at coordinates (c0, c1, c2, c3) of the 4-D tensor map `map` (the generic address
-// of a __grid_constant__ parameter) into shared memory at dst; its bytes count against `bar`'s
-// transaction count when they land.
-SWA_D void tma_load_4d(void* dst, const TmaDesc* map, int c0, int c1, int c2, int c3,
-                       uint64_t* bar) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
-      : "memory");
-#endif
-}
 // Named barrier A (first) or B (!first), both of `threads` threads. The ids are immediates (a
 // predicated pair, the predicate uniform per warp): with an id in a register ptxas reserves all
 // 16 barriers for the kernel.

@@ -118,16 +118,17 @@ SWA_D void swap_p_operands(const float (&s)[4], uint32_t& pb0, uint32_t& pb1) {
   pb1 = movmatrix_trans(pack2<MT>(s[2], s[3]));
 }
 
-// fp8: S^T += K Q^T over the raw K tile; `row` as fp8_qk's (key (l & 7) + 8 ((l >> 3) & 1),
-// plus 16 bytes for lanes 16..31), qb in fp8_q_dim order.
-template <int KCH, typename Addr>
-SWA_D void fp8_qk_swap(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+// fp8: S^T += K Q^T over the raw K tile; at(kc): this lane's ldmatrix address for the chunk
+// pair from kc (fp8_qk's rows: key (l & 7) + 8 ((l >> 3) & 1), chunk kc + 1 for lanes 16..31),
+// qb in fp8_q_dim order. fp8_qk_swap: rows at `row` + 16 kc (padded rows; `row` as fp8_qk's).
+template <int KCH, typename At>
+SWA_D void fp8_qk_swap_at(float (&s)[4], At at, const uint32_t (&qb)[KCH][2]) {
   float s2[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int kc = 0; kc < KCH; kc += 2) {
     uint32_t r[4], a[4];
-    if (kc + 1 < KCH) ldmatrix_x4(row + kc * 16, r[0], r[1], r[2], r[3]);
-    else ldmatrix_x2(row + kc * 16, r[0], r[1]);
+    if (kc + 1 < KCH) ldmatrix_x4(at(kc), r[0], r[1], r[2], r[3]);
+    else ldmatrix_x2(at(kc), r[0], r[1]);
     fp8_operands(r[0], a[0], a[2]);  // key g: k slots 2t.. (even d), 2t + 8.. (odd d)
     fp8_operands(r[1], a[1], a[3]);  // key g + 8
     mma_16816<fp16_t>(s, a, qb[kc][0], qb[kc][1]);
@@ -140,16 +141,21 @@ SWA_D void fp8_qk_swap(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
 #pragma unroll
   for (int e = 0; e < 4; ++e) s[e] += s2[e];
 }
+template <int KCH, typename Addr>
+SWA_D void fp8_qk_swap(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+  fp8_qk_swap_at<KCH>(s, [row](int kc) { return row + kc * 16; }, qb);
+}
 
 // fp8: O^T += V^T P^T over the raw V tile of 16 keys; `row` as fp8_pv's. M-tile c: rows 0..7 are
 // chunk c's even d, rows 8..15 its odd d (swap_out_dim).
-template <int KCH, typename Addr>
-SWA_D void fp8_pv_swap(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+// at(c): as fp8_qk_swap_at's, over V; fp8_pv_swap: rows at `row` + 16 c.
+template <int KCH, typename At>
+SWA_D void fp8_pv_swap_at(float (&o)[KCH][4], At at, uint32_t pb0, uint32_t pb1) {
 #pragma unroll
   for (int c = 0; c < KCH; c += 2) {
     uint32_t r[4], a[4];
-    if (c + 1 < KCH) ldmatrix_x4_trans(row + c * 16, r[0], r[1], r[2], r[3]);
-    else ldmatrix_x2_trans(row + c * 16, r[0], r[1]);
+    if (c + 1 < KCH) ldmatrix_x4_trans(at(c), r[0], r[1], r[2], r[3]);
+    else ldmatrix_x2_trans(at(c), r[0], r[1]);
     fp8_operands(r[0], a[0], a[1]);  // keys 2t, 2t + 1: d 2g (row g), d 2g + 1 (row g + 8)
     fp8_operands(r[1], a[2], a[3]);  // keys 2t + 8, 2t + 9
     mma_16816<fp16_t>(o[c], a, pb0, pb1);
@@ -159,6 +165,11 @@ SWA_D void fp8_pv_swap(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1)
       mma_16816<fp16_t>(o[c + 1], a, pb0, pb1);
     }
   }
+}
+
+template <int KCH, typename Addr>
+SWA_D void fp8_pv_swap(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+  fp8_pv_swap_at<KCH>(o, [row](int c) { return row + c * 16; }, pb0, pb1);
 }
 
 }  // namespace swa_ops

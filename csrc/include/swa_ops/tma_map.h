@@ -3,9 +3,10 @@
 //
 // The cache [num_blocks, block_size, num_kv_heads, D] (any element strides, D contiguous) is
 // described as a 4-D tensor (D, kv head, token, block), innermost first, so a box of
-// {64, 1, 16, 1} is 16 consecutive tokens of one kv head and one block, 64 elements (128 bytes)
-// wide: with the 128-byte swizzle it lands exactly as the ring's tile_offset<D, true> layout
-// (64-element column blocks of 128-byte rows, chunk c of row r at c ^ (r % 8)). The kernel copies
+// {128 bytes, 1, 16, 1} is 16 consecutive tokens of one kv head and one block, 128 bytes wide
+// (64 16-bit or 128 fp8 elements): with the 128-byte swizzle it lands as 16 rows of 128 bytes,
+// chunk c of row r at c ^ (r % 8), i.e. the prefill ring's tile_offset<D, true> layout (64-element
+// column blocks) and the decode fp8 TMA ring's rows (decode_mma.h). The kernel copies
 // 16-token groups that start at a multiple of 16 of a block of at least 16 tokens, so a box never
 // leaves its block.
 #pragma once
@@ -15,7 +16,9 @@
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "swa_ops/params.h"
 
@@ -38,10 +41,12 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_fn() {
 
 // One cache's map into `out`; false (out untouched) when TMA cannot describe it: the driver
 // lacks the entry point, the base or a stride is not a multiple of 16 bytes, or the encoder
-// refuses. Strides in elements of 2 bytes.
-inline bool encode_kv_map(TmaDesc& out, const void* base, int head_size, int num_kv_heads,
-                          int block_size, int64_t num_blocks, int64_t stride_head,
-                          int64_t stride_tok, int64_t stride_block) {
+// refuses. Elements of elem_bytes (2: bf16 / fp16, 1: fp8), strides in elements; boxes of 128
+// bytes of a row (64 16-bit or 128 fp8 elements) x 16 tokens.
+inline bool encode_kv_map(TmaDesc& out, const void* base, int elem_bytes, int head_size,
+                          int num_kv_heads, int block_size, int64_t num_blocks,
+                          int64_t stride_head, int64_t stride_tok, int64_t stride_block,
+                          CUtensorMapL2promotion promo) {
   static_assert(sizeof(TmaDesc) == sizeof(CUtensorMap), "TmaDesc holds a CUtensorMap");
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tma_encode_fn();
   if (encode == nullptr || num_blocks <= 0 || block_size < kTmaBoxTokens) return false;
@@ -50,32 +55,46 @@ inline bool encode_kv_map(TmaDesc& out, const void* base, int head_size, int num
                               static_cast<cuuint64_t>(num_kv_heads),
                               static_cast<cuuint64_t>(block_size),
                               static_cast<cuuint64_t>(num_blocks)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(stride_head) * 2,
-                                 static_cast<cuuint64_t>(stride_tok) * 2,
-                                 static_cast<cuuint64_t>(stride_block) * 2};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(stride_head) * elem_bytes,
+                                 static_cast<cuuint64_t>(stride_tok) * elem_bytes,
+                                 static_cast<cuuint64_t>(stride_block) * elem_bytes};
   for (const cuuint64_t s : strides)
     if (s % 16 != 0 || s == 0) return false;
-  const cuuint32_t box[4] = {64, 1, kTmaBoxTokens, 1};
+  const cuuint32_t box[4] = {static_cast<cuuint32_t>(128 / elem_bytes), 1, kTmaBoxTokens, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  // L2 promotion of the boxes' reads: the caller's unless SWA_OPS_TMA_L2_PROMOTION says none,
+  // 64, 128 or 256 (read per call; for measurements).
+  if (const char* e = std::getenv("SWA_OPS_TMA_L2_PROMOTION")) {
+    const std::string v(e);
+    promo = v == "none" ? CU_TENSOR_MAP_L2_PROMOTION_NONE
+          : v == "64"   ? CU_TENSOR_MAP_L2_PROMOTION_L2_64B
+          : v == "128"  ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
+                        : CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+  }
   CUtensorMap map;
-  // 16-bit elements of either type: the copy moves bits, so one data type serves bf16 and fp16.
-  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 4, const_cast<void*>(base), dims,
-                            strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  // Unsigned integers of the element's width: the copy moves bits, so one data type serves
+  // bf16 and fp16 (and e4m3 bytes).
+  const CUresult r = encode(
+      &map, elem_bytes == 2 ? CU_TENSOR_MAP_DATA_TYPE_UINT16 : CU_TENSOR_MAP_DATA_TYPE_UINT8, 4,
+      const_cast<void*>(base), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, promo, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return false;
   std::memcpy(&out, &map, sizeof(map));
   return true;
 }
 
-// Both caches' maps into p (p.kv_tma = 1) from p's pointers, strides and sizes; false (p
-// unchanged) when either cannot be described.
-inline bool encode_prefill_kv_maps(PrefillParams& p, int64_t num_blocks) {
+// Both caches' maps into p.k_map / p.v_map and p.kv_tma = 1, from p's pointers, strides and
+// sizes (PrefillParams or DecodeParams); false (p unchanged) when either cannot be described.
+// promo: L2 promotion (the prefill's 16-bit boxes were measured with 256 bytes, the decode's fp8
+// boxes faster with 128: run 71).
+template <typename P>
+inline bool encode_kv_maps(P& p, int elem_bytes, int64_t num_blocks,
+                           CUtensorMapL2promotion promo) {
   TmaDesc k, v;
-  if (!encode_kv_map(k, p.k_cache, p.head_size, p.num_kv_heads, p.block_size, num_blocks,
-                     p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block) ||
-      !encode_kv_map(v, p.v_cache, p.head_size, p.num_kv_heads, p.block_size, num_blocks,
-                     p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block))
+  if (!encode_kv_map(k, p.k_cache, elem_bytes, p.head_size, p.num_kv_heads, p.block_size,
+                     num_blocks, p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block, promo) ||
+      !encode_kv_map(v, p.v_cache, elem_bytes, p.head_size, p.num_kv_heads, p.block_size,
+                     num_blocks, p.kv_stride_head, p.kv_stride_tok, p.kv_stride_block, promo))
     return false;
   p.k_map = k;
   p.v_map = v;
