@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
           // fence orders those generic reads before these async-proxy writes).
           if (lane == 0) {
             if (SWA_OPS_DECODE_TMA_FENCE) fence_proxy_async_smem();
-            mbar_arrive_expect_tx(&tbar[stage], 2 * kTmaHalf);
+            mbar_expect_tx<true>(&tbar[stage], 2 * kTmaHalf);
             const int tok = tb & bs_mask;
             tma_load_4d(ks8, &p.k_map, 0, kv0, tok, blk.a, &tbar[stage]);
             tma_load_4d(vs8, &p.v_map, 0, kv0, tok, blk.a, &tbar[stage]);

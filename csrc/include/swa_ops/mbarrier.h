@@ -72,22 +72,19 @@ SWA_D void mbar_wait_at(uint32_t a, uint32_t parity) {
 #endif
 }
 SWA_D void mbar_wait(uint64_t* bar, uint32_t parity) { mbar_wait_at(smem_u32(bar), parity); }
-// Arrives on `bar` and adds `bytes` to the transaction count of its current phase.
-SWA_D void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-#ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
-               "r"(bytes)
-               : "memory");
-#else
-  ignore_args(bar, bytes);
-#endif
-}
-// Adds `bytes` to the transaction count the barrier's current phase waits for (no arrival).
+// Adds `bytes` to the transaction count `bar`'s current phase waits for; ARRIVE: and arrives on
+// it, in the same instruction (no arrival otherwise).
+template <bool ARRIVE = false>
 SWA_D void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
 #ifdef SWA_OPS_HAS_WGMMA
-  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)),
-               "r"(bytes)
-               : "memory");
+  if constexpr (ARRIVE)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
+  else
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)),
+                 "r"(bytes)
+                 : "memory");
 #else
   ignore_args(bar, bytes);
 #endif
