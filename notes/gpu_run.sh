@@ -6,7 +6,9 @@
 #   bench without peers) | merged (suite, switch A/Bs, probes) | fidecode / fiprefill (one bench section beside the peers; carry .peers) |
 #   kvpair (kv-head pairing: kvpairtests, then kvpairbench) | persist128 (the persistent prefill
 #   grid, default at D <= 128: prefill tests, probe A/B of SWA_OPS_PREFILL_PERSIST=0/1, bench's
-#   prefill rows without peers; ~6-7 min)
+#   prefill rows without peers; ~6-7 min) | tma (prefill TMA copies: tests, memcheck, A/B of
+#   SWA_OPS_PREFILL_TMA) | tail (prefill tail split: tests, a merge-nothing mutant that must fail,
+#   memcheck / synccheck, A/B of SWA_OPS_PREFILL_TAIL_SPLIT)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
