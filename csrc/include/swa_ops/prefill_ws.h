@@ -307,6 +307,22 @@ SWA_D WsItem locate_ws_item(const PrefillParams& p, int item, int tiles_per_head
   return w;
 }
 
+// The work at stride position u of a CTA: its unit, the item and the unit's tiles; false past the
+// CTA's work. Both roles take their work from here, so they cannot disagree on it.
+struct WsWork {
+  WsUnit un;
+  WsItem w;
+  WsRange rg;
+};
+template <int BM, int BN>
+SWA_D bool ws_work(const PrefillParams& p, const WsTail& t, int n_items, int tiles_per_head,
+                   bool align, int u, WsWork& wk) {
+  if (!ws_unit(t, n_items, u, wk.un)) return false;
+  wk.w = locate_ws_item<BM, BN>(p, wk.un.item, tiles_per_head, align);
+  wk.rg = ws_unit_range(wk.w.n_tiles, wk.un.piece, t.pieces);
+  return true;
+}
+
 template <typename T, int D, bool SOFTCAP, bool OVERLAP, bool PERSIST>
 __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     prefill_ws_kernel(const __grid_constant__ PrefillParams p) {
@@ -524,10 +540,10 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       uint32_t qn = 0;  // items whose Q was loaded: q_full / q_empty phases
 #pragma unroll 1
       for (int u = item0;; u += item_stride) {
-        WsUnit un;
-        if (!ws_unit(tail, n_items, u, un)) break;
-        const WsItem w = locate_ws_item<BM, BN>(p, un.item, tiles_per_head, tma);
-        const WsRange rg = ws_unit_range(w.n_tiles, un.piece, tail.pieces);
+        WsWork wk;
+        if (!ws_work<BM, BN>(p, tail, n_items, tiles_per_head, tma, u, wk)) break;
+        const WsItem& w = wk.w;
+        const WsRange& rg = wk.rg;
         // No tile (no row sees a key, or a piece with nothing to do): no copy, no Q (the
         // consumers skip too).
         if (rg.j1 <= rg.j0) continue;
@@ -920,10 +936,11 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     if (cw == 1) named_bar_arrive<kBarTurn, kBarTurn + 1, 256>(true);  // consumer 0 goes first
 #pragma unroll 1
     for (int u = item0;; u += item_stride) {
-      WsUnit un;
-      if (!ws_unit(tail, n_items, u, un)) break;
-      const WsItem w = locate_ws_item<BM, BN>(p, un.item, tiles_per_head, tma);
-      const WsRange rg = ws_unit_range(w.n_tiles, un.piece, tail.pieces);
+      WsWork wk;
+      if (!ws_work<BM, BN>(p, tail, n_items, tiles_per_head, tma, u, wk)) break;
+      const WsUnit& un = wk.un;
+      const WsItem& w = wk.w;
+      const WsRange& rg = wk.rg;
       if (rg.np == 0) continue;  // a piece with nothing to do (the producer skips it too)
       const int iwr0 = w.c.row0 + warp * 16;
       const RowSpan ira = row_span(iwr0 + (lane >> 2), w.c.rows, p.group, w.c.L, w.c.q_len,
