@@ -298,8 +298,15 @@ def test_prefill_growing_logits(head_size, step):
     qsl = torch.tensor([0, Q], dtype=torch.int32, device="cuda")
     args = (D ** -0.5, W, 0.0, None, qsl, Q)
     out = torch.ops.swa_ops.paged_attention(q, k, v, bt, lens, *args)
-    ref = reference.paged_attention(q.float(), k.float(), v.float(), bt, lens, *args)
-    pt = lowp_attention(q, k, v, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
+    assert_matches_reference(out, q, k, v, bt, lens, args, dt)
+
+
+def assert_matches_reference(out, q, k_cache, v_cache, bt, lens, args, dtype):
+    """out (16-bit caches, args = the op's scale, window, soft-cap, sinks, query_start_loc,
+    max_query_len) against the fp32 reference, within twice PyTorch's own low-precision error."""
+    scale, window, soft_cap, sinks, qsl = args[:5]
+    ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens, *args)
+    pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, scale, window, soft_cap, sinks, dtype)
     assert not out.isnan().any()
     err = (out.float() - ref.float()).abs().max().item()
     assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
@@ -344,12 +351,7 @@ def replay_growing_graph(Q, seed, on_step=None):
         qsl.copy_(torch.tensor([0, Q, Q + q_lens[1], Q + q_lens[1] + 1], dtype=torch.int32))
         q.copy_(torch.randn(2 * Q + 1, H, D, dtype=dt))
         graph.replay()
-        ref = reference.paged_attention(q.float(), k_cache.float(), v_cache.float(), bt, lens,
-                                        *args)
-        pt = lowp_attention(q, k_cache, v_cache, bt, lens, qsl, D ** -0.5, W, 0.0, None, dt)
-        assert not out.isnan().any()
-        err = (out.float() - ref.float()).abs().max().item()
-        assert err <= 2 * (pt - ref.float()).abs().max().item() + ATOL_FLOOR
+        assert_matches_reference(out, q, k_cache, v_cache, bt, lens, args, dt)
 
 
 @pytest.mark.parametrize("mode", PERSIST_MODES, ids=lambda m: f"persist{m[0]}-sms{m[1]}")
