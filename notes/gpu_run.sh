@@ -402,7 +402,7 @@ if [[ $mode == tight ]]; then
     for cfg in main:0 main:1 ${TIGHT_CFGS:-}; do
       v=${cfg%%:*}; t=${cfg#*:}
       if [[ $v == main ]]; then dir=$PWD; else dir=/tmp/v_$v; fi
-      echo "== $v tight=$t ($rep) $(cd $dir && python3 -c 'import swa_ops, os; print(os.path.dirname(swa_ops.__file__))' 2>/dev/null)"
+      echo "== $v tight=$t ($rep)"
       ( cd $dir && SWA_OPS_DECODE_TMA_TIGHT=$t timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup \
         --shapes mistral-32k,mistral-32k-fp8 --json "$OUT/bench_${v}_${t}_$rep.json" 2>&1 | grep -v Warn | grep -E "^ *mistral" | cut -c1-60 )
     done
