@@ -8,9 +8,7 @@
 #   grid, default at D <= 128: prefill tests, probe A/B of SWA_OPS_PREFILL_PERSIST=0/1, bench's
 #   prefill rows without peers; ~6-7 min) | tma (prefill TMA copies: tests, memcheck, A/B of
 #   SWA_OPS_PREFILL_TMA) | tail (prefill tail split: tests, a merge-nothing mutant that must fail,
-#   memcheck / synccheck, A/B of SWA_OPS_PREFILL_TAIL_SPLIT) | tight (the fp8 TMA ring's own
-#   footprint: tests, memcheck, A/B of SWA_OPS_DECODE_TMA_TIGHT and FP8_VARIANTS builds named in
-#   TIGHT_CFGS as name:tight)
+#   memcheck / synccheck, A/B of SWA_OPS_PREFILL_TAIL_SPLIT)
 set -uo pipefail
 mode=${1:-all}; shift || true
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -24,7 +22,7 @@ fi
 if [[ -f .peers/activate.sh && ( $mode == final || $mode == fidecode || $mode == fiprefill ) ]]; then
   source .peers/activate.sh
 fi
-if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls || $mode == prefillab || $mode == tight ]]; then
+if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls || $mode == prefillab ]]; then
   # Variant builds beside the main one (head size 128 only, in place in copies), each with one
   # compile-time override: "name:flags" pairs in FP8_VARIANTS.
   for spec in ${FP8_VARIANTS:-}; do
@@ -384,29 +382,6 @@ except RuntimeError as e:
     print("raised:", str(e)[:200])
 PY
   PYTHONPATH=$PWD timeout 120 cuda-gdb -batch -ex run -ex bt --args python3 /tmp/seg.py 2>&1 | grep -v "^\[New Thread\|^\[Thread" | tail -40 | tee "$OUT/seg.log"
-fi
-if [[ $mode == tight ]]; then
-  # The fp8 TMA ring at its own footprint (SWA_OPS_DECODE_TMA_TIGHT): its tests and the prefill
-  # tests, memcheck over two TMA tests, then main (tight 0 / 1) and each FP8_VARIANTS build (e.g.
-  # ring stages) on mistral-32k-fp8 beside bf16 mistral-32k, interleaved twice.
-  t0=$(date +%s)
-  timeout 240 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider \
-    -k "fp8 or swapped or tma" 2>&1 | tee "$OUT/test_fp8.log" | tail -6
-  timeout 200 python3 -m pytest tests/test_cuda_prefill.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_prefill.log" | tail -4
-  echo "tests: $(( $(date +%s) - t0 )) s"
-  timeout 150 compute-sanitizer --tool memcheck python3 -m pytest -q -p no:cacheprovider \
-    "tests/test_cuda_paged_attention.py::test_fp8_tma[16-unset]" "tests/test_cuda_paged_attention.py::test_fp8_tma_footprint" \
-    > "$OUT/memcheck_tma.log" 2>&1; echo "memcheck rc $?"; grep -E "ERROR SUMMARY|passed|failed" "$OUT/memcheck_tma.log" | tail -3
-  wait
-  for rep in 1 2; do
-    for cfg in main:0 main:1 ${TIGHT_CFGS:-}; do
-      v=${cfg%%:*}; t=${cfg#*:}
-      if [[ $v == main ]]; then dir=$PWD; else dir=/tmp/v_$v; fi
-      echo "== $v tight=$t ($rep)"
-      ( cd $dir && SWA_OPS_DECODE_TMA_TIGHT=$t timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup \
-        --shapes mistral-32k,mistral-32k-fp8 --json "$OUT/bench_${v}_${t}_$rep.json" 2>&1 | grep -v Warn | grep -E "^ *mistral" | cut -c1-60 )
-    done
-  done
 fi
 if [[ $mode == profile || $mode == debug ]]; then
   for sh in ${PROFILE_SHAPES:-mistral-32k gptoss}; do

@@ -489,31 +489,6 @@ def kernels_launched(fn, kernel: str) -> Optional[List[str]]:
     return names or None
 
 
-def kernel_launches(fn, kernel: str) -> Optional[List[Tuple[str, Tuple[int, ...], int]]]:
-    """(name, grid, shared memory bytes) of each CUDA kernel whose name contains ``kernel`` that
-    ``fn`` launched, from the profiler's trace (kineto records each launch's configuration), or
-    None where it records no kernel."""
-    import json
-    import os
-    import tempfile
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f).get("traceEvents", [])
-    launches = []
-    for ev in events:
-        if ev.get("cat") != "kernel" or kernel not in ev.get("name", ""):
-            continue
-        args = ev.get("args", {})
-        assert "grid" in args and "shared memory" in args, f"trace args of a kernel: {sorted(args)}"
-        launches.append((ev["name"], tuple(args["grid"]), int(args["shared memory"])))
-    return launches or None
-
-
 def template_bools(name: str, kernel: str, count: int) -> List[bool]:
     """The last ``count`` (bool) template arguments of ``kernel``<T, D, ...> from a demangled
     ("true", "(bool)1") or mangled ("Lb1E") kernel name."""

@@ -23,7 +23,7 @@ import torch
 import swa_ops
 from swa_ops import reference
 
-from conftest import kernel_launches, kernels_launched, template_bools
+from conftest import kernels_launched, template_bools
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -821,23 +821,18 @@ def test_kv_pair_cuda_graph_replay(monkeypatch, kind):
 # the swapped, unpaired ring copy each 16-token tile wholly inside the visible span as two
 # tensor-map boxes (K, V) into swizzled rows, edge tiles by zero-filling cp.async into the same
 # rows. On by default where it applies (blocks of >= 16 tokens); "0" runs the same inputs on the
-# padded cp.async ring. "full": the TMA ring launched with the cp.async rings' shared memory and
-# split (SWA_OPS_DECODE_TMA_TIGHT=0) instead of its own footprint. The profiler says which kernel
-# ran. Groups 1-8, windows on and off tile boundaries, partitions (a long row), seq_len 0 and 1,
-# soft-cap, sinks, both query dtypes.
-@pytest.mark.parametrize("tma", ("unset", "full", "0"))
+# padded cp.async ring. The profiler says which kernel ran. Groups 1-8, windows on and off tile
+# boundaries, partitions (a long row), seq_len 0 and 1, soft-cap, sinks, both query dtypes.
+@pytest.mark.parametrize("tma", ("unset", "0"))
 @pytest.mark.parametrize("block_size", (8, 16, 32, 256))
 def test_fp8_tma(monkeypatch, tma, block_size):
-    for var in ("SWA_OPS_SWAP", "SWA_OPS_KV_PAIR", "SWA_OPS_SMALL", "SWA_OPS_DECODE_TMA_TIGHT"):
+    for var in ("SWA_OPS_SWAP", "SWA_OPS_KV_PAIR", "SWA_OPS_SMALL"):
         monkeypatch.delenv(var, raising=False)
     if tma == "unset":
         monkeypatch.delenv("SWA_OPS_DECODE_TMA", raising=False)
-    elif tma == "full":
-        monkeypatch.delenv("SWA_OPS_DECODE_TMA", raising=False)
-        monkeypatch.setenv("SWA_OPS_DECODE_TMA_TIGHT", "0")
     else:
         monkeypatch.setenv("SWA_OPS_DECODE_TMA", tma)
-    want = tma != "0" and block_size >= 16
+    want = tma == "unset" and block_size >= 16
     seed = block_size
     for group, kvh in ((4, 8), (1, 2), (8, 2), (3, 3)):
         names = decode_kernels_launched(
@@ -848,33 +843,6 @@ def test_fp8_tma(monkeypatch, tma, block_size):
     check_fp8([60000], 16, 2, 128, block_size, 0, torch.float16, seed=seed + 10, use_sinks=True)
     check_fp8([4100, 700, 1, 0], 8, 2, 128, block_size, 2047, seed=seed + 11, soft_cap=30.0)
     check_fp8([4160, 65, 64, 63, 16], 24, 6, 128, block_size, 64, seed=seed + 12)
-
-
-# The TMA ring's own footprint (decode_tma_smem_bytes: ~50 KB against the cp.async rings' 104 KB)
-# is what it launches with by default, and the split is sized from the occupancy that allows; with
-# SWA_OPS_DECODE_TMA_TIGHT=0 it launches with the rings' footprint. Both on a mistral-like batch
-# (8 kv heads, group 4, W 4096), checked against the reference.
-@pytest.mark.parametrize("tight", ("unset", "0"))
-def test_fp8_tma_footprint(monkeypatch, tight):
-    for var in ("SWA_OPS_SWAP", "SWA_OPS_KV_PAIR", "SWA_OPS_SMALL", "SWA_OPS_DECODE_TMA",
-                "SWA_OPS_WAVES"):
-        monkeypatch.delenv(var, raising=False)
-    if tight == "unset":
-        monkeypatch.delenv("SWA_OPS_DECODE_TMA_TIGHT", raising=False)
-    else:
-        monkeypatch.setenv("SWA_OPS_DECODE_TMA_TIGHT", tight)
-    launches = kernel_launches(
-        lambda: check_fp8([4096 + 37 * i for i in range(32)], 32, 8, 128, 16, 4096, seed=71),
-        "decode_mma_kernel")
-    if launches is None:
-        pytest.skip("the profiler recorded no kernel")
-    tma = [(grid, smem) for name, grid, smem in launches if tma_flag(name)]
-    assert tma, launches
-    for grid, smem in tma:
-        if tight == "unset":
-            assert smem <= 64 * 1024, (grid, smem)
-        else:
-            assert smem >= 100 * 1024, (grid, smem)
 
 
 def test_fp8_tma_not_for_other_kernels(monkeypatch):

@@ -59,13 +59,6 @@ int decode_pair_slots_per_sm(int head_size, bool fp8) {
   return n > 0 ? n : 1;
 }
 
-// The same for the fp8 TMA ring kernel at its own footprint (0: not built for this head size).
-int decode_tma_slots_per_sm(int head_size) {
-  int n = 0;
-  dispatch_head_size(head_size, [&](auto hd) { n = decode_tma_ctas_per_sm<decltype(hd)::value>(); });
-  return n;
-}
-
 // Multiprocessor count of the current device, read once per device.
 int sm_count() {
   static int counts[64] = {};
@@ -215,15 +208,6 @@ bool prefill_tail_split() {
 // SWA_OPS_DECODE_TMA=0 turns it off (read per call, for A/B runs and tests of both).
 bool use_decode_tma() {
   const char* e = std::getenv("SWA_OPS_DECODE_TMA");
-  return e == nullptr || std::string(e) != "0";
-}
-
-// The fp8 TMA ring needs about half the cp.async rings' shared memory (decode_tma_smem_bytes):
-// launched with just that, twice the CTAs share an SM and the split is sized from that occupancy.
-// SWA_OPS_DECODE_TMA_TIGHT=0 launches it with the rings' footprint and split instead (read per
-// call, for A/B runs and tests of both).
-bool use_decode_tma_tight() {
-  const char* e = std::getenv("SWA_OPS_DECODE_TMA_TIGHT");
   return e == nullptr || std::string(e) != "0";
 }
 
@@ -421,17 +405,6 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
                        key_cache.stride(2) == d.head_size &&
                        kv_pair_head_size(static_cast<int>(d.head_size), d.fp8) &&
                        use_swapped_tiles() && use_kv_pair(d.fp8);
-  // The fp8 TMA ring (decode_mma_kernel<..., TMA = true>): fp8 caches at head size 128 on the
-  // swapped, unpaired ring (what p.swap_ab below takes: fp8 never runs ALLIN), blocks of at least
-  // 16 tokens, on compute capability 9.x. Launched at its own footprint (tma_tight), it sizes the
-  // split from its own occupancy.
-  [[maybe_unused]] bool want_tma = false, tma_tight = false;
-#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
-  want_tma = d.fp8 && d.head_size == 128 && !packed && group <= 8 && use_swapped_tiles() &&
-             !kv_pair && d.block_size >= kTmaBoxTokens && use_decode_tma() && hopper_code();
-  tma_tight = want_tma && use_decode_tma_tight() &&
-              decode_tma_slots_per_sm(static_cast<int>(d.head_size)) > 0;
-#endif
   // The split is sized from the grid as launched (kv-head pairs when paired) and from that
   // kernel's own occupancy.
   const DecodeSplit split = choose_decode_split(
@@ -439,9 +412,8 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
       checked_int(kv_pair ? d.num_kv_heads / 2 : d.num_kv_heads, "num_kv_heads"),
       grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
       checked_int(max_context, "max_blocks_per_seq * block_size"),
-      num_sms * (kv_pair     ? decode_pair_slots_per_sm(static_cast<int>(d.head_size), d.fp8)
-                 : tma_tight ? decode_tma_slots_per_sm(static_cast<int>(d.head_size))
-                             : decode_slots_per_sm(static_cast<int>(d.head_size))),
+      num_sms * (kv_pair ? decode_pair_slots_per_sm(static_cast<int>(d.head_size), d.fp8)
+                         : decode_slots_per_sm(static_cast<int>(d.head_size))),
       split_waves());
 
   DecodeParams p{};
@@ -473,10 +445,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
-  // (A map that fails to encode leaves kv_tma 0: the cp.async ring runs, on the split chosen.)
-  if (want_tma && p.swap_ab && !p.kv_pair &&
-      encode_kv_maps(p, 1, d.num_blocks, CU_TENSOR_MAP_L2_PROMOTION_L2_128B))
-    p.tma_tight = tma_tight;
+  // The fp8 TMA ring (decode_mma_kernel<..., TMA = true>): fp8 caches at head size 128 on the
+  // swapped, unpaired ring, blocks of at least 16 tokens, on compute capability 9.x.
+  if (d.fp8 && d.head_size == 128 && p.swap_ab && !p.kv_pair && d.block_size >= kTmaBoxTokens &&
+      use_decode_tma() && hopper_code())
+    encode_kv_maps(p, 1, d.num_blocks, CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 #endif
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -79,7 +79,7 @@ struct DecodeMmaTraits {
 #endif
 
   // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
-  static constexpr size_t smem_bytes() {
+  static size_t smem_bytes() {
     return sizeof(uint16_t) *
            (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
@@ -195,21 +195,6 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 #ifndef SWA_OPS_DECODE_TMA_STAGES  // build-time, for A/B: stages of the fp8 TMA ring (4 KB each)
 #define SWA_OPS_DECODE_TMA_STAGES 3
 #endif
-// The fp8 TMA ring's layout: per warp SWA_OPS_DECODE_TMA_STAGES stages of 4 KB (K then V halves),
-// then one 8-byte mbarrier per (warp, stage), from a base rounded up to 1024 bytes.
-constexpr int kDecodeTmaStage = 4096, kDecodeTmaHalf = 2048;
-// The shared memory it needs (the slack for the 1024-byte alignment included), and at least what
-// the warps' combine reuses of it (red_m, red_l, red_o): about half the cp.async rings' 104 KB at
-// 3 stages, so twice the CTAs fit an SM when it is launched with just this (the launcher's
-// choice, decode_tma_tight()).
-template <int D>
-constexpr size_t decode_tma_smem_bytes() {
-  constexpr int nw = DecodeMmaTraits<D>::kWarps;
-  constexpr size_t ring = 1024 + static_cast<size_t>(nw) * SWA_OPS_DECODE_TMA_STAGES *
-                                     (kDecodeTmaStage + sizeof(uint64_t));
-  constexpr size_t comb = sizeof(float) * nw * 16 * (D + 2);
-  return ring > comb ? ring : comb;
-}
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
           bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
 __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
@@ -342,8 +327,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   // s's next completion), inside the rings' shared memory.
   static_assert(!TMA || (KV8 && SWAP && !PAIR && !ALLIN && !PACKED && D == 128),
                 "the fp8 TMA ring: fp8, D = 128, swapped, unpaired");
-  constexpr int kTmaStage = kDecodeTmaStage, kTmaHalf = kDecodeTmaHalf;
-  static_assert(!TMA || decode_tma_smem_bytes<D>() <= Tr::smem_bytes(),
+  constexpr int kTmaStage = 4096, kTmaHalf = 2048;
+  static_assert(!TMA || 1024 + NW * NSTAGE * (kTmaStage + 8) <=
+                           NW * Tr::kStages * Tr::kStageElems * static_cast<int>(sizeof(T)),
                 "the TMA rings and barriers fit the rings' shared memory");
   unsigned char* tring = nullptr;
   uint64_t* tbar = nullptr;

@@ -55,11 +55,6 @@ int decode_ctas_per_sm();
 template <int D>
 int decode_pair_ctas_per_sm(bool fp8);
 
-// The same for the fp8 TMA ring kernel at its own footprint (DecodeParams::tma_tight); 0 where it
-// is not built.
-template <int D>
-int decode_tma_ctas_per_sm();
-
 // Launches the decode kernel (and the merge when num_parts > 1) for head size D on `stream`.
 // p.dtype picks bf16/fp16; p.cap_* > 0 picks the soft-cap variant; p.query_start_loc != nullptr
 // the packed multi-token mode (p.num_tokens, p.max_query_len; head_chunks counts row chunks).

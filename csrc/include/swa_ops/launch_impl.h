@@ -91,11 +91,10 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
     // The fp8 TMA ring (p.kv_tma, tensor maps from the launcher): the swapped unpaired ring
     // kernel's grid and shared memory, its tiles box-copied.
     static size_t granted_tma[64] = {};
-    static size_t granted_tight[64] = {};
     if (p.kv_tma && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, true>;
-      smem = p.tma_tight ? decode_tma_smem_bytes<D>() : Tr::smem_bytes();
-      grant = p.tma_tight ? granted_tight : granted_tma;
+      smem = Tr::smem_bytes();
+      grant = granted_tma;
     }
   }
 #endif
@@ -165,22 +164,6 @@ int decode_pair_ctas_per_sm(bool fp8) {
   return fp8 ? decode_pair_ctas_per_sm_of<D, true>() : decode_pair_ctas_per_sm_of<D, false>();
 }
 
-// Occupancy of the fp8 TMA ring kernel launched with only the shared memory it uses (DecodeParams
-// ::tma_tight); 0 where that kernel is not built (other head sizes, non-sm_90a builds, HIP).
-template <int D>
-int decode_tma_ctas_per_sm() {
-#if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
-  if constexpr (D == 128) {
-    static int cached[64] = {};
-    static size_t granted[64] = {};
-    return resident_ctas_per_sm(
-        decode_mma_kernel<bf16_t, D, false, true, false, false, true, false, true>,
-        DecodeMmaTraits<D>::kWarps * 32, decode_tma_smem_bytes<D>(), cached, granted);
-  }
-#endif
-  return 0;
-}
-
 template <typename T, int D, bool PACKED>
 cudaError_t launch_decode_f(const DecodeParams& p, cudaStream_t stream) {
   const bool cap = p.cap_post > 0.f;
@@ -210,5 +193,4 @@ cudaError_t launch_decode(const DecodeParams& p, cudaStream_t stream) {
 #define SWA_OPS_INSTANTIATE_DECODE(D)                                                      \
   template cudaError_t swa_ops::launch_decode<D>(const swa_ops::DecodeParams&, cudaStream_t); \
   template int swa_ops::decode_ctas_per_sm<D>();                                             \
-  template int swa_ops::decode_pair_ctas_per_sm<D>(bool);                                    \
-  template int swa_ops::decode_tma_ctas_per_sm<D>();
+  template int swa_ops::decode_pair_ctas_per_sm<D>(bool);

@@ -97,9 +97,6 @@ struct DecodeParams {
   int kv_tma;               // 1: k_map / v_map describe the fp8 caches (boxes of 128 bytes x 16
                             //   tokens, 128-byte swizzle); the launcher takes the TMA kernel
                             //   where it applies (fp8, D = 128, swapped, unpaired ring)
-  bool tma_tight;           // with kv_tma: launch it with only the shared memory it uses
-                            //   (decode_tma_smem_bytes), so more CTAs share an SM; the split
-                            //   was sized from that occupancy (decode_tma_ctas_per_sm)
   TmaDesc k_map, v_map;
 };
 
