@@ -52,11 +52,24 @@ SWA_D uint32_t fp8_pair_b13(uint32_t x) {
 #endif
 }
 
+// x's bytes (0, 2) in the low half and (1, 3) in the high half, low byte first in each.
+SWA_D uint32_t fp8_bytes_0213(uint32_t x) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__)
+  return __byte_perm(x, 0u, 0x3120u);  // one PRMT
+#else
+  return (x & 0xffu) | ((x >> 8) & 0xff00u) | ((x << 8) & 0xff0000u) | (x & 0xff000000u);
+#endif
+}
+
 // One ldmatrix register of fp8 bytes -> the fp16 pairs of its bytes (0, 2) and (1, 3).
 SWA_D void fp8_operands(uint32_t r, uint32_t& even, uint32_t& odd) {
 #ifdef SWA_OPS_DIAG_FP8_NOCVT  // diagnostics only (wrong results): the tile without conversions
   even = r;
   odd = r ^ 0x1u;
+#elif SWA_OPS_FP8_CVT
+  const uint32_t p = fp8_bytes_0213(r);
+  even = e4m3x2_to_half2_bits(p);
+  odd = e4m3x2_to_half2_bits(p >> 16);
 #else
   even = fp8_pair_b13(r << 8);
   odd = fp8_pair_b13(r);
