@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# fp8 conversion variants (fp8_frag.h): the fp8 / swapped tests in each variant build, then
+# mistral-32k-fp8 beside bf16 mistral-32k on main and each variant, interleaved twice.
+# Usage (device): FP8_VARIANTS="name:flags ..." bash notes/cvt_ab.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+repo=$PWD
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+for spec in ${FP8_VARIANTS:-}; do
+  name=${spec%%:*}; flags=${spec#*:}; flags=${flags//,/ }
+  rm -rf /tmp/v_$name && mkdir -p /tmp/v_$name && cp -r setup.py swa_ops csrc /tmp/v_$name/ && \
+    ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=${VARIANT_HEADS:-128} NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
+      MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
+done
+TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+  || { tail -30 "$OUT/build.log"; exit 1; }
+wait
+for spec in ${FP8_VARIANTS:-}; do
+  name=${spec%%:*}
+  ( cd /tmp/v_$name && python3 -c 'import swa_ops, os; print("tests of", os.path.dirname(swa_ops.__file__))' && \
+    timeout 150 python3 -m pytest $repo/tests/test_cuda_paged_attention.py $repo/tests/test_cuda_multitoken.py -q -p no:cacheprovider \
+    -k "fp8 or swapped or kv_pair" -x 2>&1 | tail -3 ) | tee "$OUT/test_$name.log"
+done
+for rep in 1 2; do
+  for v in main ${FP8_VARIANTS:-}; do
+    v=${v%%:*}
+    if [[ $v == main ]]; then dir=$repo; else dir=/tmp/v_$v; fi
+    echo "== $v ($rep)"
+    ( cd $dir && timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup --shapes mistral-32k,mistral-32k-fp8 \
+      --json "$OUT/bench_${v}_$rep.json" 2>&1 | grep -E "^ *mistral" | cut -c1-50 )
+  done
+done
