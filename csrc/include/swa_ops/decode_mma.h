@@ -532,7 +532,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
         const int w = (kc * 16 + 2 * c) / 2;
         const uint32_t w0 = g < gc ? qcv(__ldg(q_h + w)) : 0u;
         const uint32_t w1 = g < gc ? qcv(__ldg(q_h + w + 1)) : 0u;
-        fp8_swap_q_pairs(w0, w1, qb[kc][0], qb[kc][1]);
+        fp8_split_pairs(w0, w1, qb[kc][0], qb[kc][1]);
       } else {
         qb[kc][0] = g < gc ? qcv(__ldg(q_h + (kc * 16 + c) / 2)) : 0u;
         qb[kc][1] = g < gc ? qcv(__ldg(q_h + (kc * 16 + c + 8) / 2)) : 0u;

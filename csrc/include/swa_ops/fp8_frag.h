@@ -76,24 +76,6 @@ SWA_D void fp8_operands(uint32_t r, uint32_t& even, uint32_t& odd) {
 #endif
 }
 
-#ifndef SWA_OPS_FP8_KADJ  // build-time, for A/B (needs SWA_OPS_FP8_CVT=1): see fp8_key_operands
-#define SWA_OPS_FP8_KADJ 0
-#endif
-
-// The swapped tile's K registers (swap_frag.h): a lane's ldmatrix register holds bytes d 4t..4t+3
-// of its key. SWA_OPS_FP8_KADJ=1: bytes (0, 1) and (2, 3) as the pairs of k slots (2t, 2t + 1)
-// and (2t + 8, 2t + 9), so no byte permute (Q's pairs then follow: fp8_swap_q_pairs); else
-// fp8_operands' (0, 2) and (1, 3), the fp8_q_dim order.
-SWA_D void fp8_key_operands(uint32_t r, uint32_t& lo, uint32_t& hi) {
-#if SWA_OPS_FP8_KADJ && !defined(SWA_OPS_DIAG_FP8_NOCVT)
-  static_assert(SWA_OPS_FP8_CVT, "SWA_OPS_FP8_KADJ needs SWA_OPS_FP8_CVT=1");
-  lo = e4m3x2_to_half2_bits(r);
-  hi = e4m3x2_to_half2_bits(r >> 16);
-#else
-  fp8_operands(r, lo, hi);
-#endif
-}
-
 // d (within a 16-wide chunk) of logical k of the permuted QK^T k axis: even d first, then odd.
 SWA_HD constexpr int fp8_q_dim(int k) { return (k & 7) * 2 + (k >> 3); }
 
@@ -102,17 +84,6 @@ SWA_HD constexpr int fp8_q_dim(int k) { return (k & 7) * 2 + (k >> 3); }
 SWA_D void fp8_split_pairs(uint32_t w0, uint32_t w1, uint32_t& even, uint32_t& odd) {
   even = (w0 & 0xffffu) | (w1 << 16);
   odd = (w0 >> 16) | (w1 & 0xffff0000u);
-}
-
-// The swapped tile's Q pairs from the words (d, d + 1), (d + 2, d + 3) of d = 4t: in the order
-// fp8_key_operands reads the keys.
-SWA_D void fp8_swap_q_pairs(uint32_t w0, uint32_t w1, uint32_t& b0, uint32_t& b1) {
-#if SWA_OPS_FP8_KADJ && !defined(SWA_OPS_DIAG_FP8_NOCVT)
-  b0 = w0;
-  b1 = w1;
-#else
-  fp8_split_pairs(w0, w1, b0, b1);
-#endif
 }
 
 // S[16 rows x 16 keys] += Q K^T over the KCH 16-d chunks of an fp8 K tile in shared memory.

@@ -75,7 +75,7 @@ SWA_D void pair_q_operands(uint32_t (&qb)[2 * HKCH][2], int lane, int half, Word
     if constexpr (FP8) {
       const int w = (kd * 16 + 2 * c) / 2;  // the words of d 2c..2c+3 of the head's chunk kd
       const uint32_t w0 = live ? word(w) : 0u, w1 = live ? word(w + 1) : 0u;
-      fp8_swap_q_pairs(w0, w1, qb[kc][0], qb[kc][1]);
+      fp8_split_pairs(w0, w1, qb[kc][0], qb[kc][1]);
     } else {
       qb[kc][0] = live ? word((kd * 16 + c) / 2) : 0u;
       qb[kc][1] = live ? word((kd * 16 + c + 8) / 2) : 0u;
@@ -129,12 +129,12 @@ SWA_D void fp8_qk_swap_at(float (&s)[4], At at, const uint32_t (&qb)[KCH][2]) {
     uint32_t r[4], a[4];
     if (kc + 1 < KCH) ldmatrix_x4(at(kc), r[0], r[1], r[2], r[3]);
     else ldmatrix_x2(at(kc), r[0], r[1]);
-    fp8_key_operands(r[0], a[0], a[2]);  // key g: k slots 2t.., 2t + 8..
-    fp8_key_operands(r[1], a[1], a[3]);  // key g + 8
+    fp8_operands(r[0], a[0], a[2]);  // key g: k slots 2t.. (even d), 2t + 8.. (odd d)
+    fp8_operands(r[1], a[1], a[3]);  // key g + 8
     mma_16816<fp16_t>(s, a, qb[kc][0], qb[kc][1]);
     if (kc + 1 < KCH) {
-      fp8_key_operands(r[2], a[0], a[2]);
-      fp8_key_operands(r[3], a[1], a[3]);
+      fp8_operands(r[2], a[0], a[2]);
+      fp8_operands(r[3], a[1], a[3]);
       mma_16816<fp16_t>(s2, a, qb[kc + 1][0], qb[kc + 1][1]);
     }
   }
