@@ -452,6 +452,43 @@ def test_prefill_tma_many_items_two_sms(monkeypatch):
           32, 8, 128, 16, 1024, seed=21, nan_v_outside=True)
 
 
+class SameAddressCaches:
+    """cache_view for check(): copies K, then V, into views of two fixed storages, so every call
+    sees caches at the same two addresses whatever their geometry (pad: a kv-head stride of
+    D + pad)."""
+
+    def __init__(self, numel):
+        self.storage = [torch.empty(numel, device="cuda", dtype=torch.bfloat16) for _ in range(2)]
+        self.calls = 0
+        self.pad = 0
+
+    def __call__(self, c):
+        nb, bs, h, d = c.shape
+        flat = self.storage[self.calls % 2]
+        self.calls += 1
+        view = flat[:nb * bs * h * (d + self.pad)].view(nb, bs, h, d + self.pad)[..., :d]
+        view.copy_(c)
+        return view
+
+
+def test_prefill_tma_map_cache_same_address(monkeypatch):
+    """The host keeps the tensor maps it encoded (tma_map.h); caches at the same address with
+    another block count, block size or stride must get their own maps: a map reused across them
+    would copy the wrong rows or, past the old block count, zeros."""
+    for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST", "SWA_OPS_PREFILL_PERSIST_SMS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", "require")
+    views = SameAddressCaches(1 << 24)
+    short, long_ = ([300, 200], [300, 200]), ([3000, 2200, 900], [1000, 2200, 400])
+    steps = [(short, 16, 0), (long_, 16, 0), (long_, 32, 0), (long_, 16, 8), (short, 16, 0),
+             (long_, 64, 8)]
+    for seqs, bs, pad in steps:
+        views.pad = pad
+        check(seqs[0], seqs[1], 16, 4, 128, bs, 1024, seed=bs + pad, nan_v_outside=True,
+              cache_view=views)
+    assert views.calls == 12
+
+
 @pytest.mark.parametrize("case", ("head96", "head192", "block8", "overlap", "fp8", "mma-wgmma"))
 def test_prefill_tma_require_refuses(monkeypatch, case):
     """SWA_OPS_PREFILL_TMA=require names what a launch lacks instead of silently copying by

@@ -18,6 +18,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "swa_ops/params.h"
@@ -37,6 +38,48 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tma_encode_fn() {
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
   }();
   return fn;
+}
+
+// The inputs a map is a pure function of: equal keys encode byte-identical maps, so a map found
+// under its key is exactly what encoding again would give (a new tensor at a freed one's address
+// with the same geometry gets the same map).
+struct TmaMapKey {
+  const void* base;
+  int elem_bytes, head_size, num_kv_heads, block_size;
+  int64_t num_blocks, stride_head, stride_tok, stride_block;
+  int promo;
+  bool operator==(const TmaMapKey& o) const { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+};
+
+// The last kTmaMapCacheSize maps encoded (round-robin replacement), so steady-state calls (the
+// same caches step after step, K and V of each layer) skip cuTensorMapEncodeTiled on the host.
+// Shared by all threads under a mutex; only successful encodes are kept.
+constexpr int kTmaMapCacheSize = 64;
+struct TmaMapCache {
+  std::mutex mu;
+  TmaMapKey keys[kTmaMapCacheSize];
+  TmaDesc maps[kTmaMapCacheSize];
+  int size = 0, next = 0;
+  bool find(const TmaMapKey& k, TmaDesc& out) {
+    std::lock_guard<std::mutex> g(mu);
+    for (int i = 0; i < size; ++i)
+      if (keys[i] == k) {
+        out = maps[i];
+        return true;
+      }
+    return false;
+  }
+  void put(const TmaMapKey& k, const TmaDesc& m) {
+    std::lock_guard<std::mutex> g(mu);
+    keys[next] = k;
+    maps[next] = m;
+    next = (next + 1) % kTmaMapCacheSize;
+    if (size < kTmaMapCacheSize) ++size;
+  }
+};
+inline TmaMapCache& tma_map_cache() {
+  static TmaMapCache cache;
+  return cache;
 }
 
 // One cache's map into `out`; false (out untouched) when TMA cannot describe it: the driver
@@ -71,6 +114,19 @@ inline bool encode_kv_map(TmaDesc& out, const void* base, int elem_bytes, int he
           : v == "128"  ? CU_TENSOR_MAP_L2_PROMOTION_L2_128B
                         : CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
   }
+  TmaMapKey key;
+  std::memset(&key, 0, sizeof(key));  // padding too: keys compare as bytes
+  key.base = base;
+  key.elem_bytes = elem_bytes;
+  key.head_size = head_size;
+  key.num_kv_heads = num_kv_heads;
+  key.block_size = block_size;
+  key.num_blocks = num_blocks;
+  key.stride_head = stride_head;
+  key.stride_tok = stride_tok;
+  key.stride_block = stride_block;
+  key.promo = static_cast<int>(promo);
+  if (tma_map_cache().find(key, out)) return true;
   CUtensorMap map;
   // Unsigned integers of the element's width: the copy moves bits, so one data type serves
   // bf16 and fp16 (and e4m3 bytes).
@@ -80,6 +136,7 @@ inline bool encode_kv_map(TmaDesc& out, const void* base, int elem_bytes, int he
       CU_TENSOR_MAP_SWIZZLE_128B, promo, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return false;
   std::memcpy(&out, &map, sizeof(map));
+  tma_map_cache().put(key, out);
   return true;
 }
 
