@@ -23,7 +23,7 @@ for spec in ${FP8_VARIANTS:-}; do
   name=${spec%%:*}
   ( cd /tmp/v_$name && python3 -c 'import swa_ops, os; print("tests of", os.path.dirname(swa_ops.__file__))' && \
     timeout 150 python3 -m pytest $repo/tests/test_cuda_paged_attention.py $repo/tests/test_cuda_multitoken.py -q -p no:cacheprovider \
-    -k "fp8 or swapped or kv_pair" -x 2>&1 | tail -3 ) | tee "$OUT/test_$name.log"
+    -k "${TEST_K:-fp8 or swapped or kv_pair}" 2>&1 | tail -3 ) | tee "$OUT/test_$name.log"
 done
 for rep in 1 2; do
   for v in main ${FP8_VARIANTS:-}; do

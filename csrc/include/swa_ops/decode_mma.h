@@ -79,7 +79,7 @@ struct DecodeMmaTraits {
 #endif
 
   // Dynamic shared memory: the warps' K/V rings, then (D > 128 only) the Q tile.
-  static size_t smem_bytes() {
+  static constexpr size_t smem_bytes() {
     return sizeof(uint16_t) *
            (kWarps * kStages * kStageElems + (kQInRegs ? 0 : kTileTokens * kRow));
   }
@@ -195,9 +195,19 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 #ifndef SWA_OPS_DECODE_TMA_STAGES  // build-time, for A/B: stages of the fp8 TMA ring (4 KB each)
 #define SWA_OPS_DECODE_TMA_STAGES 3
 #endif
+#ifndef SWA_OPS_DECODE_TMA_WARPS  // build-time, for A/B: warps per CTA of the fp8 TMA ring kernel
+#define SWA_OPS_DECODE_TMA_WARPS 4
+#endif
+// Warps per CTA of a decode kernel: the ring traits', or SWA_OPS_DECODE_TMA_WARPS for the fp8 TMA
+// ring, whose 4 KB stages leave room for twice the warps in the same shared memory (the
+// launcher's block size comes from here too).
+template <int D, bool TMA>
+constexpr int decode_kernel_warps() {
+  return TMA ? SWA_OPS_DECODE_TMA_WARPS : DecodeMmaTraits<D>::kWarps;
+}
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
           bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
-__global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
+__global__ void __launch_bounds__(decode_kernel_warps<D, TMA>() * 32)
     decode_mma_kernel(const SWA_GRID_CONSTANT DecodeParams p) {
   using Tr = DecodeRingTraits<D, KV8, PAIR>;
   static_assert(!PAIR || (SWAP && kv_pair_head_size(D, KV8) &&
@@ -214,7 +224,7 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
     else return v;
   };
   // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
-  constexpr int NW = Tr::kWarps,
+  constexpr int NW = decode_kernel_warps<D, TMA>(),
                 NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : Tr::kStages);
   constexpr int ROW = Tr::kRow;
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
@@ -328,9 +338,9 @@ __global__ void __launch_bounds__(DecodeMmaTraits<D>::kWarps * 32)
   static_assert(!TMA || (KV8 && SWAP && !PAIR && !ALLIN && !PACKED && D == 128),
                 "the fp8 TMA ring: fp8, D = 128, swapped, unpaired");
   constexpr int kTmaStage = 4096, kTmaHalf = 2048;
-  static_assert(!TMA || 1024 + NW * NSTAGE * (kTmaStage + 8) <=
-                           NW * Tr::kStages * Tr::kStageElems * static_cast<int>(sizeof(T)),
-                "the TMA rings and barriers fit the rings' shared memory");
+  static_assert(!TMA || (1024 + NW * NSTAGE * (kTmaStage + 8) <= Tr::smem_bytes() &&
+                         sizeof(float) * NW * 16 * (D + 2) <= Tr::smem_bytes()),
+                "the TMA rings and barriers, and the warps' combine, fit the rings' shared memory");
   unsigned char* tring = nullptr;
   uint64_t* tbar = nullptr;
   uint32_t tphase = 0;

@@ -53,6 +53,7 @@ template <typename T, int D, bool SOFTCAP, bool KV8, bool PACKED>
 cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   using Tr = DecodeMmaTraits<D>;
   size_t smem = Tr::smem_bytes();
+  int threads = Tr::kWarps * 32;
   auto kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED>;
   static size_t granted[64] = {};  // one per template instance, indexed by device
   size_t* grant = granted;
@@ -94,6 +95,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
     if (p.kv_tma && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, true>;
       smem = Tr::smem_bytes();
+      threads = decode_kernel_warps<D, true>() * 32;
       grant = granted_tma;
     }
   }
@@ -105,7 +107,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   // predecessor's writes before reading anything. Plain launches where the attribute is refused.
   const int kv_units = p.kv_pair ? p.num_kv_heads / 2 : p.num_kv_heads;
   const dim3 grid(p.num_seqs * kv_units * p.head_chunks, p.num_parts);
-  e = launch_pdl(kernel, grid, dim3(Tr::kWarps * 32), smem, stream, p);
+  e = launch_pdl(kernel, grid, dim3(threads), smem, stream, p);
   if (e != cudaSuccess || p.num_parts == 1) return e;
   // One merge CTA per output row: (sequence, head), or (sequence, token < max_query_len, head).
   const int merge_rows = PACKED ? p.num_seqs * p.max_query_len * p.num_heads
