@@ -64,7 +64,11 @@ struct DecodeMmaTraits {
   // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
   // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256. D = 80
   // and 96 have room for a fourth stage at two CTAs per SM (107 KB at 96).
+#ifdef SWA_OPS_DECODE_STAGES  // build-time, for A/B: every head size's ring depth
+  static constexpr int kStages = SWA_OPS_DECODE_STAGES;
+#else
   static constexpr int kStages = (D == 80 || D == 96) ? 4 : 3;
+#endif
 #endif
   static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
                                       // the 8 row addresses of an ldmatrix hit 8 distinct bank
