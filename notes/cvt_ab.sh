@@ -30,7 +30,7 @@ for rep in 1 2; do
     v=${v%%:*}
     if [[ $v == main ]]; then dir=$repo; else dir=/tmp/v_$v; fi
     echo "== $v ($rep)"
-    ( cd $dir && timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup --shapes mistral-32k,mistral-32k-fp8 \
-      --json "$OUT/bench_${v}_$rep.json" 2>&1 | grep -E "^ *mistral" | cut -c1-50 )
+    ( cd $dir && timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup --shapes ${SHAPES:-mistral-32k,mistral-32k-fp8} \
+      --json "$OUT/bench_${v}_$rep.json" 2>&1 | grep -E "^ *(mistral|seed|gemma|phi|gptoss|single|nowindow)" | cut -c1-75 )
   done
 done
