@@ -196,8 +196,12 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 #ifndef SWA_OPS_DECODE_TMA_FENCE  // build-time, for A/B: 0 drops the proxy fence before a box copy
 #define SWA_OPS_DECODE_TMA_FENCE 1
 #endif
-#ifndef SWA_OPS_DECODE_TMA_STAGES  // build-time, for A/B: stages of the fp8 TMA ring (4 KB each)
-#define SWA_OPS_DECODE_TMA_STAGES 3
+// Stages of the fp8 TMA ring (4 KB each; build-time, for A/B). Two: one tile in flight per warp
+// while it computes the other. Fewer bytes in flight stream faster here: mistral-32k-fp8 99.1-100.0
+// us with 2 stages against 103.6-104.9 with 3 (runs 79-80), and 3 warps x 2 stages, 6 or 8 warps
+// per CTA, or 4-6 stages were all slower (notes/decode.md).
+#ifndef SWA_OPS_DECODE_TMA_STAGES
+#define SWA_OPS_DECODE_TMA_STAGES 2
 #endif
 #ifndef SWA_OPS_DECODE_TMA_WARPS  // build-time, for A/B: warps per CTA of the fp8 TMA ring kernel
 #define SWA_OPS_DECODE_TMA_WARPS 4
