@@ -232,8 +232,14 @@ __global__ void __launch_bounds__(decode_kernel_warps<D, TMA>() * 32)
     else return v;
   };
   // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
+#ifdef SWA_OPS_DECODE_RING_DEPTH  // build-time, for A/B: stages used, shared memory unchanged
+  constexpr int kRingDepth = SWA_OPS_DECODE_RING_DEPTH < Tr::kStages ? SWA_OPS_DECODE_RING_DEPTH
+                                                                     : Tr::kStages;
+#else
+  constexpr int kRingDepth = Tr::kStages;
+#endif
   constexpr int NW = decode_kernel_warps<D, TMA>(),
-                NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : Tr::kStages);
+                NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : kRingDepth);
   constexpr int ROW = Tr::kRow;
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
