@@ -60,10 +60,12 @@ struct DecodeMmaTraits {
   // deeper ring buys nothing): one stage keeps the ring and Q under 64 KB.
   static constexpr int kStages = 1;
 #else
-  // Stages per warp ring: two tiles in flight per warp while it computes the third. Two CTAs fit
-  // an SM's 227 KB of shared memory at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
-  // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256. D = 80
-  // and 96 have room for a fourth stage at two CTAs per SM (107 KB at 96).
+  // Stages per warp ring that shared memory is sized for, and so the CTAs per SM and the split:
+  // two CTAs fit an SM's 227 KB at D <= 128 (four at D = 64, which lets gpt-oss's 512 short
+  // (sequence, head) pairs all be resident at once) and, with two warps, at D = 192/256; D = 80
+  // and 96 have room for a fourth stage at two CTAs per SM (107 KB at 96). The kernel uses only
+  // SWA_OPS_DECODE_RING_DEPTH (2) of them: fewer bytes in flight streamed faster (run 83), while
+  // a smaller footprint (more CTAs per SM, another split) was slower (run 80).
 #ifdef SWA_OPS_DECODE_STAGES  // build-time, for A/B: every head size's ring depth
   static constexpr int kStages = SWA_OPS_DECODE_STAGES;
 #else
@@ -203,6 +205,9 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 #ifndef SWA_OPS_DECODE_TMA_STAGES
 #define SWA_OPS_DECODE_TMA_STAGES 2
 #endif
+#ifndef SWA_OPS_DECODE_RING_DEPTH  // build-time, for A/B: stages the cp.async rings use
+#define SWA_OPS_DECODE_RING_DEPTH 2
+#endif
 #ifndef SWA_OPS_DECODE_TMA_WARPS  // build-time, for A/B: warps per CTA of the fp8 TMA ring kernel
 #define SWA_OPS_DECODE_TMA_WARPS 4
 #endif
@@ -232,12 +237,12 @@ __global__ void __launch_bounds__(decode_kernel_warps<D, TMA>() * 32)
     else return v;
   };
   // ALLIN: NSTAGE - 1 = kAllInMaxMine tiles go out in the prologue, i.e. all of a warp's.
-#ifdef SWA_OPS_DECODE_RING_DEPTH  // build-time, for A/B: stages used, shared memory unchanged
+  // Stages of the ring used (at most the kStages that size its shared memory, and so the CTAs per
+  // SM and the split): one tile in flight per warp while it computes the other streams faster than
+  // two (run 83: every 16-bit row 0.3-2.4 % faster at the same occupancy; the fp8 TMA ring's own
+  // depth says the same).
   constexpr int kRingDepth = SWA_OPS_DECODE_RING_DEPTH < Tr::kStages ? SWA_OPS_DECODE_RING_DEPTH
                                                                      : Tr::kStages;
-#else
-  constexpr int kRingDepth = Tr::kStages;
-#endif
   constexpr int NW = decode_kernel_warps<D, TMA>(),
                 NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : kRingDepth);
   constexpr int ROW = Tr::kRow;
