@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# fp8 conversion variants (fp8_frag.h): the fp8 / swapped tests in each variant build, then
-# mistral-32k-fp8 beside bf16 mistral-32k on main and each variant, interleaved twice.
+# Build-time decode variants (fp8 conversions, ring depths, warps): the fp8 / swapped tests (or
+# TEST_K) in each variant build, then the SHAPES rows (default mistral-32k-fp8 beside bf16
+# mistral-32k) on main and each variant, interleaved twice.
 # Usage (device): FP8_VARIANTS="name:flags ..." bash notes/cvt_ab.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -10,12 +11,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-for spec in ${FP8_VARIANTS:-}; do
-  name=${spec%%:*}; flags=${spec#*:}; flags=${flags//,/ }
-  rm -rf /tmp/v_$name && mkdir -p /tmp/v_$name && cp -r setup.py swa_ops csrc /tmp/v_$name/ && \
-    ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=${VARIANT_HEADS:-128} NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
-      MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
-done
+source notes/variant_builds.sh
+start_variant_builds 6
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
 wait

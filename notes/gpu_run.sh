@@ -25,12 +25,8 @@ fi
 if [[ $mode == fp8ab || $mode == fp8pair || $mode == stalls || $mode == prefillab ]]; then
   # Variant builds beside the main one (head size 128 only, in place in copies), each with one
   # compile-time override: "name:flags" pairs in FP8_VARIANTS.
-  for spec in ${FP8_VARIANTS:-}; do
-    name=${spec%%:*}; flags=${spec#*:}; flags=${flags//,/ }
-    rm -rf /tmp/v_$name && mkdir -p /tmp/v_$name && cp -r setup.py swa_ops csrc /tmp/v_$name/ && \
-      ( cd /tmp/v_$name && SWA_OPS_HEAD_SIZES=${VARIANT_HEADS:-128} NVCC_APPEND_FLAGS="$flags" TORCH_CUDA_ARCH_LIST=9.0a \
-        MAX_JOBS=4 python3 setup.py build_ext --inplace > "$OUT/build_$name.log" 2>&1; echo "$name build rc $?" ) &
-  done
+  source notes/variant_builds.sh
+  start_variant_builds 4
 fi
 # The bench's Mistral prefill rows (sustained, no peers) with switch $1 = 0 / 1, interleaved twice;
 # json to $OUT/bench_$2<value>_<round>.json.
