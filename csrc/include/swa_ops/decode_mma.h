@@ -220,7 +220,7 @@ constexpr int decode_kernel_warps() {
 }
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
           bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
-__global__ void __launch_bounds__(decode_kernel_warps<D, TMA>() * 32)
+__global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     decode_mma_kernel(const SWA_GRID_CONSTANT DecodeParams p) {
   using Tr = DecodeRingTraits<D, KV8, PAIR>;
   static_assert(!PAIR || (SWAP && kv_pair_head_size(D, KV8) &&
