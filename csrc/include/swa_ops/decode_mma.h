@@ -212,8 +212,8 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 #define SWA_OPS_DECODE_TMA_WARPS 4
 #endif
 // Warps per CTA of a decode kernel: the ring traits', or SWA_OPS_DECODE_TMA_WARPS for the fp8 TMA
-// ring, whose 4 KB stages leave room for twice the warps in the same shared memory (the
-// launcher's block size comes from here too).
+// ring, whose 4 KB stages would leave room for more in the same shared memory (6 and 8 were
+// slower, run 78). The launcher's block size comes from here too.
 template <int D, bool TMA>
 constexpr int decode_kernel_warps() {
   return TMA ? SWA_OPS_DECODE_TMA_WARPS : DecodeMmaTraits<D>::kWarps;

@@ -48,7 +48,12 @@ struct TmaMapKey {
   int elem_bytes, head_size, num_kv_heads, block_size;
   int64_t num_blocks, stride_head, stride_tok, stride_block;
   int promo;
-  bool operator==(const TmaMapKey& o) const { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+  bool operator==(const TmaMapKey& o) const {
+    return base == o.base && elem_bytes == o.elem_bytes && head_size == o.head_size &&
+           num_kv_heads == o.num_kv_heads && block_size == o.block_size &&
+           num_blocks == o.num_blocks && stride_head == o.stride_head &&
+           stride_tok == o.stride_tok && stride_block == o.stride_block && promo == o.promo;
+  }
 };
 
 // The last kTmaMapCacheSize maps encoded (round-robin replacement), so steady-state calls (the
@@ -115,7 +120,6 @@ inline bool encode_kv_map(TmaDesc& out, const void* base, int elem_bytes, int he
                         : CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
   }
   TmaMapKey key;
-  std::memset(&key, 0, sizeof(key));  // padding too: keys compare as bytes
   key.base = base;
   key.elem_bytes = elem_bytes;
   key.head_size = head_size;
