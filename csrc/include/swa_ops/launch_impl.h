@@ -94,7 +94,6 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
     static size_t granted_tma[64] = {};
     if (p.kv_tma && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, true>;
-      smem = Tr::smem_bytes();
       threads = decode_kernel_warps<D, true>() * 32;
       grant = granted_tma;
     }
