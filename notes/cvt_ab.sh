@@ -2,7 +2,7 @@
 # Build-time decode variants (fp8 conversions, ring depths, warps): the fp8 / swapped tests (or
 # TEST_K) in each variant build, then the SHAPES rows (default mistral-32k-fp8 beside bf16
 # mistral-32k) on main and each variant, interleaved twice.
-# Usage (device): FP8_VARIANTS="name:flags ..." bash notes/cvt_ab.sh
+# Usage (device): FP8_VARIANTS="name:flags ..." [SUITE=1: the whole suite on main too] bash notes/cvt_ab.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -15,6 +15,12 @@ source notes/variant_builds.sh
 start_variant_builds 6
 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
   || { tail -30 "$OUT/build.log"; exit 1; }
+if [[ ${SUITE:-0} == 1 ]]; then
+  # The whole suite on main's build while the variants still compile.
+  t0=$(date +%s)
+  timeout 420 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/test_all.log" | tail -6
+  echo "full suite: $(( $(date +%s) - t0 )) s"
+fi
 wait
 for spec in ${FP8_VARIANTS:-}; do
   name=${spec%%:*}
