@@ -125,9 +125,8 @@ SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int pa
   int L = ld_speculative(p.seq_lens + seq);
   L = L < cap ? (L > 0 ? L : 0) : cap;
   const SeqSpan sp = seq_span(L, p.window);
-  const int P = row_part_tokens(sp, p.num_parts, p.part_tokens);
-  const int begin = sp.origin + part * P;
-  const int end = min(begin + P, sp.hi);
+  const int begin = sp.origin + part * p.part_tokens;
+  const int end = min(begin + p.part_tokens, sp.hi);
   const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
   const T* base = static_cast<const T*>(lane < 16 ? p.k_cache : p.v_cache) + kvh * p.kv_stride_head;
   constexpr int kRowBytes = D * static_cast<int>(sizeof(T));
@@ -297,10 +296,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
   const SeqSpan span = PACKED ? packed_span(ps, chunk * 16, gc, p.group, p.window)
                               : seq_span(clamp_seq_len(p, seq), p.window);
-  const int part_tokens =
-      PACKED ? p.part_tokens : row_part_tokens(span, p.num_parts, p.part_tokens);
-  const int begin = span.origin + part * part_tokens;
-  const int end = min(begin + part_tokens, span.hi);
+  const int begin = span.origin + part * p.part_tokens;
+  const int end = min(begin + p.part_tokens, span.hi);
   // Packed mode: row r's [token][head] row of out (and of the workspace), its head and its query.
   auto packed_head = [&](int r) { return kvh * p.group + (chunk * 16 + r) % p.group; };
   auto packed_tok = [&](int r) { return ps.q_begin + (chunk * 16 + r) / p.group; };

@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     head = rs % p.num_heads;
     row = rs;
     const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
-    n = min(live_parts(span, row_part_tokens(span, p.num_parts, p.part_tokens)), p.num_parts);
+    n = min(live_parts(span, p.part_tokens), p.num_parts);
   }
   const int64_t base = row * p.num_parts;
   const int c = tid % V4, slice = tid / V4;

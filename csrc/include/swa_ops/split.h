@@ -38,25 +38,6 @@ SWA_HD int64_t paged_token_offset(const P& p, int block, int tok) {
          static_cast<int64_t>(tok) * p.kv_stride_tok;
 }
 
-// Tokens per partition of a single-token decode row (a sequence, or a per-token multi-token row)
-// whose keys span `s`: the span's 16-token tiles shared as evenly as whole tiles allow among the
-// host's num_parts partitions, so no partition holds more than ceil(tiles / num_parts) of them.
-// The host's P (part_tokens, a multiple of 64 sized from W + 15) alone would give seed's
-// 8192-key span partitions of 2112, 2112, 2112 and 1856 keys: the longest, which sets the grid's
-// time, 3 % above the mean. Never more than the host's P (its ceiling of the same quotient, then
-// rounded up), so ALLIN's buffers (allin_max_tiles) still hold a partition; with one partition,
-// P itself. Device-side from the row's own span, so the grid stays host-sized; the kernel, its
-// L2 prefetch and the merge all take partitions from here. (Packed chunks keep the host's P:
-// packed_row_parts maps rows to partitions with it.)
-SWA_HD int row_part_tokens(const SeqSpan& s, int num_parts, int host_part_tokens) {
-#ifdef SWA_OPS_HOST_PARTS  // build-time, for A/B: the host's P for every row (before run 86)
-  return host_part_tokens;
-#endif
-  const int tiles = (s.hi - s.origin + kTileTokens - 1) / kTileTokens;
-  if (num_parts <= 1 || tiles <= 0) return host_part_tokens;
-  return (tiles + num_parts - 1) / num_parts * kTileTokens;
-}
-
 // Live partitions of a sequence: those that hold at least one visible key.
 SWA_HD int live_parts(const SeqSpan& s, int part_tokens) {
   const int n = s.hi - s.origin;
