@@ -661,11 +661,12 @@ def test_rejects_uncompiled_head_size():
 # ---------------------------------------------------------------------------------------------
 # kv-head pairing (SWA_OPS_KV_PAIR=1; decode_mma_kernel's PAIR, split.h): one CTA streams kv heads
 # 2c and 2c + 1 as rows of 2 D elements on the swapped tile, for groups <= 4, fp8 caches at
-# D = 64-128 and 16-bit caches at D = 64. Both settings of the switch, every group it pairs, every
+# D = 64-128 and 16-bit caches at D = 64 and 96. Both settings of the switch, every group it pairs, every
 # head size it pairs, an odd kv-head count (which must run unpaired), splits (few long sequences),
 # windows on and off tile boundaries, block sizes 8/16/64, seq_len 0 and 1, sinks, soft-cap; the
 # profiler says which kernel ran.
-PAIR_CASES = [("fp8", d) for d in (64, 80, 96, 128)] + [("bf16", 64), ("fp16", 64)]
+PAIR_CASES = [("fp8", d) for d in (64, 80, 96, 128)] + [
+    (kind, d) for kind in ("bf16", "fp16") for d in (64, 96)]
 
 
 def check_pair_case(kind, seq_lens, num_heads, num_kv_heads, head_size, block_size, window, seed,
@@ -717,11 +718,11 @@ def test_kv_pair(monkeypatch, pair, kind, head_size, group):
     assert_paired(names, False)
 
 
-@pytest.mark.parametrize("kind,head_size", [("bf16", 64), ("fp16", 64), ("fp8", 64), ("fp8", 128)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("kind,head_size", [("bf16", 64), ("fp16", 64), ("bf16", 96), ("fp8", 64),
+                                            ("fp8", 128)], ids=lambda v: str(v))
 def test_kv_pair_default(monkeypatch, kind, head_size):
-    # With SWA_OPS_KV_PAIR unset, 16-bit caches pair (measured faster at D = 64) and fp8 caches do
-    # not (measured no faster); the results are right either way.
+    # With SWA_OPS_KV_PAIR unset, 16-bit caches pair (measured faster at D = 64 and 96) and fp8
+    # caches do not (measured no faster); the results are right either way.
     monkeypatch.delenv("SWA_OPS_KV_PAIR", raising=False)
     monkeypatch.delenv("SWA_OPS_SWAP", raising=False)
     monkeypatch.delenv("SWA_OPS_SMALL", raising=False)
@@ -730,13 +731,14 @@ def test_kv_pair_default(monkeypatch, kind, head_size):
 
 
 @pytest.mark.parametrize("kind,head_size", [("fp8", 128), ("fp8", 96), ("bf16", 128),
-                                            ("fp8", 256), ("bf16", 96)], ids=lambda v: str(v))
+                                            ("fp8", 256), ("bf16", 96), ("bf16", 80)],
+                         ids=lambda v: str(v))
 def test_kv_pair_not_for_unpaired_shapes(monkeypatch, kind, head_size):
     # Head sizes the kernel does not pair, groups over 4, and a kv-head stride other than
     # head_size (the two rows not adjacent) run unpaired even with the switch on.
     monkeypatch.setenv("SWA_OPS_KV_PAIR", "1")
     monkeypatch.delenv("SWA_OPS_SWAP", raising=False)
-    paired_size = (kind == "fp8" and head_size <= 128) or head_size == 64
+    paired_size = (kind == "fp8" and head_size <= 128) or head_size in (64, 96)
     names = check_pair_case(kind, [3000, 1, 0], 16, 2, head_size, 16, 1024, seed=head_size)
     assert_paired(names, False)  # group 8
     if not paired_size:
@@ -773,13 +775,26 @@ def test_kv_pair_mistral_like(monkeypatch, kind):
         assert_paired(names, pair == "1")
 
 
-@pytest.mark.parametrize("kind", ("fp8", "bf16"))
-def test_kv_pair_cuda_graph_replay(monkeypatch, kind):
+@pytest.mark.parametrize("kind", ("bf16", "fp16"))
+def test_kv_pair_phi3_like(monkeypatch, kind):
+    # Phi-3's shape, which pairing at D = 96 is for: 32 / 32 heads (group 1), window 2047 (off tile
+    # boundaries), lengths around its edge, a split row (60000 with few sequences), both switch
+    # settings.
+    for pair in ("1", "0"):
+        monkeypatch.setenv("SWA_OPS_KV_PAIR", pair)
+        names = check_pair_case(kind, [2047, 2048, 2063, 2064, 8192, 60000, 1, 0], 32, 32, 96, 16,
+                                2047, seed=96)
+        assert_paired(names, pair == "1")
+
+
+@pytest.mark.parametrize("kind,D", [("fp8", 128), ("bf16", 64), ("bf16", 96)],
+                         ids=lambda v: str(v))
+def test_kv_pair_cuda_graph_replay(monkeypatch, kind, D):
     # Captured with the switch on, replayed over growing contexts: the paired grid and its split
     # come from shapes only, so one graph serves every step.
     monkeypatch.setenv("SWA_OPS_KV_PAIR", "1")
     torch.manual_seed(3)
-    H, KVH, D, bs, W, S = 32, 8, 128 if kind == "fp8" else 64, 16, 1024, 4
+    H, KVH, bs, W, S = 32, 8, 16, 1024, 4
     max_blocks = 4096 // bs
     dt = torch.bfloat16
     k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)

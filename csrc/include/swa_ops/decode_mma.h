@@ -102,12 +102,34 @@ struct DecodeMmaTraits {
   }
 };
 
-// The ring geometry of a decode kernel. kv-head pairing (PAIR, split.h) streams rows of 2 D
-// elements: 16-bit ones need D' = 2 D's rows (D = 64: D = 128's rings, 104 KB, the same warps),
-// fp8 ones (2 D bytes) fit D's own 16-bit ring rows (2 D + 16 bytes), so there the paired
-// kernel's shared memory, and its occupancy by shared memory, are the unpaired kernel's.
+// The ring geometry of a decode kernel: DecodeMmaTraits<D>'s, except for kv-head pairing (PAIR,
+// split.h) over 16-bit caches. Paired fp8 rows (2 D bytes) fit D's own 16-bit ring rows (2 D + 16
+// bytes), so there the paired kernel's shared memory, and its occupancy, are the unpaired
+// kernel's; paired 16-bit rows are 2 D elements, below.
 template <int D, bool KV8, bool PAIR>
-using DecodeRingTraits = DecodeMmaTraits<(PAIR && !KV8) ? 2 * D : D>;
+struct DecodeRingTraits : DecodeMmaTraits<D> {};
+
+// Paired 16-bit rows: 2 D elements plus the same 16-byte pad (row bytes / 16 odd: 17 at D = 64,
+// 25 at D = 96), D's warps. Stages: D = 64 keeps the three that D = 128's rings have (104 KB,
+// two CTAs per SM; measured in run 43); D = 96's 400-byte rows fit two at two CTAs per SM
+// (102 KB), the depth every 16-bit ring uses anyway (SWA_OPS_DECODE_RING_DEPTH). The query goes
+// into registers (pair_q_operands), never shared memory.
+template <int D>
+struct DecodeRingTraits<D, false, true> {
+  static constexpr int kWarps = DecodeMmaTraits<D>::kWarps;
+  static constexpr int kStages = D == 64 ? DecodeMmaTraits<2 * D>::kStages
+                                         : (DecodeMmaTraits<D>::kStages < 2
+                                                ? DecodeMmaTraits<D>::kStages : 2);
+  static constexpr int kRow = 2 * D + 8;
+  static constexpr int kStageElems = 2 * kTileTokens * kRow;  // K tile then V tile
+  static constexpr bool kQInRegs = true;
+  static constexpr size_t smem_bytes() {
+    return sizeof(uint16_t) * kWarps * kStages * kStageElems;
+  }
+#ifdef USE_ROCM
+  static_assert(smem_bytes() <= 65536, "paired decode rings exceed a CDNA work-group's 64 KB LDS");
+#endif
+};
 
 // ALLIN, before pdl_wait(): prefetches into L2 the K/V lines of the tiles this warp will load, so
 // that the next call's DRAM stream starts while the previous kernel is still draining (its
