@@ -541,7 +541,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
   {
-    TileBlocks first[NSTAGE - 1];
+    TileBlocks first[NSTAGE > 1 ? NSTAGE - 1 : 1];  // (a ring of one stage issues nothing here)
 #pragma unroll
     for (int j = 0; j < NSTAGE - 1; ++j)
       if (j < n_mine) first[j] = tile_blocks(warp + NW * j);
