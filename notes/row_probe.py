@@ -20,6 +20,11 @@ bench.SHAPES += [
     bench.Shape("d128-kv2", 128, 8, 2, 128, 32768, 4096),
     bench.Shape("d128-kv4", 64, 16, 4, 128, 32768, 4096),
     bench.Shape("d128-kv16", 16, 64, 16, 128, 32768, 4096),
+    # CTAs against slots (run 92): mistral-32k's 256 one-wave CTAs on 264 slots, against 248 and
+    # 264 (batch 31 and 33), and seed's 4 x 64 against 4 x 66.
+    bench.Shape("mistral-b31", 31, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b33", 33, 32, 8, 128, 32768, 4096),
+    bench.Shape("seed-b33", 33, 32, 4, 128, 9216, 8192),
 ]
 
 if __name__ == "__main__":
