@@ -25,6 +25,14 @@ bench.SHAPES += [
     bench.Shape("mistral-b31", 31, 32, 8, 128, 32768, 4096),
     bench.Shape("mistral-b33", 33, 32, 8, 128, 32768, 4096),
     bench.Shape("seed-b33", 33, 32, 4, 128, 9216, 8192),
+    # Grids well under one wave (run 93): batch 20 / 24 / 28 of mistral-32k (160 / 192 / 224 CTAs,
+    # no split) - does the block scheduler pack them two per SM, leaving SMs idle?
+    bench.Shape("mistral-b20", 20, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b24", 24, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b28", 28, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b16", 16, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b9", 9, 32, 8, 128, 32768, 4096),
+    bench.Shape("gemma3-b20", 20, 16, 8, 256, 32768, 1024),
 ]
 
 if __name__ == "__main__":

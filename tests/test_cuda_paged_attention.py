@@ -659,6 +659,23 @@ def test_rejects_uncompiled_head_size():
 
 
 # ---------------------------------------------------------------------------------------------
+# The split's refill (launch.h choose_decode_split): a one-wave grid that leaves many slots idle
+# is split into 1.75-3.25 waves instead. 80 sequences x 2 kv heads = 160 pairs with a 2047-token
+# window: on an H100 (132 SMs, two D = 128 decode CTAs per SM: 264 slots) one partition each
+# would fill 61 % of the slots, so they take three, and the merge runs.
+def test_underfilled_grid_refill():
+    lens = [2047, 2048, 2063, 3000, 4100, 17, 1, 0] * 10
+    names = kernels_launched(
+        lambda: check_case(lens, 8, 2, 128, 16, 2047, torch.bfloat16, seed=11), "_kernel")
+    props = torch.cuda.get_device_properties(0)
+    if names is not None and props.major == 9 and props.multi_processor_count == 132:
+        assert any("decode_mma_kernel" in n for n in names), names
+        assert any("merge_kernel" in n for n in names), names  # split: the refill took it
+    # The same through fp16, soft-cap and sinks (the merge folds the sink once).
+    check_case(lens, 8, 2, 128, 16, 2047, torch.float16, seed=12, soft_cap=30.0, use_sinks=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # kv-head pairing (SWA_OPS_KV_PAIR=1; decode_mma_kernel's PAIR, split.h): one CTA streams kv heads
 # 2c and 2c + 1 as rows of 2 D elements on the swapped tile, for groups <= 4, fp8 caches at
 # D = 64-128 and 16-bit caches at D = 64 and 96. Both settings of the switch, every group it pairs, every

@@ -33,13 +33,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 // Messages go through SWA_CHECK (csrc/checks.h): numbers are never streamed into TORCH_CHECK.
 
-// Waves of resident CTAs the decode split fills (choose_decode_split). SWA_OPS_WAVES overrides
-// it (read once), for tuning.
+// Waves of resident CTAs the decode split fills: 0 = choose_decode_split's rule (one wave,
+// refilled when it leaves many slots idle); SWA_OPS_WAVES > 0 (read once, for tuning) fills up to
+// that many waves instead.
 double split_waves() {
   static const double v = [] {
     const char* e = std::getenv("SWA_OPS_WAVES");
     const double w = e ? std::atof(e) : 0.0;
-    return w > 0 ? w : 1.0;
+    return w > 0 ? w : 0.0;
   }();
   return v;
 }
