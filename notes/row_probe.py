@@ -33,6 +33,7 @@ bench.SHAPES += [
     bench.Shape("mistral-b16", 16, 32, 8, 128, 32768, 4096),
     bench.Shape("mistral-b9", 9, 32, 8, 128, 32768, 4096),
     bench.Shape("gemma3-b20", 20, 16, 8, 256, 32768, 1024),
+    bench.Shape("mistral-w1k-b20", 20, 32, 8, 128, 32768, 1024),
 ]
 
 if __name__ == "__main__":

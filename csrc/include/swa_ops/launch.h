@@ -27,7 +27,10 @@ constexpr double kUnderfilled = 0.9;
 // The refill's grid: between these many waves of slots, and partitions of at least this many
 // tokens (per-CTA start-up and the merge stay small beside the streaming).
 constexpr double kRefillMinWaves = 1.75, kRefillMaxWaves = 3.25;
-constexpr int kRefillMinPartTokens = 512;
+#ifndef SWA_OPS_REFILL_MIN_PART  // build-time, for A/B
+#define SWA_OPS_REFILL_MIN_PART 512
+#endif
+constexpr int kRefillMinPartTokens = SWA_OPS_REFILL_MIN_PART;
 
 // Chooses the split from host-known values only (shapes, W, SM count, the kernel's occupancy),
 // never seq_lens, so the launch is CUDA-graph capturable and one graph serves a sequence as its
