@@ -34,6 +34,11 @@ bench.SHAPES += [
     bench.Shape("mistral-b9", 9, 32, 8, 128, 32768, 4096),
     bench.Shape("gemma3-b20", 20, 16, 8, 256, 32768, 1024),
     bench.Shape("mistral-w1k-b20", 20, 32, 8, 128, 32768, 1024),
+    # Just over one wave (run 96): 320 / 384 / 448 CTAs unsplit.
+    bench.Shape("mistral-b40", 40, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b48", 48, 32, 8, 128, 32768, 4096),
+    bench.Shape("mistral-b56", 56, 32, 8, 128, 32768, 4096),
+    bench.Shape("gemma3-b40", 40, 16, 8, 256, 32768, 1024),
 ]
 
 if __name__ == "__main__":
