@@ -39,6 +39,7 @@ bench.SHAPES += [
     bench.Shape("mistral-b48", 48, 32, 8, 128, 32768, 4096),
     bench.Shape("mistral-b56", 56, 32, 8, 128, 32768, 4096),
     bench.Shape("gemma3-b40", 40, 16, 8, 256, 32768, 1024),
+    bench.Shape("mistral-b72", 72, 32, 8, 128, 32768, 4096),
 ]
 
 if __name__ == "__main__":

@@ -3,12 +3,11 @@
 #pragma once
 
 #include "swa_ops/compat.h"
+#include "swa_ops/decode_split.h"
 #include "swa_ops/params.h"
 
 namespace swa_ops {
 
-// Keys are processed in tiles of kTileTokens tokens; partitions and their origin are aligned to it.
-constexpr int kTileTokens = 16;
 
 struct SeqSpan {
   int lo;      // first visible key: max(0, L - W) with a window, else 0
@@ -42,14 +41,6 @@ SWA_HD int64_t paged_token_offset(const P& p, int block, int tok) {
 SWA_HD int live_parts(const SeqSpan& s, int part_tokens) {
   const int n = s.hi - s.origin;
   return n > 0 ? (n + part_tokens - 1) / part_tokens : 0;
-}
-
-// The most tokens [origin, L) can span for any L the block table allows: what the host sizes the
-// grid with. Depends on shapes and W only, so one CUDA graph serves every step of a sequence.
-SWA_HD int max_span_tokens(int window, int max_context) {
-  if (window <= 0) return max_context;
-  const int w = window + kTileTokens - 1;
-  return w < max_context ? w : max_context;
 }
 
 // ---- Short partitions (decode_mma_kernel<..., ALLIN = true>, chosen by the launcher)

@@ -1,0 +1,106 @@
+// The decode split, host side: how many partitions of which length tile each (sequence, kv head)
+// pair's window. Plain C++ (no CUDA or torch header), so the rule can be compiled and checked on
+// any host (tests/test_decode_split.py); split.h, the kernels' side, includes it for the tile
+// size and the span bound.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+namespace swa_ops {
+
+// Keys are processed in tiles of kTileTokens tokens; partitions and their origin are aligned to it.
+constexpr int kTileTokens = 16;
+
+// The most tokens [origin, L) can span for any L the block table allows: what the host sizes the
+// grid with. Depends on shapes and W only, so one CUDA graph serves every step of a sequence.
+constexpr int max_span_tokens(int window, int max_context) {
+  if (window <= 0) return max_context;
+  const int w = window + kTileTokens - 1;
+  return w < max_context ? w : max_context;
+}
+
+struct DecodeSplit {
+  int num_parts;    // partitions per (sequence, kv head, head chunk)
+  int part_tokens;  // P
+};
+
+// Partitions are whole multiples of this many tokens (four 16-token tiles).
+constexpr int kPartAlign = 64;
+
+// A grid whose last wave fills less than this share of the slots is refilled (below).
+constexpr double kUnderfilled = 0.9;
+// Refill only grids of fewer waves than this (the last wave weighs less the more there are).
+constexpr double kRefillBelowWaves = 3.0;
+// The refill's grid: between these many waves of slots, and partitions of at least
+// SWA_OPS_REFILL_MIN_PART tokens (per-CTA start-up and the merge stay small beside the streaming;
+// 256 gained nothing on W = 1024 rows in run 95).
+constexpr double kRefillMinWaves = 1.75, kRefillMaxWaves = 5.25;
+#ifndef SWA_OPS_REFILL_MIN_PART  // build-time, for A/B
+#define SWA_OPS_REFILL_MIN_PART 512
+#endif
+constexpr int kRefillMinPartTokens = SWA_OPS_REFILL_MIN_PART;
+
+// Chooses the split from host-known values only (shapes, W, SM count, the kernel's occupancy),
+// never seq_lens, so the launch is CUDA-graph capturable and one graph serves a sequence as its
+// context grows. `slots` is how many decode CTAs the device holds at once (SMs x CTAs per SM).
+//
+// Partitions multiply the (sequence, head) pairs up to at most one wave of slots. Measured on
+// H100: a grid just over one wave is the worst case (its last CTAs run alone, each capped by the
+// loads one CTA keeps in flight: mistral-128k took 66.5 us at 1.2 waves against 57-59 us at 0.7
+// or 2.2), and extra partitions cost a merge and per-CTA start-up. So: fill up to one wave; pairs
+// that already fill it get no split at all.
+//
+// But a wave that leaves many slots idle streams well below the bandwidth (each CTA's rate is
+// capped by the loads it keeps in flight): mistral-32k's shape at batch 20 / 24 / 28 (160 / 192 /
+// 224 CTAs on 264 slots, one partition each) reached 0.81 / 0.86 / 0.91 of copy bandwidth against
+// 0.956 at batch 32 (run 93), and at batch 40 / 48 / 56 (1.21 / 1.45 / 1.70 waves, the last one's
+// CTAs running alone) 0.872 / 0.902 / 0.928 (run 96). Such a grid (fewer than kRefillBelowWaves
+// waves, its last under kUnderfilled full) is refilled: split into 1.75-5.25 waves, the first
+// split whose last wave is at least kUnderfilled full, else the fullest (fewest partitions on
+// ties). Against SWA_OPS_WAVES sweeps it picks the best split measured at batch 20 (3 partitions,
+// 1.82 waves: 0.909), 24 (4: 0.928), 28 (3: 0.935) and 48 (2: 0.951), and the second best at 40
+// (3: 0.926; 4 gave 0.937) and 56 (2: 0.945; 3 gave 0.953).
+//
+// waves > 0 (SWA_OPS_WAVES, for tuning) replaces the rule: up to waves x slots CTAs, no refill.
+inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_chunks,
+                                       int window, int max_context, int slots, double waves) {
+  DecodeSplit s;
+  const int span = max_span_tokens(window, max_context);
+  const long pairs = static_cast<long>(num_seqs) * num_kv_heads * head_chunks;
+  long parts = 1;
+  if (span > 0 && pairs > 0) {
+    parts = static_cast<long>((waves > 0 ? waves : 1.0) * slots) / pairs;
+    const long max_parts = (span + kPartAlign - 1) / kPartAlign;
+    if (parts > max_parts) parts = max_parts;
+    if (parts < 1) parts = 1;
+    const double w1 = static_cast<double>(pairs * parts) / slots;
+    if (waves <= 0 && w1 < kRefillBelowWaves && w1 / std::ceil(w1) < kUnderfilled) {
+      const long cap = std::min<long>(max_parts, span / kRefillMinPartTokens);
+      long best = parts;
+      double best_fill = 0.0;
+      for (long q = parts + 1; q <= cap; ++q) {
+        const double w = static_cast<double>(pairs * q) / slots;
+        if (w < kRefillMinWaves) continue;
+        if (w > kRefillMaxWaves) break;
+        const double fill = w / std::ceil(w);  // the last wave's share of its slots
+        if (fill >= kUnderfilled) {
+          best = q;
+          break;
+        }
+        if (fill > best_fill) {
+          best_fill = fill;
+          best = q;
+        }
+      }
+      parts = best;
+    }
+  }
+  int p = span > 0 ? static_cast<int>((span + parts - 1) / parts) : kPartAlign;
+  p = (p + kPartAlign - 1) / kPartAlign * kPartAlign;
+  s.part_tokens = p;
+  s.num_parts = span > 0 ? (span + p - 1) / p : 1;
+  return s;
+}
+
+}  // namespace swa_ops
