@@ -30,8 +30,9 @@ constexpr int kPartAlign = 64;
 
 // A grid whose last wave fills less than this share of the slots is refilled (below).
 constexpr double kUnderfilled = 0.9;
-// Refill only grids of fewer waves than this (the last wave weighs less the more there are).
-constexpr double kRefillBelowWaves = 3.0;
+// Refill only grids of fewer waves than this: from 1.7 waves up the split's own costs outweighed
+// the tail it saves (run 97).
+constexpr double kRefillBelowWaves = 1.5;
 // The refill's grid: between these many waves of slots, and partitions of at least
 // SWA_OPS_REFILL_MIN_PART tokens (per-CTA start-up and the merge stay small beside the streaming;
 // 256 gained nothing on W = 1024 rows in run 95).
@@ -54,13 +55,15 @@ constexpr int kRefillMinPartTokens = SWA_OPS_REFILL_MIN_PART;
 // But a wave that leaves many slots idle streams well below the bandwidth (each CTA's rate is
 // capped by the loads it keeps in flight): mistral-32k's shape at batch 20 / 24 / 28 (160 / 192 /
 // 224 CTAs on 264 slots, one partition each) reached 0.81 / 0.86 / 0.91 of copy bandwidth against
-// 0.956 at batch 32 (run 93), and at batch 40 / 48 / 56 (1.21 / 1.45 / 1.70 waves, the last one's
-// CTAs running alone) 0.872 / 0.902 / 0.928 (run 96). Such a grid (fewer than kRefillBelowWaves
+// 0.956 at batch 32 (run 93), and at batch 40 / 48 (1.21 / 1.45 waves, the last one's CTAs
+// running alone) 0.84-0.87 / 0.90-0.95 (runs 96-97). Such a grid (fewer than kRefillBelowWaves
 // waves, its last under kUnderfilled full) is refilled: split into 1.75-5.25 waves, the first
 // split whose last wave is at least kUnderfilled full, else the fullest (fewest partitions on
 // ties). Against SWA_OPS_WAVES sweeps it picks the best split measured at batch 20 (3 partitions,
 // 1.82 waves: 0.909), 24 (4: 0.928), 28 (3: 0.935) and 48 (2: 0.951), and the second best at 40
-// (3: 0.926; 4 gave 0.937) and 56 (2: 0.945; 3 gave 0.953).
+// (3: 0.926; 4 gave 0.937). Run 97, against the one-wave rule: batch 20 138.0 -> 122.9 us, 28
+// 172.4 -> 167.8, 40 266.3 -> 238.0, 48 284.5 -> 281.3, gemma3's shape at batch 40 132.5 ->
+// 124.3; but batch 56 (1.70 waves) 329.2 -> 334.5 and 72 (2.18) 411.5 -> 421.5, hence the bound.
 //
 // waves > 0 (SWA_OPS_WAVES, for tuning) replaces the rule: up to waves x slots CTAs, no refill.
 inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_chunks,
