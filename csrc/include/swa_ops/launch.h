@@ -1,8 +1,8 @@
-// Host side of the decode kernels, torch-free: the split choice and the launch entry points.
-// The torch launcher (csrc/cuda/paged_attention.cu) fills DecodeParams, sizes the workspace from
-// choose_decode_split() (decode_split.h) and calls launch_decode<D>(); each csrc/cuda/decode_hd<D>.cu instantiates
-// launch_decode<D> (with launch_impl.h), so head sizes compile in parallel and torch's headers
-// are parsed once.
+// Host side of the decode kernels, torch-free: the launch entry points (the split choice is in
+// decode_split.h). The torch launcher (csrc/cuda/paged_attention.cu) fills DecodeParams, sizes the
+// workspace from choose_decode_split() and calls launch_decode<D>(); each
+// csrc/cuda/decode_hd<D>.cu instantiates launch_decode<D> (with launch_impl.h), so head sizes
+// compile in parallel and torch's headers are parsed once.
 #pragma once
 
 #include "swa_ops/compat.h"

@@ -8,7 +8,7 @@
 
 namespace swa_ops {
 
-
+// Tiles of kTileTokens (decode_split.h) keys; partitions and their origin are aligned to them.
 struct SeqSpan {
   int lo;      // first visible key: max(0, L - W) with a window, else 0
   int hi;      // one past the last visible key: L
