@@ -40,6 +40,11 @@ bench.SHAPES += [
     bench.Shape("mistral-b56", 56, 32, 8, 128, 32768, 4096),
     bench.Shape("gemma3-b40", 40, 16, 8, 256, 32768, 1024),
     bench.Shape("mistral-b72", 72, 32, 8, 128, 32768, 4096),
+    # The refill on the other decode kernels (run 99): the fp8 TMA ring, the packed multi-token
+    # mode, and the kv-head-paired 16-bit kernel (D = 64, 160 pair units).
+    bench.Shape("fp8-b20", 20, 32, 8, 128, 32768, 4096, fp8=True),
+    bench.Shape("spec4-b20", 20, 32, 8, 128, 32768, 4096, q_len=4),
+    bench.Shape("d64-b40", 40, 32, 8, 64, 32768, 4096),
 ]
 
 if __name__ == "__main__":
