@@ -110,10 +110,9 @@ template <int D, bool KV8, bool PAIR>
 struct DecodeRingTraits : DecodeMmaTraits<D> {};
 
 // Paired 16-bit rows: 2 D elements plus the same 16-byte pad (row bytes / 16 odd: 17 at D = 64,
-// 21 at D = 80, 25 at D = 96), D's warps. Stages: D = 64 keeps the three that D = 128's rings
-// have (104 KB, two CTAs per SM; measured in run 43); D = 80's and 96's 336- and 400-byte rows fit
-// two at two CTAs per SM (86 and 102 KB), the depth every 16-bit ring uses anyway
-// (SWA_OPS_DECODE_RING_DEPTH). The query goes
+// 25 at D = 96), D's warps. Stages: D = 64 keeps the three that D = 128's rings have (104 KB,
+// two CTAs per SM; measured in run 43); D = 96's 400-byte rows fit two at two CTAs per SM
+// (102 KB), the depth every 16-bit ring uses anyway (SWA_OPS_DECODE_RING_DEPTH). The query goes
 // into registers (pair_q_operands), never shared memory.
 template <int D>
 struct DecodeRingTraits<D, false, true> {

@@ -75,13 +75,13 @@ constexpr int kMaxPairGroup = 4;  // 2 g query heads on the 8 N columns of m16n8
 // Head sizes whose kv heads pair. fp8: D <= 128 (paired rows of 2 D <= 256 bytes fit the 16-bit
 // ring rows of D, 2 D + 16 bytes: the ring, its shared memory and occupancy are the unpaired
 // kernel's; fp8 rows of 256 bytes or more, D >= 256, already stream like bf16's). 16-bit: D = 64
-// (paired rows of 256 bytes in D = 128's rings, 104 KB per CTA, two CTAs per SM), D = 80 and 96
-// (rows of 320 and 384 bytes in two-stage rings, 86 and 102 KB, two CTAs per SM: Phi-3's 32 kv
-// heads of 192-byte rows at a 6 KB token stride, 512 CTAs in two waves unpaired, become 256 in
-// one). Rows of 256 bytes or more (D >= 128) need no pairing.
+// (paired rows of 256 bytes in D = 128's rings, 104 KB per CTA, two CTAs per SM) and D = 96
+// (rows of 384 bytes in two-stage rings, 102 KB, two CTAs per SM: Phi-3's 32 kv heads of 192-byte
+// rows at a 6 KB token stride, 512 CTAs in two waves unpaired, become 256 in one). D = 80 is not
+// paired (not measured); rows of 256 bytes or more (D >= 128) need no pairing.
 SWA_HD constexpr bool kv_pair_head_size(int head_size, bool fp8) {
   return fp8 ? (head_size == 64 || head_size == 80 || head_size == 96 || head_size == 128)
-             : (head_size == 64 || head_size == 80 || head_size == 96);
+             : (head_size == 64 || head_size == 96);
 }
 
 // ---- Packed multi-token queries (decode_mma_kernel<..., PACKED = true>, merge_kernel<..., true>)
