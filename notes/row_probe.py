@@ -45,6 +45,8 @@ bench.SHAPES += [
     bench.Shape("fp8-b20", 20, 32, 8, 128, 32768, 4096, fp8=True),
     bench.Shape("spec4-b20", 20, 32, 8, 128, 32768, 4096, q_len=4),
     bench.Shape("d64-b40", 40, 32, 8, 64, 32768, 4096),
+    # kv-head pairing at D = 80 (run 101, not kept): phi3's shape at head size 80.
+    bench.Shape("phi3-d80", 16, 32, 32, 80, 8192, 2047),
 ]
 
 if __name__ == "__main__":
