@@ -489,6 +489,18 @@ def kernels_launched(fn, kernel: str) -> Optional[List[str]]:
     return names or None
 
 
+def merge_ran(fn) -> Optional[bool]:
+    """Whether ``fn`` launched the decode merge kernel (a split grid); None where the profiler
+    records no kernel or the device is not an H100-like 132-SM Hopper, whose slots the tests'
+    comments count (the split depends on SM count and occupancy)."""
+    names = kernels_launched(fn, "_kernel")
+    props = torch.cuda.get_device_properties(0)
+    if names is None or props.major != 9 or props.multi_processor_count != 132:
+        return None
+    assert any("decode_mma_kernel" in n for n in names), names
+    return any("merge_kernel" in n for n in names)
+
+
 def template_bools(name: str, kernel: str, count: int) -> List[bool]:
     """The last ``count`` (bool) template arguments of ``kernel``<T, D, ...> from a demangled
     ("true", "(bool)1") or mangled ("Lb1E") kernel name."""

@@ -27,7 +27,7 @@ import torch
 import swa_ops
 from swa_ops import reference
 
-from conftest import FP8, PagedAttentionCase, kernels_launched, make_paged_attention_case, \
+from conftest import FP8, PagedAttentionCase, make_paged_attention_case, merge_ran, \
     rounding_error, torch_lowp_attention
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -189,17 +189,6 @@ def test_long_contexts_split(window, group):
     check(make_case([20000, 9000], [mql, 1], group=group, window=window, seed=window))
     check(make_case([20000], [mql], group=group, num_kv_heads=1, window=window,
                     sinks=True, seed=window + 1))
-
-
-def merge_ran(fn):
-    """Whether `fn` launched the merge kernel (a split grid); None where the profiler records no
-    kernel or the device is not an H100-like 132-SM Hopper, whose slots the comments count."""
-    names = kernels_launched(fn, "_kernel")
-    props = torch.cuda.get_device_properties(0)
-    if names is None or props.major != 9 or props.multi_processor_count != 132:
-        return None
-    assert any("decode_mma_kernel" in n for n in names), names
-    return any("merge_kernel" in n for n in names)
 
 
 @pytest.mark.parametrize("window", (128, 0))

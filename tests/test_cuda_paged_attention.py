@@ -23,7 +23,7 @@ import torch
 import swa_ops
 from swa_ops import reference
 
-from conftest import kernels_launched, template_bools
+from conftest import kernels_launched, merge_ran, template_bools
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -665,12 +665,8 @@ def test_rejects_uncompiled_head_size():
 # would fill 61 % of the slots, so they take three, and the merge runs.
 def test_underfilled_grid_refill():
     lens = [2047, 2048, 2063, 3000, 4100, 17, 1, 0] * 10
-    names = kernels_launched(
-        lambda: check_case(lens, 8, 2, 128, 16, 2047, torch.bfloat16, seed=11), "_kernel")
-    props = torch.cuda.get_device_properties(0)
-    if names is not None and props.major == 9 and props.multi_processor_count == 132:
-        assert any("decode_mma_kernel" in n for n in names), names
-        assert any("merge_kernel" in n for n in names), names  # split: the refill took it
+    split = merge_ran(lambda: check_case(lens, 8, 2, 128, 16, 2047, torch.bfloat16, seed=11))
+    assert split in (None, True)  # split: the refill took it
     # The same through fp16, soft-cap and sinks (the merge folds the sink once).
     check_case(lens, 8, 2, 128, 16, 2047, torch.float16, seed=12, soft_cap=30.0, use_sinks=True)
 
