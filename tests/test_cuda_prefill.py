@@ -571,3 +571,57 @@ def test_prefill_tail_split_cuda_graph(monkeypatch):
         assert tail_pieces(prefill_items(q_lens, 4, 8), 20) >= 2
 
     replay_growing_graph(640, seed=5, on_step=splits)
+
+
+# The short last tile (prefill_ws.h, kShortLast: 128-key tiles, D = 128): an item whose last key
+# tile holds at most 32 keys of its union runs that tile's S and P V over 32 keys only.
+# short_last_keys mirrors the items' unions (ws_item_union) and yields, per item with two tiles or
+# more, the keys of its last tile; the cases below hold items on both sides of the 32-key bound
+# (and most of them one with exactly 33, which a bound off by one would cut).
+def short_last_keys(seq_lens, q_lens, group, window, tma):
+    for L, q in zip(seq_lens, q_lens):
+        rows = q * group
+        for row0 in range(0, rows, 128):
+            first = L - q + row0 // group
+            last = L - q + (min(row0 + 128, rows) - 1) // group
+            hi = last + 1
+            lo = max(0, first - window + 1) if window > 0 else 0
+            org = lo & ~15 if tma else lo  # the TMA path starts tiles 16-aligned
+            n = -(-(hi - org) // 128)
+            if n >= 2:
+                yield hi - org - (n - 1) * 128
+
+
+SHORT_SEQS = [6000, 1000, 300, 161, 5000, 2600]
+SHORT_QS = [2048, 1000, 77, 161, 33, 1500]
+
+
+@pytest.mark.parametrize("persist", ("unset", "0"))
+@pytest.mark.parametrize("tma", ("1", "0"))
+@pytest.mark.parametrize("window", (129, 130, 1000, 4096, 0))
+def test_prefill_short_last_tile(monkeypatch, window, tma, persist):
+    """Items whose last tile holds 1-32 keys (trimmed) next to items with 33-64 (whole), with
+    windows where each key weighs ~1/130 (a key dropped or read twice shows), TMA on and off,
+    persistent and plain grids. V slots outside every window are NaN."""
+    keys = list(short_last_keys(SHORT_SEQS, SHORT_QS, 4, window, tma == "1"))
+    assert any(k <= 32 for k in keys), "the case must trim"
+    # Whole last tiles of 33-64 keys beside them (all but W = 129 without TMA, where every
+    # multi-tile item ends with at most 32; W = 130 ends 139 items with exactly 33).
+    assert any(32 < k <= 64 for k in keys) or (window, tma) == (129, "0")
+    for var in ("SWA_OPS_PREFILL_WS", "SWA_OPS_PREFILL_PERSIST_SMS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SWA_OPS_PREFILL_TMA", tma)
+    if persist == "unset":
+        monkeypatch.delenv("SWA_OPS_PREFILL_PERSIST", raising=False)
+    else:
+        monkeypatch.setenv("SWA_OPS_PREFILL_PERSIST", persist)
+    check(SHORT_SEQS, SHORT_QS, 32, 8, 128, 16, window, seed=window % 97, nan_v_outside=True)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=("bf16", "fp16"))
+def test_prefill_short_last_tile_cap_sinks(dtype):
+    """The trimmed tile's softmax with soft-cap (the logit scale not fused) and sinks."""
+    keys = list(short_last_keys(SHORT_SEQS, SHORT_QS, 4, 129, True))
+    assert any(k <= 32 for k in keys)
+    check(SHORT_SEQS, SHORT_QS, 32, 8, 128, 16, 129, dtype=dtype, seed=3, soft_cap=30.0,
+          use_sinks=True, nan_v_outside=True)

@@ -346,6 +346,15 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   // TMA copies of interior tiles (kWsTma): the items' tiles then start 16-aligned (WsItem).
   constexpr bool kTma = kWsTma<D, PERSIST>;
   const bool tma = kTma && p.kv_tma != 0;
+  // An item whose last key tile holds at most kShortKeys keys of its union runs S and P V of
+  // that tile over those keys only (run_item). 128-key tiles only (D = 128: at BN = 32 there is
+  // nothing to trim), and not with the overlap, whose loop pairs S(g) and P V(g - 1) otherwise.
+  // SWA_OPS_WS_SHORT_LAST=0 (build time) turns it off for A/B runs.
+#ifndef SWA_OPS_WS_SHORT_LAST
+#define SWA_OPS_WS_SHORT_LAST 1
+#endif
+  constexpr bool kShortLast = SWA_OPS_WS_SHORT_LAST && BN == 128 && !OVERLAP;
+  constexpr int kShortKeys = 32;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   unsigned char* smem_base =
@@ -421,14 +430,18 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     // decides the order they are promoted to registers in, hence the PTX's register numbers
     // (the plain kernel's PTX stays identical to what it was before the lambda).
     int blk[128 % CPR == 0 ? BN / (128 / CPR) : 1];
-    // Tile j of an item (ring position jg) into its stage. bt: the sequence's block-table row;
-    // k_col / v_col: this thread's column chunk of the kv head (the fixed-chunk path), strides in
-    // bytes.
-    auto copy_tile = [&](Pos jg, int j, int kv_lo, int kv_hi, int t_org, int kvh, const int* bt,
-                         const T* k_base, const T* v_base, const char* k_col, const char* v_col,
-                         int bs_mask, uint64_t sb_bytes, uint64_t st_bytes) {
+    // Tile j of an item (ring position jg) into its stage; j0: the first tile of the item's range
+    // (a tail piece's). bt: the sequence's block-table row; k_col / v_col: this thread's column
+    // chunk of the kv head (the fixed-chunk path), strides in bytes.
+    auto copy_tile = [&](Pos jg, int j, int j0, int kv_lo, int kv_hi, int t_org, int kvh,
+                         const int* bt, const T* k_base, const T* v_base, const char* k_col,
+                         const char* v_col, int bs_mask, uint64_t sb_bytes, uint64_t st_bytes) {
       const int stage = jg % NST;
       const int t0 = t_org + j * BN;
+      // A short last tile (the consumers' test in run_item: the range's last tile, not its only
+      // one, with at most kShortKeys keys of the union): the consumers read its first kShortKeys
+      // rows only, so the others are neither copied nor zero-filled.
+      const bool trim = kShortLast && j > j0 && kv_hi - t0 <= kShortKeys;
       T* ks = kv_s + stage * 2 * TILE;
       T* vs = ks + TILE;
       static_assert(BN * CPR % 128 == 0, "whole rounds of 16-byte chunks per producer thread");
@@ -484,6 +497,7 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         }
 #pragma unroll
         for (int k = 0; k < NR; ++k) {
+          if (RPR * k >= kShortKeys && trim) break;  // rounds RPR k.. hold rows >= kShortKeys
           const int t = t0 + rw + RPR * k;
           // (rw + RPR k) & 7 == (rw & 7) ^ (RPR k & 7): rw < RPR, both powers of two.
           const int so = so0 + RPR * k * 64 + ((sw0 ^ ((RPR * k) & 7)) << 3);
@@ -525,8 +539,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       opaque(sb_bytes);
       opaque(st_bytes);
       for (int j = 0; j < w0.n_tiles; ++j)
-        copy_tile(j, j, w0.kv_lo, w0.kv_hi, w0.t_org, w0.kvh, bt, k_base, v_base, k_col, v_col,
-                  bs_mask, sb_bytes, st_bytes);
+        copy_tile(j, j, 0, w0.kv_lo, w0.kv_hi, w0.t_org, w0.kvh, bt, k_base, v_base, k_col,
+                  v_col, bs_mask, sb_bytes, st_bytes);
     } else {
       const int bs_mask = p.block_size - 1;
       uint64_t sb_bytes = static_cast<uint64_t>(p.kv_stride_block) * sizeof(T);
@@ -557,8 +571,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         opaque(v_col);
 #pragma unroll 1
         for (int j = rg.j0; j < rg.j1; ++j) {
-          copy_tile(jt + (j - rg.j0), j, w.kv_lo, w.kv_hi, w.t_org, w.kvh, bt, k_base, v_base,
-                    k_col, v_col, bs_mask, sb_bytes, st_bytes);
+          copy_tile(jt + (j - rg.j0), j, rg.j0, w.kv_lo, w.kv_hi, w.t_org, w.kvh, bt, k_base,
+                    v_base, k_col, v_col, bs_mask, sb_bytes, st_bytes);
           if (j == rg.j0) {
             // The item's Q (rows past the sequence's are zero queries), after its tile 0: that
             // tile's stage frees a batch before Q does (tile J needs tile J - NST released, i.e.
@@ -675,6 +689,26 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
     }
   };
+  // The short last tile (kShortLast): S over its first kShortKeys keys only (the first
+  // kShortKeys / 8 chunks of s), and P V over those keys.
+  auto issue_s_short = [&](Pos J) {
+    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
+#pragma unroll
+    for (int kc = 0; kc < KCH; ++kc) {
+      const uint64_t da = desc_move(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+      const uint64_t db =
+          desc_move(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+      wgmma_ss<T, kShortKeys>(&s[0][0], da, db, kc > 0 ? 1 : 0);
+    }
+  };
+  auto issue_pv_short = [&](Pos J) {
+    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
+#pragma unroll
+    for (int kc2 = 0; kc2 < kShortKeys / 16; ++kc2) {
+      const uint64_t dv = desc_move(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
+      wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
+    }
+  };
   auto poll_full = [&](Pos J) {
     if constexpr (PERSIST)
       mbar_wait_at(full_at + (J % NST) * 8, (J / NST) & 1);
@@ -737,13 +771,17 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     };
     // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
     // flight (they write its accumulators and its A operand).
-    auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
+    // O's rescale by a softmax step's factors (skipped when no row of the warp needs it).
+    auto rescale_o = [&](float2 al) {
       if (warp_any(al.x != 1.f || al.y != 1.f)) {
 #pragma unroll
         for (int nt = 0; nt < ONT; ++nt) {
           o[nt][0] *= al.x; o[nt][1] *= al.x; o[nt][2] *= al.y; o[nt][3] *= al.y;
         }
       }
+    };
+    auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
+      rescale_o(al);
       pack_p_fragments<T>(s, pa);
     };
 
@@ -761,8 +799,14 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       issue_s(jt, s);
       batch_end(false);
       softmax_finish(softmax_probs(0, s), s);
+      // The short last tile: chunked prefill at W = 4096 has 33 tiles of 128 keys for a union of
+      // 4127 (32 rows of 4 heads), the last holding 31 or 32 of them; its S and P V then cost a
+      // quarter. Not for a tail piece that ends inside its item (its last tile is whole) nor for
+      // a one-tile item (its S is batch 0's).
+      const bool short_last =
+          kShortLast && n_tiles >= 2 && w.kv_hi - (t_org + (n_tiles - 1) * BN) <= kShortKeys;
 #pragma unroll 1
-      for (int g = 1; g < n_tiles; ++g) {
+      for (int g = 1; g < n_tiles - (short_last ? 1 : 0); ++g) {
         const Pos J = jt + g;
         // Tile g >= 1 starts past kv_lo (t_org > kv_lo - 16), so it went by TMA iff it ends
         // inside the union (the producer's test).
@@ -802,13 +846,40 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
           softmax_finish(softmax_probs(g, s), s);
         }
       }
+      if constexpr (kShortLast) {
+        if (short_last) {
+          // The short tile's batch, peeled (a wgmma under a condition inside a batch would make
+          // ptxas serialize them). An edge tile: copied by cp.async, never by TMA, so fenced.
+          // Its softmax runs over the first kShortKeys / 8 chunks of s: the others hold no
+          // logit of this tile, and the P V below reads only the packed fragments of those.
+          const Pos J = jt + n_tiles - 1;
+          wait_full(J);
+          batch_begin();
+          issue_pv(J - 1);
+          issue_s_short(J);
+          batch_end(false);
+          release(J - 1);
+          auto& ss = reinterpret_cast<float(&)[kShortKeys / 8][4]>(s);
+          const int t0 = t_org + (n_tiles - 1) * BN;
+          if (!fuse_scale) scale_logits<SOFTCAP>(ss, scale_log2, cap_pre, p.cap_post);
+          mask_tile<kShortKeys / 8>(ss, t0, quad_col, ra, rb);  // never inside every window
+          rescale_o(online_softmax_tile<kShortKeys / 8, true>(ss, m0, m1, l0, l1, exp_scale));
+          pack_p_fragments<T>(ss, reinterpret_cast<uint32_t(&)[kShortKeys / 16][4]>(pa));
+        }
+      }
       // PERSIST, register epilogue: every S of the item is complete (waited above), so Q may
       // take the next item's rows (the staged epilogue releases it after its stores instead).
       if constexpr (PERSIST && !kStaged)
         if (lane == 0) mbar_arrive(q_empty);
-      batch_begin();
-      issue_pv(jt + n_tiles - 1);
-      batch_end(true);
+      if (kShortLast && short_last) {
+        batch_begin();
+        issue_pv_short(jt + n_tiles - 1);
+        batch_end(true);
+      } else {
+        batch_begin();
+        issue_pv(jt + n_tiles - 1);
+        batch_end(true);
+      }
       release(jt + n_tiles - 1);
       if constexpr (PERSIST) {
         jt += n_tiles;
