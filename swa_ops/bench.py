@@ -710,13 +710,17 @@ def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -
 
 
 def event_times_us(fns: Dict[str, Callable[[int], object]], target_ms: float = 300.0,
-                   reps: int = 3) -> Dict[str, float]:
+                   reps: int = 5, batches: Optional[Dict[str, List[float]]] = None
+                   ) -> Dict[str, float]:
     """Per-call time of back-to-back calls on the current stream, for each of `fns`: CUDA events
-    around a batch of calls sized to about target_ms (2 to 50 calls), median of `reps` batches,
-    after a warm-up call. For calls of a millisecond or more, host launch gaps hide behind the
-    queued work. With several contenders their batches alternate (A B, B A, A B): at the H100's
-    power cap a batch's clock depends on what ran just before it (notes/prefill.md), so none of
-    them always follows the same one."""
+    around a batch of calls sized to about target_ms (2 to 50 calls), median of `reps` batches.
+    For calls of a millisecond or more, host launch gaps hide behind the queued work. At the
+    H100's power cap a batch's clock depends on what ran just before it (notes/prefill.md): a
+    burst after an idle GPU starts throttled as low as 1380 MHz, then settles. So every
+    contender first runs one unmeasured batch (the GPU reaches its sustained power state), and
+    with several contenders their measured batches alternate (A B, B A, A B, ...), so none of
+    them always follows the same one. `batches`, if given, receives each contender's batch
+    times (µs per call, in order)."""
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     calls = {}
     for key, fn in fns.items():
@@ -729,7 +733,7 @@ def event_times_us(fns: Dict[str, Callable[[int], object]], target_ms: float = 3
         calls[key] = max(2, min(50, math.ceil(target_ms / max(a.elapsed_time(b), 1e-3))))
     times: Dict[str, List[float]] = {key: [] for key in fns}
     order = list(fns)
-    for rep in range(reps):
+    for rep in range(-1, reps):  # rep -1: the unmeasured warm batches
         for key in (order if rep % 2 == 0 else order[::-1]):
             fn = fns[key]
             a.record()
@@ -737,13 +741,21 @@ def event_times_us(fns: Dict[str, Callable[[int], object]], target_ms: float = 3
                 fn(i)
             b.record()
             b.synchronize()
-            times[key].append(a.elapsed_time(b) * 1000.0 / calls[key])
+            if rep >= 0:
+                times[key].append(a.elapsed_time(b) * 1000.0 / calls[key])
+    if batches is not None:
+        batches.update(times)
     return {key: statistics.median(t) for key, t in times.items()}
 
 
-def event_time_us(fn: Callable[[int], object], target_ms: float = 300.0, reps: int = 3) -> float:
-    """event_times_us of one contender."""
-    return event_times_us({"": fn}, target_ms, reps)[""]
+def event_time_us(fn: Callable[[int], object], target_ms: float = 300.0, reps: int = 5,
+                  batches: Optional[List[float]] = None) -> float:
+    """event_times_us of one contender (its batch times appended to `batches`, if given)."""
+    per: Dict[str, List[float]] = {}
+    us = event_times_us({"": fn}, target_ms, reps, per)[""]
+    if batches is not None:
+        batches.extend(per[""])
+    return us
 
 
 def copy_bandwidth() -> float:
@@ -1147,12 +1159,16 @@ def prefill_row(args, s: PrefillShape, peers: Sequence[str], device: str) -> Dic
             row["swa_kernels_us"] = {short_name(k): v for k, v in per.items()}
         return fn
 
-    def record_time(key: str, us: float) -> None:
+    def record_time(key: str, us: float, batches: Sequence[float] = ()) -> None:
         row[key + "_us"] = us
         row[key + "_tflops"] = flops / us / 1e6
+        if batches:  # every measured batch, in order (the spread behind the median)
+            row[key + "_batches_us"] = [round(t, 1) for t in batches]
 
     def measure(key: str, factory: Callable) -> None:
-        record_time(key, event_time_us(build_and_check(key, factory), args.target_ms))
+        batches: List[float] = []
+        us = event_time_us(build_and_check(key, factory), args.target_ms, batches=batches)
+        record_time(key, us, batches)
 
     factories: List[Tuple[str, Callable]] = [("swa", lambda: (pp.swa, {}))]
     if "flashinfer" in peers:
@@ -1177,8 +1193,9 @@ def prefill_row(args, s: PrefillShape, peers: Sequence[str], device: str) -> Dic
             except Exception as e:
                 failed(key, e)
     try:
-        for key, us in event_times_us(paired, args.target_ms).items():
-            record_time(key, us)
+        per: Dict[str, List[float]] = {}
+        for key, us in event_times_us(paired, args.target_ms, batches=per).items():
+            record_time(key, us, per.get(key, ()))
     except Exception as e:
         for key in paired:
             failed(key, e)

@@ -289,9 +289,11 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(bench, "copy_bandwidth", lambda: 1e12)
     monkeypatch.setattr(bench, "graph_time_us", lambda fn, layers, replays=20: (fn(0), 10.0)[1])
     monkeypatch.setattr(bench, "kernel_times", lambda fn, calls: (fn(0), {"decode": 9.0})[1])
-    monkeypatch.setattr(bench, "event_time_us", lambda fn, target_ms=0, reps=0: (fn(1), 1e3)[1])
+    monkeypatch.setattr(bench, "event_time_us",
+                        lambda fn, target_ms=0, reps=0, batches=None: (fn(1), 1e3)[1])
     monkeypatch.setattr(bench, "event_times_us",
-                        lambda fns, target_ms=0, reps=0: {k: (f(1), 1e3)[1] for k, f in fns.items()})
+                        lambda fns, target_ms=0, reps=0, batches=None:
+                        {k: (f(1), 1e3)[1] for k, f in fns.items()})
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # CPU inductor: no lse
 
 
@@ -395,10 +397,11 @@ def test_json_keeps_finished_rows_when_a_run_is_cut_short(fake_gpu, monkeypatch,
 
 
 def test_event_times_alternate(monkeypatch):
-    """Several contenders' timed batches alternate (A B, B A, A B), each sized to the target from
-    its own first call, and each contender's median is its own."""
-    clock = [0.0]
-    log = []
+    """Several contenders' batches, each sized to the target from its own first call: one
+    unmeasured (warm) batch each, then `reps` measured batches alternating (A B, B A, ...);
+    each contender's median is its own, and every measured batch is handed back."""
+    clock = [0.0]  # ms
+    log = []  # the contender of every call, in order
 
     class FakeEvent:
         def __init__(self, enable_timing=False):
@@ -416,17 +419,27 @@ def test_event_times_alternate(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
 
-    def contender(key, ms):
+    def contender(key, ms, slow_calls=range(0)):
         def fn(i):
-            clock[0] += ms
             log.append(key)
+            clock[0] += 10 * ms if log.count(key) in slow_calls else ms
         return fn
 
-    times = bench.event_times_us({"a": contender("a", 100.0), "b": contender("b", 30.0)},
-                                 target_ms=300.0, reps=3)
-    assert times == pytest.approx({"a": 100e3, "b": 30e3})
-    batches = [k for i, k in enumerate(log) if i == 0 or log[i - 1] != k]
-    # warm-up and sizing call each (a, b), then a x 3, b x 10, b x 10, a x 3, a x 3, b x 10
-    assert batches == ["a", "b", "a", "b", "a", "b"] and log.count("a") == 2 + 9
-    assert log[4:7] == ["a"] * 3 and log[7:27] == ["b"] * 20 and log[27:33] == ["a"] * 6
-    assert bench.event_time_us(contender("c", 50.0), target_ms=300.0) == pytest.approx(50e3)
+    # a: 100 ms per call (3-call batches), 10x slower in its warm batch (its calls 3-5);
+    # b: 30 ms (10-call batches).
+    batches = {}
+    times = bench.event_times_us({"a": contender("a", 100.0, range(3, 6)),
+                                  "b": contender("b", 30.0)},
+                                 target_ms=300.0, reps=3, batches=batches)
+    assert times == pytest.approx({"a": 100e3, "b": 30e3}), "the warm batch is not measured"
+    assert batches == {"a": pytest.approx([100e3] * 3), "b": pytest.approx([30e3] * 3)}
+    # Warm-up and sizing calls (a a b b), the warm batches (b x 10, a x 3: rep -1 takes the
+    # reversed order), then a b, b a, a b.
+    runs = log[4:]
+    starts = [0, 10, 13, 16, 26, 36, 39, 42]
+    assert [runs[k] for k in starts] == ["b", "a", "a", "b", "b", "a", "a", "b"]
+    assert len(runs) == 4 * 3 + 4 * 10 and log[:4] == ["a", "a", "b", "b"]
+    one = []
+    assert bench.event_time_us(contender("c", 50.0), target_ms=300.0, batches=one) == \
+        pytest.approx(50e3)
+    assert one == pytest.approx([50e3] * 5)  # the default: five measured batches
