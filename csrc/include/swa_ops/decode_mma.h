@@ -423,6 +423,12 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   for (int i = 0; i < LOADS; ++i)
     row_off[i] = ld_row[i] * static_cast<int>(p.kv_stride_tok) + ld_col[i];
   const bool one_block_tiles = p.block_size >= kTileTokens;
+  // A tile of kTileTokens tokens from TB lies wholly inside [span.lo, end) and in one block: the
+  // fast copy path, and on the fp8 TMA ring the box-copied tiles. One test for the copies and for
+  // the TMA wait, so they cannot disagree. A macro, not a function or lambda: either changed the
+  // code ptxas emits for every decode kernel (SASS compared), and these kernels' timings were
+  // measured with this code.
+#define SWA_OPS_WHOLE_TILE(TB) (one_block_tiles && (TB) >= span.lo && (TB) + kTileTokens <= end)
   // fp8 rows: 16-byte chunks (CH8 per row) of the tile, this lane's LOADS8 of them: the byte
   // offsets in a block (src8) and in the ring's 16-bit rows (dst8).
   constexpr int CH8 = DV / 16;
@@ -458,7 +464,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       if constexpr (TMA) {
         ks8 = tring + stage * kTmaStage;
         vs8 = ks8 + kTmaHalf;
-        if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+        if (SWA_OPS_WHOLE_TILE(tb)) {
           // Two box copies by lane 0 (the tile lies in one block: 16-aligned, blocks >= 16), after
           // the warp's reads of the stage (the warp_sync ending the last tile's math; the proxy
           // fence orders those generic reads before these async-proxy writes).
@@ -472,7 +478,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
           return;
         }
       }
-      if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+      if (SWA_OPS_WHOLE_TILE(tb)) {
         // Fast path, as for 16-bit rows below: one 64-bit base per tile, fixed per-lane offsets.
         const int64_t base = paged_token_offset(p, blk.a, tb & bs_mask);
 #pragma unroll
@@ -501,7 +507,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       }
       return;
     }
-    if (one_block_tiles && tb >= span.lo && tb + kTileTokens <= end) {
+    if (SWA_OPS_WHOLE_TILE(tb)) {
       // Fast path (every tile but a partition's edge tiles): all 16 rows visible, one block, so
       // one 64-bit base per tile and a fixed per-lane offset per row.
       const int64_t base = paged_token_offset(p, blk.a, tb & bs_mask);
@@ -678,7 +684,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     if constexpr (TMA) {
       // A box-copied tile (issue()'s test) completes on its stage's barrier.
       const int tbj = begin + (warp + NW * j) * kTileTokens;
-      if (one_block_tiles && tbj >= span.lo && tbj + kTileTokens <= end) {
+      if (SWA_OPS_WHOLE_TILE(tbj)) {
         const int st = j % NSTAGE;
         mbar_wait(&tbar[st], (tphase >> st) & 1u);
         tphase ^= 1u << st;
@@ -1007,5 +1013,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     }
   }
 }
+#undef SWA_OPS_WHOLE_TILE
 
 }  // namespace swa_ops
