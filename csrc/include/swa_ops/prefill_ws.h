@@ -323,6 +323,30 @@ SWA_D bool ws_work(const PrefillParams& p, const WsTail& t, int n_items, int til
   return true;
 }
 
+// The consumers' wgmma batches of one ring stage (st: its offset in 16-byte units; move(d, u): the
+// descriptor d moved by u units). S = Q K^T into the first N / 8 chunks of sc: K-major Q and K,
+// k-step kc is 32 bytes into its 128-byte swizzle row of column block kc / 4; 8-row groups 1024
+// bytes apart (SBO).
+template <typename T, int N, int KCH, int BM, int BN, typename Move, typename Desc>
+SWA_D void ws_issue_s(float* sc, const Move& move, Desc dq0, Desc dk0, uint32_t st) {
+#pragma unroll
+  for (int kc = 0; kc < KCH; ++kc) {
+    const uint64_t da = move(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+    const uint64_t db = move(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
+    wgmma_ss<T, N>(sc, da, db, kc > 0 ? 1 : 0);
+  }
+}
+// O += P V over the stage's first 16 KSTEPS keys: V as the MN-major (transposed) B, keys 16 kc2..
+// are rows of each 64-column block; column blocks BN * 128 bytes apart (LBO, in dv0), 8-key groups
+// 1024 bytes (SBO).
+template <typename T, int D, int KSTEPS, typename Move, typename Desc>
+SWA_D void ws_issue_pv(float* o, const uint32_t (*pa)[4], const Move& move, Desc dv0,
+                       uint32_t st) {
+#pragma unroll
+  for (int kc2 = 0; kc2 < KSTEPS; ++kc2)
+    wgmma_rs_tb<T, D>(o, pa[kc2], move(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16), 1);
+}
+
 template <typename T, int D, bool SOFTCAP, bool OVERLAP, bool PERSIST>
 __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
     prefill_ws_kernel(const __grid_constant__ PrefillParams p) {
@@ -667,47 +691,20 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
   const uint32_t full_at = smem_u32(full), empty_at = smem_u32(empty);  // PERSIST's barriers
   constexpr uint32_t kStageStep = 2 * TILE * sizeof(T) / 16;  // one stage, in 16-byte units
   // Tiles are named by their ring position J (as the producer's).
+  auto stage_at = [](Pos J) { return static_cast<uint32_t>(J % NST) * kStageStep; };
   auto issue_pv = [&](Pos J) {
-    // V as the MN-major (transposed) B: keys 16 kc2.. are rows of each 64-column block; column
-    // blocks BN * 128 bytes apart (LBO), 8-key groups 1024 bytes (SBO).
-    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
-#pragma unroll
-    for (int kc2 = 0; kc2 < BN / 16; ++kc2) {
-      const uint64_t dv = desc_move(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
-      wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
-    }
+    ws_issue_pv<T, D, BN / 16>(&o[0][0], pa, desc_move, dv0, stage_at(J));
   };
   auto issue_s = [&](Pos J, float (&sc)[SNT][4]) {
-    // K-major Q and K: k-step kc is 32 bytes into its 128-byte swizzle row of column block
-    // kc / 4; 8-row groups 1024 bytes apart (SBO).
-    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
-#pragma unroll
-    for (int kc = 0; kc < KCH; ++kc) {
-      const uint64_t da = desc_move(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
-      const uint64_t db =
-          desc_move(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
-      wgmma_ss<T, BN>(&sc[0][0], da, db, kc > 0 ? 1 : 0);
-    }
+    ws_issue_s<T, BN, KCH, BM, BN>(&sc[0][0], desc_move, dq0, dk0, stage_at(J));
   };
   // The short last tile (kShortLast): S over its first kShortKeys keys only (the first
   // kShortKeys / 8 chunks of s), and P V over those keys.
   auto issue_s_short = [&](Pos J) {
-    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
-#pragma unroll
-    for (int kc = 0; kc < KCH; ++kc) {
-      const uint64_t da = desc_move(dq0, ((kc >> 2) * BM * 64 + (kc & 3) * 16) * sizeof(T) / 16);
-      const uint64_t db =
-          desc_move(dk0, st + ((kc >> 2) * BN * 64 + (kc & 3) * 16) * sizeof(T) / 16);
-      wgmma_ss<T, kShortKeys>(&s[0][0], da, db, kc > 0 ? 1 : 0);
-    }
+    ws_issue_s<T, kShortKeys, KCH, BM, BN>(&s[0][0], desc_move, dq0, dk0, stage_at(J));
   };
   auto issue_pv_short = [&](Pos J) {
-    const uint32_t st = static_cast<uint32_t>(J % NST) * kStageStep;
-#pragma unroll
-    for (int kc2 = 0; kc2 < kShortKeys / 16; ++kc2) {
-      const uint64_t dv = desc_move(dv0, st + kc2 * 16 * 64 * sizeof(T) / 16);
-      wgmma_rs_tb<T, D>(&o[0][0], pa[kc2], dv, 1);
-    }
+    ws_issue_pv<T, D, kShortKeys / 16>(&o[0][0], pa, desc_move, dv0, stage_at(J));
   };
   auto poll_full = [&](Pos J) {
     if constexpr (PERSIST)
