@@ -766,8 +766,6 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
       if (!(t0 >= w.last.lo && t0 + BN <= w.first.hi)) mask_tile<SNT>(s, t0, quad_col, ra, rb);
       return online_softmax_tile<SNT, true>(s, m0, m1, l0, l1, exp_scale);
     };
-    // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
-    // flight (they write its accumulators and its A operand).
     // O's rescale by a softmax step's factors (skipped when no row of the warp needs it).
     auto rescale_o = [&](float2 al) {
       if (warp_any(al.x != 1.f || al.y != 1.f)) {
@@ -777,6 +775,8 @@ __global__ void __launch_bounds__(384, PrefillWsTraits<D>::kCtasPerSm)
         }
       }
     };
+    // Then O's rescale and P(j) into the A fragments of the next P V: both wait for the P V in
+    // flight (they write its accumulators and its A operand).
     auto softmax_finish = [&](float2 al, float (&s)[SNT][4]) {
       rescale_o(al);
       pack_p_fragments<T>(s, pa);
