@@ -659,10 +659,10 @@ def test_rejects_uncompiled_head_size():
 
 
 # ---------------------------------------------------------------------------------------------
-# The split's refill (launch.h choose_decode_split): a one-wave grid that leaves many slots idle
-# is split into 1.75-3.25 waves instead. 80 sequences x 2 kv heads = 160 pairs with a 2047-token
-# window: on an H100 (132 SMs, two D = 128 decode CTAs per SM: 264 slots) one partition each
-# would fill 61 % of the slots, so they take three, and the merge runs.
+# The split's refill (decode_split.h choose_decode_split): a grid of under 1.5 waves whose last
+# wave leaves many slots idle is split into 1.75-5.25 waves instead. 80 sequences x 2 kv heads =
+# 160 pairs with a 2047-token window: on an H100 (132 SMs, two D = 128 decode CTAs per SM: 264
+# slots) one partition each would fill 61 % of the slots, so they take three, and the merge runs.
 def test_underfilled_grid_refill():
     lens = [2047, 2048, 2063, 3000, 4100, 17, 1, 0] * 10
     split = merge_ran(lambda: check_case(lens, 8, 2, 128, 16, 2047, torch.bfloat16, seed=11))
@@ -674,10 +674,10 @@ def test_underfilled_grid_refill():
 # ---------------------------------------------------------------------------------------------
 # kv-head pairing (SWA_OPS_KV_PAIR=1; decode_mma_kernel's PAIR, split.h): one CTA streams kv heads
 # 2c and 2c + 1 as rows of 2 D elements on the swapped tile, for groups <= 4, fp8 caches at
-# D = 64-128 and 16-bit caches at D = 64 and 96. Both settings of the switch, every group it pairs, every
-# head size it pairs, an odd kv-head count (which must run unpaired), splits (few long sequences),
-# windows on and off tile boundaries, block sizes 8/16/64, seq_len 0 and 1, sinks, soft-cap; the
-# profiler says which kernel ran.
+# D = 64-128 and 16-bit caches at D = 64 and 96. Both settings of the switch, every group it
+# pairs, every head size it pairs, an odd kv-head count (which must run unpaired), splits (few
+# long sequences), windows on and off tile boundaries, block sizes 8/16/64, seq_len 0 and 1,
+# sinks, soft-cap; the profiler says which kernel ran.
 PAIR_CASES = [("fp8", d) for d in (64, 80, 96, 128)] + [
     (kind, d) for kind in ("bf16", "fp16") for d in (64, 96)]
 

@@ -78,7 +78,7 @@ constexpr int kMaxPairGroup = 4;  // 2 g query heads on the 8 N columns of m16n8
 // (paired rows of 256 bytes in D = 128's rings, 104 KB per CTA, two CTAs per SM) and D = 96
 // (rows of 384 bytes in two-stage rings, 102 KB, two CTAs per SM: Phi-3's 32 kv heads of 192-byte
 // rows at a 6 KB token stride, 512 CTAs in two waves unpaired, become 256 in one). D = 80 is not
-// paired (not measured); rows of 256 bytes or more (D >= 128) need no pairing.
+// paired (measured slower: run 101); rows of 256 bytes or more (D >= 128) need no pairing.
 SWA_HD constexpr bool kv_pair_head_size(int head_size, bool fp8) {
   return fp8 ? (head_size == 64 || head_size == 80 || head_size == 96 || head_size == 128)
              : (head_size == 64 || head_size == 96);
