@@ -351,12 +351,30 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
               use_sinks=group == 8)
 
 
-def test_short_partitions_graph_with_writer_before():
+# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the ALLIN variant's (SWA_OPS_SMALL=1),
+# the ring kernels' (SWA_OPS_PREWAIT, with and without the merge's early trigger), and none.
+PREWAIT_MODES = {
+    "none": {"SWA_OPS_PREWAIT": "0"},
+    "allin": {"SWA_OPS_SMALL": "1"},
+    "ring2": {"SWA_OPS_PREWAIT": "2"},
+    "ring3-early": {"SWA_OPS_PREWAIT": "3", "SWA_OPS_MERGE_EARLY": "1"},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(PREWAIT_MODES))
+@pytest.mark.parametrize("H,D,W", [(64, 64, 128), (32, 64, 4096), (64, 128, 4096), (32, 96, 2047)])
+def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, H, D, W):
     # The kernel just before the attention rewrites seq_lens (and the query) inside the graph, so
-    # the ALLIN variant's speculative pre-wait reads may see the old lengths: only its L2 prefetch
-    # may depend on them, never the result.
+    # the speculative pre-wait reads may see the old lengths: only the L2 prefetch may depend on
+    # them, never the result. W = 4096 splits (8 sequences x 8 kv heads), so the merge runs and,
+    # with the early trigger, lets the next kernel launch before its own wait. Groups of 4 at
+    # D = 64 / 96 take the kv-head-paired kernel.
+    for var in ("SWA_OPS_SMALL", "SWA_OPS_PREWAIT", "SWA_OPS_MERGE_EARLY"):
+        monkeypatch.delenv(var, raising=False)
+    for var, val in PREWAIT_MODES[mode].items():
+        monkeypatch.setenv(var, val)
     torch.manual_seed(1)
-    H, KVH, D, bs, W, S = 64, 8, 64, 16, 128, 8
+    KVH, bs, S = 8, 16, 8
     max_blocks = 8192 // bs
     dt = torch.bfloat16
     k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)

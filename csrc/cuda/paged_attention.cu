@@ -131,6 +131,20 @@ bool use_small_partitions() {
   return e != nullptr && std::string(e) == "1";
 }
 
+// Tiles per warp the ring kernels prefetch into L2 before griddepcontrol.wait (DecodeParams::
+// prewait_tiles, decode_mma.h), single-token rows: SWA_OPS_PREWAIT (read per call, for A/B runs
+// and tests of both); SWA_OPS_MERGE_EARLY=1 also lets the merge trigger the next kernel before
+// its own wait, so that kernel's CTAs (and their prefetch) can start during this decode's tail.
+int prewait_tiles() {
+  const char* e = std::getenv("SWA_OPS_PREWAIT");
+  const int v = e != nullptr ? std::atoi(e) : 0;
+  return v > 0 ? (v < 8 ? v : 8) : 0;
+}
+bool merge_early_trigger() {
+  const char* e = std::getenv("SWA_OPS_MERGE_EARLY");
+  return e != nullptr && std::string(e) == "1";
+}
+
 // Single-token decode with a GQA group of <= 8 heads puts the heads on the N side of the MMAs
 // (decode_mma_kernel<..., SWAP = true>, swap_frag.h: half the MMAs and exponentials per tile).
 // Default on; SWA_OPS_SWAP=0 keeps the heads on the M side (read per call, for A/B runs and tests
@@ -440,8 +454,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
         max_span_tokens(window, checked_int(max_context, "max_blocks_per_seq * block_size")));
     // The speculative prefetch reads seq_lens and the block table before the predecessor ends;
     // per-token multi-token rows read a token map the predecessor writes: no prefetch there.
-    p.prefetch_l2 = p.allin_tiles > 0 && !multi;
+    p.prewait_tiles = p.allin_tiles > 0 && !multi ? kAllInMaxMine : 0;
     p.early_trigger = p.allin_tiles > 0;
+  } else if (!packed && !multi) {
+    p.prewait_tiles = prewait_tiles();
+    p.early_trigger = p.prewait_tiles > 0 && merge_early_trigger();
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)

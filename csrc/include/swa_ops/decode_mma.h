@@ -131,17 +131,20 @@ struct DecodeRingTraits<D, false, true> {
 #endif
 };
 
-// ALLIN, before pdl_wait(): prefetches into L2 the K/V lines of the tiles this warp will load, so
-// that the next call's DRAM stream starts while the previous kernel is still draining (its
-// CTAs become resident beside the previous grid's: the ALLIN footprint leaves room for them).
-// seq_lens and block_tables are read speculatively: the predecessor may still be writing them,
-// so nothing read here is used after the wait (the real loads read both again). L2 is the
-// coherence point, so a prefetched line is never stale: a later write by the predecessor lands in
-// L2. Every address stays inside the caches whatever the values read: the length is clamped as
-// clamp_seq_len does, the block table is read only inside that length's window (never before it),
-// and block ids outside [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V.
-template <typename T, int D, int NW, int MAX_MINE>
-SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int part) {
+// Before pdl_wait(): prefetches into L2 the K/V lines of this warp's first `tiles` tiles
+// (warp + NW j, j < tiles: what its ring, or the ALLIN variant's buffers, loads first), so that
+// the next call's DRAM stream starts while the previous kernel is still draining (this grid's
+// CTAs become resident as the predecessor's exit, during its tail). seq_lens and block_tables are
+// read speculatively: the predecessor may still be writing them, so nothing read here is used
+// after the wait (the real loads read both again). L2 is the coherence point, so a prefetched
+// line is never stale: a later write by the predecessor lands in L2. Every address stays inside
+// the caches whatever the values read: the length is clamped as clamp_seq_len does, the block
+// table is read only inside that length's window (never before it), and block ids outside
+// [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. kv0: the CTA's
+// (first) kv head; ROW_BYTES: the bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the
+// cache element's (1 for fp8), the unit of the cache strides.
+template <int NW, int ROW_BYTES, int ELEM_BYTES>
+SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int part, int tiles) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int cap = p.max_blocks_per_seq << p.log2_block_size;
   int L = ld_speculative(p.seq_lens + seq);
@@ -150,18 +153,18 @@ SWA_D void prefetch_partition_l2(const DecodeParams& p, int seq, int kvh, int pa
   const int begin = sp.origin + part * p.part_tokens;
   const int end = min(begin + p.part_tokens, sp.hi);
   const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
-  const T* base = static_cast<const T*>(lane < 16 ? p.k_cache : p.v_cache) + kvh * p.kv_stride_head;
-  constexpr int kRowBytes = D * static_cast<int>(sizeof(T));
-#pragma unroll
-  for (int j = 0; j < MAX_MINE; ++j) {
+  const unsigned char* base = static_cast<const unsigned char*>(lane < 16 ? p.k_cache : p.v_cache) +
+                              static_cast<int64_t>(kv0) * p.kv_stride_head * ELEM_BYTES;
+  for (int j = 0; j < tiles; ++j) {
     const int t = begin + (warp + NW * j) * kTileTokens + lane % 16;
     if (t < sp.lo || t >= end) continue;  // also every tile past the partition's last
     const int b = ld_speculative(bt + (t >> p.log2_block_size));
     if (b < 0 || b >= p.num_blocks) continue;
-    const unsigned char* row = reinterpret_cast<const unsigned char*>(
-        base + paged_token_offset(p, b, t & (p.block_size - 1)));
+    const unsigned char* row =
+        base + paged_token_offset(p, b, t & (p.block_size - 1)) * ELEM_BYTES;
 #pragma unroll
-    for (int off = 0; off < kRowBytes; off += 128) prefetch_l2(row + off);
+    for (int off = 0; off < ROW_BYTES; off += 128) prefetch_l2(row + off);
+    if (ROW_BYTES % 128 != 0) prefetch_l2(row + ROW_BYTES - 1);  // a row may end on a new line
   }
 }
 
@@ -197,7 +200,7 @@ SWA_D void zero_uncovered_tokens(const DecodeParams& p) {
 }
 
 // ALLIN: the short-partition variant (split.h; p.allin_tiles > 0): every warp issues all of its
-// at most kAllInMaxMine tiles up front into per-tile buffers, and (p.prefetch_l2) prefetches them
+// at most kAllInMaxMine tiles up front into per-tile buffers, and (p.prewait_tiles) prefetches them
 // into L2 before waiting for the predecessor kernel. Single-token, 16-bit caches, D <= 128.
 // Diagnostics (compile-time, wrong results, for measuring only; notes/decode.md, run 35):
 // SWA_OPS_DIAG_FP8_NOMATH drops the swapped fp8 tile's MMAs and conversions (the copies, waits
@@ -298,9 +301,14 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // may be scheduled before that kernel ends; nothing is read before the wait (but the ALLIN
   // variant's speculative prefetch), which returns once the predecessor has finished and its
   // writes (the cache, this step's query) are visible.
-  if constexpr (ALLIN) {
-    if (p.prefetch_l2 && p.seq_of_token == nullptr)
-      prefetch_partition_l2<T, D, NW, kAllInMaxMine>(p, seq, kvh, part);
+  // (p.prewait_tiles > 0) Only the pre-wait L2 prefetch reads before the wait, speculatively.
+  // Not for packed chunks (their span depends on query_start_loc) nor per-token rows (their
+  // block-table row comes from a map the predecessor writes).
+  if constexpr (!PACKED) {
+    if (p.prewait_tiles > 0 && p.seq_of_token == nullptr)
+      prefetch_first_tiles_l2<NW, DV * (KV8 ? 1 : static_cast<int>(sizeof(T))),
+                              KV8 ? 1 : static_cast<int>(sizeof(T))>(p, seq, kv0, part,
+                                                                    p.prewait_tiles);
   }
   pdl_wait();
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
