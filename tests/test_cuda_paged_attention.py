@@ -351,10 +351,17 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
               use_sinks=group == 8)
 
 
-# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the ALLIN variant's (SWA_OPS_SMALL=1),
-# the ring kernels' (SWA_OPS_PREWAIT, with and without the merge's early trigger), and none.
+# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default policy (on for unsplit
+# short partitions: W = 128 here), the ALLIN variant's (SWA_OPS_SMALL=1), the ring kernels' forced
+# on (SWA_OPS_PREWAIT, _FIRST, _TABLE: only the table, with and without the merge's early trigger),
+# and none.
 PREWAIT_MODES = {
+    "default": {},
     "none": {"SWA_OPS_PREWAIT": "0"},
+    "table-early": {"SWA_OPS_PREWAIT": "2", "SWA_OPS_PREWAIT_TABLE": "1",
+                    "SWA_OPS_MERGE_EARLY": "1"},
+    "ring-from1-early": {"SWA_OPS_PREWAIT": "2", "SWA_OPS_PREWAIT_FIRST": "1",
+                         "SWA_OPS_MERGE_EARLY": "1"},
     "allin": {"SWA_OPS_SMALL": "1"},
     "ring2": {"SWA_OPS_PREWAIT": "2"},
     "ring3-early": {"SWA_OPS_PREWAIT": "3", "SWA_OPS_MERGE_EARLY": "1"},
@@ -369,7 +376,8 @@ def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, H, D, W):
     # them, never the result. W = 4096 splits (8 sequences x 8 kv heads), so the merge runs and,
     # with the early trigger, lets the next kernel launch before its own wait. Groups of 4 at
     # D = 64 / 96 take the kv-head-paired kernel.
-    for var in ("SWA_OPS_SMALL", "SWA_OPS_PREWAIT", "SWA_OPS_MERGE_EARLY"):
+    for var in ("SWA_OPS_SMALL", "SWA_OPS_PREWAIT", "SWA_OPS_PREWAIT_FIRST",
+                "SWA_OPS_PREWAIT_TABLE", "SWA_OPS_MERGE_EARLY"):
         monkeypatch.delenv(var, raising=False)
     for var, val in PREWAIT_MODES[mode].items():
         monkeypatch.setenv(var, val)

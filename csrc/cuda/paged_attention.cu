@@ -131,14 +131,23 @@ bool use_small_partitions() {
   return e != nullptr && std::string(e) == "1";
 }
 
-// Tiles per warp the ring kernels prefetch into L2 before griddepcontrol.wait (DecodeParams::
-// prewait_tiles, decode_mma.h), single-token rows: SWA_OPS_PREWAIT (read per call, for A/B runs
-// and tests of both); SWA_OPS_MERGE_EARLY=1 also lets the merge trigger the next kernel before
-// its own wait, so that kernel's CTAs (and their prefetch) can start during this decode's tail.
-int prewait_tiles() {
-  const char* e = std::getenv("SWA_OPS_PREWAIT");
-  const int v = e != nullptr ? std::atoi(e) : 0;
-  return v > 0 ? (v < 8 ? v : 8) : 0;
+// The ring kernels' pre-wait L2 prefetch (DecodeParams::prewait_tiles, decode_mma.h), single-token
+// rows. By default each warp prefetches its first kPrewaitTiles tiles where the grid has no merge
+// and either its partitions are short (at most kAllInWarps x kAllInMaxMine tiles: gpt-oss's
+// W = 128) or the caches are fp8: the next call's CTAs, resident as this grid's exit, then start
+// their DRAM stream during its tail. Measured (run 110, H100, SWA_OPS_PREWAIT=0 / 2, twice):
+// gptoss 9.7 -> 8.9 us, mistral-32k-fp8 100.2 -> 99.1; but every 16-bit row with long partitions
+// or a merge lost 0.2-1.4 % (phi3 142.8 -> 144.8, single-128k 10.6 -> 12.1; 4 tiles lost more):
+// their prefetched lines are evidently read a second time. SWA_OPS_PREWAIT=k (read per call, for
+// A/B runs and tests) prefetches k tiles everywhere, 0 nowhere; SWA_OPS_PREWAIT_FIRST=j starts at
+// each warp's tile j; SWA_OPS_MERGE_EARLY=1 lets the merge trigger the next kernel before its own
+// wait, so that kernel's CTAs (and their prefetch) can start during this decode's tail.
+constexpr int kPrewaitTiles = 2;
+int env_int(const char* name, int fallback, int lo, int hi) {
+  const char* e = std::getenv(name);
+  if (e == nullptr) return fallback;
+  const int v = std::atoi(e);
+  return v < lo ? lo : (v > hi ? hi : v);
 }
 bool merge_early_trigger() {
   const char* e = std::getenv("SWA_OPS_MERGE_EARLY");
@@ -447,17 +456,24 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.num_parts = split.num_parts;
   p.part_tokens = split.part_tokens;
   p.num_blocks = checked_int(key_cache.size(0), "num_blocks");
+  // The longest span, which bounds every partition (split.h).
+  const int max_span =
+      max_span_tokens(window, checked_int(max_context, "max_blocks_per_seq * block_size"));
   if (small) {
     // The most tiles a partition holds: min(P, the longest span) over 16 (split.h).
-    p.allin_tiles = allin_max_tiles(
-        split.part_tokens,
-        max_span_tokens(window, checked_int(max_context, "max_blocks_per_seq * block_size")));
+    p.allin_tiles = allin_max_tiles(split.part_tokens, max_span);
     // The speculative prefetch reads seq_lens and the block table before the predecessor ends;
     // per-token multi-token rows read a token map the predecessor writes: no prefetch there.
     p.prewait_tiles = p.allin_tiles > 0 && !multi ? kAllInMaxMine : 0;
     p.early_trigger = p.allin_tiles > 0;
   } else if (!packed && !multi) {
-    p.prewait_tiles = prewait_tiles();
+    // Tiles in the longest partition.
+    const int part_tiles = (std::min(split.part_tokens, max_span) + kTileTokens - 1) / kTileTokens;
+    const bool prewait = split.num_parts == 1 &&
+                         (d.fp8 || part_tiles <= kAllInWarps * kAllInMaxMine);
+    p.prewait_tiles = env_int("SWA_OPS_PREWAIT", prewait ? kPrewaitTiles : 0, 0, 8);
+    p.prewait_first = env_int("SWA_OPS_PREWAIT_FIRST", 0, 0, 8);
+    p.prewait_table_only = env_int("SWA_OPS_PREWAIT_TABLE", 0, 0, 1) == 1;
     p.early_trigger = p.prewait_tiles > 0 && merge_early_trigger();
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();

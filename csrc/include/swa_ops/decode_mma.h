@@ -131,8 +131,8 @@ struct DecodeRingTraits<D, false, true> {
 #endif
 };
 
-// Before pdl_wait(): prefetches into L2 the K/V lines of this warp's first `tiles` tiles
-// (warp + NW j, j < tiles: what its ring, or the ALLIN variant's buffers, loads first), so that
+// Before pdl_wait(): prefetches into L2 the K/V lines of this warp's tiles warp + NW j for
+// first <= j < tiles (what its ring, or the ALLIN variant's buffers, loads first), so that
 // the next call's DRAM stream starts while the previous kernel is still draining (this grid's
 // CTAs become resident as the predecessor's exit, during its tail). seq_lens and block_tables are
 // read speculatively: the predecessor may still be writing them, so nothing read here is used
@@ -140,11 +140,14 @@ struct DecodeRingTraits<D, false, true> {
 // line is never stale: a later write by the predecessor lands in L2. Every address stays inside
 // the caches whatever the values read: the length is clamped as clamp_seq_len does, the block
 // table is read only inside that length's window (never before it), and block ids outside
-// [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. kv0: the CTA's
-// (first) kv head; ROW_BYTES: the bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the
-// cache element's (1 for fp8), the unit of the cache strides.
+// [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. With
+// p.prewait_table_only only seq_lens and the block-table entries are read (into L2, where the
+// reads after the wait then hit), no K/V line. kv0: the CTA's (first) kv head; ROW_BYTES: the
+// bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the cache element's (1 for fp8), the
+// unit of the cache strides.
 template <int NW, int ROW_BYTES, int ELEM_BYTES>
-SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int part, int tiles) {
+SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int part, int first,
+                                   int tiles) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int cap = p.max_blocks_per_seq << p.log2_block_size;
   int L = ld_speculative(p.seq_lens + seq);
@@ -155,11 +158,11 @@ SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int 
   const int* bt = p.block_tables + static_cast<int64_t>(seq) * p.bt_stride;
   const unsigned char* base = static_cast<const unsigned char*>(lane < 16 ? p.k_cache : p.v_cache) +
                               static_cast<int64_t>(kv0) * p.kv_stride_head * ELEM_BYTES;
-  for (int j = 0; j < tiles; ++j) {
+  for (int j = first; j < tiles; ++j) {
     const int t = begin + (warp + NW * j) * kTileTokens + lane % 16;
     if (t < sp.lo || t >= end) continue;  // also every tile past the partition's last
     const int b = ld_speculative(bt + (t >> p.log2_block_size));
-    if (b < 0 || b >= p.num_blocks) continue;
+    if (p.prewait_table_only || b < 0 || b >= p.num_blocks) continue;
     const unsigned char* row =
         base + paged_token_offset(p, b, t & (p.block_size - 1)) * ELEM_BYTES;
 #pragma unroll
@@ -307,8 +310,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   if constexpr (!PACKED) {
     if (p.prewait_tiles > 0 && p.seq_of_token == nullptr)
       prefetch_first_tiles_l2<NW, DV * (KV8 ? 1 : static_cast<int>(sizeof(T))),
-                              KV8 ? 1 : static_cast<int>(sizeof(T))>(p, seq, kv0, part,
-                                                                    p.prewait_tiles);
+                              KV8 ? 1 : static_cast<int>(sizeof(T))>(
+          p, seq, kv0, part, p.prewait_first, p.prewait_tiles);
   }
   pdl_wait();
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).

@@ -83,9 +83,11 @@ struct DecodeParams {
                             //   tile; the most tiles a partition can hold (host-known), which
                             //   sizes shared memory. 0: the per-warp cp.async rings
   int num_blocks;           // key_cache.size(0): bounds the speculative prefetch's block ids
-  int prewait_tiles;        // > 0: before griddepcontrol.wait, each warp prefetches its first
-                            //   prewait_tiles tiles' K/V lines into L2 from a speculative read
-                            //   of seq_lens / block_tables (single-token rows; launcher)
+  int prewait_tiles;        // > 0: before griddepcontrol.wait, each warp prefetches its tiles
+  int prewait_first;        //   [prewait_first, prewait_tiles) (its own numbering) into L2 from
+                            //   a speculative read of seq_lens / block_tables (single-token
+                            //   rows; launcher)
+  bool prewait_table_only;  //   ... or only reads those (seq_lens, block-table entries)
   bool early_trigger;       // merge: let the next kernel launch before this one's wait
   // ---- GQA group on the MMAs' N side (decode_mma_kernel<..., SWAP = true>; launcher)
   bool swap_ab;             // single-token rings with group <= 8 (SWA_OPS_SWAP, default on)
