@@ -47,6 +47,11 @@ bench.SHAPES += [
     bench.Shape("d64-b40", 40, 32, 8, 64, 32768, 4096),
     # kv-head pairing at D = 80 (run 101, not kept): phi3's shape at head size 80.
     bench.Shape("phi3-d80", 16, 32, 32, 80, 8192, 2047),
+    # The pre-wait prefetch's rule beyond the bench rows (run 112): split grids of short partitions
+    # (17 x 64 tokens; 3 x 192) and an unsplit one of 9-tile partitions at D = 128.
+    bench.Shape("single-w1k", 1, 32, 8, 128, 131072, 1024),
+    bench.Shape("mistral-w512-b8", 8, 32, 8, 128, 32768, 512),
+    bench.Shape("w128-b64", 64, 32, 8, 128, 8192, 128),
 ]
 
 if __name__ == "__main__":

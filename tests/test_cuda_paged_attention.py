@@ -351,15 +351,14 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
               use_sinks=group == 8)
 
 
-# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default policy (on for unsplit
-# short partitions: W = 128 here), the ALLIN variant's (SWA_OPS_SMALL=1), the ring kernels' forced
-# on (SWA_OPS_PREWAIT, _FIRST, _TABLE: only the table, with and without the merge's early trigger),
-# and none.
+# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default rule (paged_attention.cu:
+# here on at W = 128 with 64 sequences, unsplit, and at W = 128 / 512 with 8 sequences, split into
+# 3 partitions of at most 12 tiles: from each warp's second tile, with the merge's early
+# trigger), the ALLIN variant's (SWA_OPS_SMALL=1), the ring kernels' forced on (SWA_OPS_PREWAIT,
+# SWA_OPS_PREWAIT_FIRST, with and without the merge's early trigger), and none.
 PREWAIT_MODES = {
     "default": {},
     "none": {"SWA_OPS_PREWAIT": "0"},
-    "table-early": {"SWA_OPS_PREWAIT": "2", "SWA_OPS_PREWAIT_TABLE": "1",
-                    "SWA_OPS_MERGE_EARLY": "1"},
     "ring-from1-early": {"SWA_OPS_PREWAIT": "2", "SWA_OPS_PREWAIT_FIRST": "1",
                          "SWA_OPS_MERGE_EARLY": "1"},
     "allin": {"SWA_OPS_SMALL": "1"},
@@ -369,26 +368,27 @@ PREWAIT_MODES = {
 
 
 @pytest.mark.parametrize("mode", sorted(PREWAIT_MODES))
-@pytest.mark.parametrize("H,D,W", [(64, 64, 128), (32, 64, 4096), (64, 128, 4096), (32, 96, 2047)])
-def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, H, D, W):
+@pytest.mark.parametrize("S,H,D,W", [(64, 64, 64, 128), (8, 64, 64, 128), (8, 32, 64, 4096),
+                                     (8, 64, 128, 4096), (8, 64, 128, 512), (8, 32, 96, 2047)])
+def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, S, H, D, W):
     # The kernel just before the attention rewrites seq_lens (and the query) inside the graph, so
     # the speculative pre-wait reads may see the old lengths: only the L2 prefetch may depend on
     # them, never the result. W = 4096 splits (8 sequences x 8 kv heads), so the merge runs and,
     # with the early trigger, lets the next kernel launch before its own wait. Groups of 4 at
     # D = 64 / 96 take the kv-head-paired kernel.
     for var in ("SWA_OPS_SMALL", "SWA_OPS_PREWAIT", "SWA_OPS_PREWAIT_FIRST",
-                "SWA_OPS_PREWAIT_TABLE", "SWA_OPS_MERGE_EARLY"):
+                "SWA_OPS_MERGE_EARLY"):
         monkeypatch.delenv(var, raising=False)
     for var, val in PREWAIT_MODES[mode].items():
         monkeypatch.setenv(var, val)
     torch.manual_seed(1)
-    KVH, bs, S = 8, 16, 8
+    KVH, bs = 8, 16
     max_blocks = 8192 // bs
     dt = torch.bfloat16
     k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
     v_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
     bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
-    base = torch.tensor([1, 127, 128, 129, 1000, 4095, 8000, 8100], dtype=torch.int32,
+    base = torch.tensor([1, 127, 128, 129, 1000, 4095, 8000, 8100] * (S // 8), dtype=torch.int32,
                         device="cuda")
     lens = base.clone()
     step_t = torch.zeros(1, dtype=torch.int32, device="cuda")

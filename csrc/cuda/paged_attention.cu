@@ -132,26 +132,26 @@ bool use_small_partitions() {
 }
 
 // The ring kernels' pre-wait L2 prefetch (DecodeParams::prewait_tiles, decode_mma.h), single-token
-// rows. By default each warp prefetches its first kPrewaitTiles tiles where the grid has no merge
-// and either its partitions are short (at most kAllInWarps x kAllInMaxMine tiles: gpt-oss's
-// W = 128) or the caches are fp8: the next call's CTAs, resident as this grid's exit, then start
-// their DRAM stream during its tail. Measured (run 110, H100, SWA_OPS_PREWAIT=0 / 2, twice):
-// gptoss 9.7 -> 8.9 us, mistral-32k-fp8 100.2 -> 99.1; but every 16-bit row with long partitions
-// or a merge lost 0.2-1.4 % (phi3 142.8 -> 144.8, single-128k 10.6 -> 12.1; 4 tiles lost more):
-// their prefetched lines are evidently read a second time. SWA_OPS_PREWAIT=k (read per call, for
-// A/B runs and tests) prefetches k tiles everywhere, 0 nowhere; SWA_OPS_PREWAIT_FIRST=j starts at
-// each warp's tile j; SWA_OPS_MERGE_EARLY=1 lets the merge trigger the next kernel before its own
-// wait, so that kernel's CTAs (and their prefetch) can start during this decode's tail.
+// rows: the next call's CTAs, resident as this grid's exit, start their DRAM stream during its
+// tail. Where it pays was measured (runs 110-111, H100, graph replay, against none, twice each):
+// - grids with no merge whose partitions are short (at most kAllInWarps x kAllInMaxMine tiles:
+//   gpt-oss's W = 128) or whose caches are fp8: each warp prefetches its first kPrewaitTiles
+//   tiles. gptoss 9.6 -> 9.0 us, gptoss-sinks 9.9 -> 9.2, mistral-32k-fp8 100.1 -> 99.1.
+// - 16-bit split grids of short partitions (single-128k: 33 x 128 tokens): only each warp's
+//   second tile, and the merge triggers the next kernel before its own wait (so its CTAs can
+//   start during this decode's tail): single-128k 10.65 -> 10.35. Its first tile too: 10.8.
+// - nothing elsewhere: every 16-bit row with long partitions lost 0.2-1.4 % with 2 tiles
+//   (phi3 142.8 -> 144.8, 4 tiles: 149.1; mistral-128k, split, 52.2 -> 52.7 even from the second
+//   tile), as if the prefetched lines were read from DRAM a second time; prefetching only the
+//   block-table entries moved no row by more than 0.2 %.
+// SWA_OPS_PREWAIT=k (tiles; 0: none), SWA_OPS_PREWAIT_FIRST=j and SWA_OPS_MERGE_EARLY=0/1 replace
+// the rule's values (read per call, for A/B runs and tests).
 constexpr int kPrewaitTiles = 2;
 int env_int(const char* name, int fallback, int lo, int hi) {
   const char* e = std::getenv(name);
   if (e == nullptr) return fallback;
   const int v = std::atoi(e);
   return v < lo ? lo : (v > hi ? hi : v);
-}
-bool merge_early_trigger() {
-  const char* e = std::getenv("SWA_OPS_MERGE_EARLY");
-  return e != nullptr && std::string(e) == "1";
 }
 
 // Single-token decode with a GQA group of <= 8 heads puts the heads on the N side of the MMAs
@@ -467,14 +467,20 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.prewait_tiles = p.allin_tiles > 0 && !multi ? kAllInMaxMine : 0;
     p.early_trigger = p.allin_tiles > 0;
   } else if (!packed && !multi) {
-    // Tiles in the longest partition.
+    // Tiles in the longest partition; the rule above.
     const int part_tiles = (std::min(split.part_tokens, max_span) + kTileTokens - 1) / kTileTokens;
-    const bool prewait = split.num_parts == 1 &&
-                         (d.fp8 || part_tiles <= kAllInWarps * kAllInMaxMine);
-    p.prewait_tiles = env_int("SWA_OPS_PREWAIT", prewait ? kPrewaitTiles : 0, 0, 8);
-    p.prewait_first = env_int("SWA_OPS_PREWAIT_FIRST", 0, 0, 8);
-    p.prewait_table_only = env_int("SWA_OPS_PREWAIT_TABLE", 0, 0, 1) == 1;
-    p.early_trigger = p.prewait_tiles > 0 && merge_early_trigger();
+    const bool short_parts = part_tiles <= kAllInWarps * kAllInMaxMine;
+    int tiles = 0, first = 0, early = 0;
+    if (split.num_parts == 1 && (d.fp8 || short_parts)) {
+      tiles = kPrewaitTiles;
+    } else if (split.num_parts > 1 && short_parts && !d.fp8) {
+      tiles = kPrewaitTiles;
+      first = 1;
+      early = 1;
+    }
+    p.prewait_tiles = env_int("SWA_OPS_PREWAIT", tiles, 0, 8);
+    p.prewait_first = env_int("SWA_OPS_PREWAIT_FIRST", first, 0, 8);
+    p.early_trigger = p.prewait_tiles > 0 && env_int("SWA_OPS_MERGE_EARLY", early, 0, 1) == 1;
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)

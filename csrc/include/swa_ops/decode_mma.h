@@ -140,11 +140,9 @@ struct DecodeRingTraits<D, false, true> {
 // line is never stale: a later write by the predecessor lands in L2. Every address stays inside
 // the caches whatever the values read: the length is clamped as clamp_seq_len does, the block
 // table is read only inside that length's window (never before it), and block ids outside
-// [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. With
-// p.prewait_table_only only seq_lens and the block-table entries are read (into L2, where the
-// reads after the wait then hit), no K/V line. kv0: the CTA's (first) kv head; ROW_BYTES: the
-// bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the cache element's (1 for fp8), the
-// unit of the cache strides.
+// [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. kv0: the CTA's
+// (first) kv head; ROW_BYTES: the bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the
+// cache element's (1 for fp8), the unit of the cache strides.
 template <int NW, int ROW_BYTES, int ELEM_BYTES>
 SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int part, int first,
                                    int tiles) {
@@ -162,7 +160,7 @@ SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int 
     const int t = begin + (warp + NW * j) * kTileTokens + lane % 16;
     if (t < sp.lo || t >= end) continue;  // also every tile past the partition's last
     const int b = ld_speculative(bt + (t >> p.log2_block_size));
-    if (p.prewait_table_only || b < 0 || b >= p.num_blocks) continue;
+    if (b < 0 || b >= p.num_blocks) continue;
     const unsigned char* row =
         base + paged_token_offset(p, b, t & (p.block_size - 1)) * ELEM_BYTES;
 #pragma unroll

@@ -87,7 +87,6 @@ struct DecodeParams {
   int prewait_first;        //   [prewait_first, prewait_tiles) (its own numbering) into L2 from
                             //   a speculative read of seq_lens / block_tables (single-token
                             //   rows; launcher)
-  bool prewait_table_only;  //   ... or only reads those (seq_lens, block-table entries)
   bool early_trigger;       // merge: let the next kernel launch before this one's wait
   // ---- GQA group on the MMAs' N side (decode_mma_kernel<..., SWAP = true>; launcher)
   bool swap_ab;             // single-token rings with group <= 8 (SWA_OPS_SWAP, default on)
