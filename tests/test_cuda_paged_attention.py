@@ -352,10 +352,11 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
 
 
 # The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default rule (paged_attention.cu:
-# here on at W = 128 with 64 sequences, unsplit, and at W = 128 / 512 with 8 sequences, split into
-# 3 partitions of at most 12 tiles: from each warp's second tile, with the merge's early
-# trigger), the ALLIN variant's (SWA_OPS_SMALL=1), the ring kernels' forced on (SWA_OPS_PREWAIT,
-# SWA_OPS_PREWAIT_FIRST, with and without the merge's early trigger), and none.
+# here on for 64 sequences at W = 128, kv-head paired, one unsplit wave; and for one sequence at
+# W = 4096, 33 partitions of 8 tiles, and 8 sequences at W = 128, 3 partitions of 4 tiles: from
+# each warp's second tile, with the merge's early trigger), the ALLIN variant's
+# (SWA_OPS_SMALL=1), the ring kernels' forced on (SWA_OPS_PREWAIT, SWA_OPS_PREWAIT_FIRST, with
+# and without the merge's early trigger), and none.
 PREWAIT_MODES = {
     "default": {},
     "none": {"SWA_OPS_PREWAIT": "0"},
@@ -368,8 +369,9 @@ PREWAIT_MODES = {
 
 
 @pytest.mark.parametrize("mode", sorted(PREWAIT_MODES))
-@pytest.mark.parametrize("S,H,D,W", [(64, 64, 64, 128), (8, 64, 64, 128), (8, 32, 64, 4096),
-                                     (8, 64, 128, 4096), (8, 64, 128, 512), (8, 32, 96, 2047)])
+@pytest.mark.parametrize("S,H,D,W", [(64, 32, 64, 128), (8, 64, 64, 128), (1, 32, 128, 4096),
+                                     (8, 32, 64, 4096), (8, 64, 128, 4096), (8, 64, 128, 512),
+                                     (8, 32, 96, 2047)])
 def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, S, H, D, W):
     # The kernel just before the attention rewrites seq_lens (and the query) inside the graph, so
     # the speculative pre-wait reads may see the old lengths: only the L2 prefetch may depend on
@@ -388,8 +390,8 @@ def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, S, H, D, W
     k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
     v_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
     bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
-    base = torch.tensor([1, 127, 128, 129, 1000, 4095, 8000, 8100] * (S // 8), dtype=torch.int32,
-                        device="cuda")
+    lens0 = ([1, 127, 128, 129, 1000, 4095, 8000, 8100] * max(1, S // 8))[-S:]
+    base = torch.tensor(lens0, dtype=torch.int32, device="cuda")
     lens = base.clone()
     step_t = torch.zeros(1, dtype=torch.int32, device="cuda")
     q = torch.randn(S, H, D, device="cuda", dtype=dt)

@@ -133,17 +133,22 @@ bool use_small_partitions() {
 
 // The ring kernels' pre-wait L2 prefetch (DecodeParams::prewait_tiles, decode_mma.h), single-token
 // rows: the next call's CTAs, resident as this grid's exit, start their DRAM stream during its
-// tail. Where it pays was measured (runs 110-111, H100, graph replay, against none, twice each):
-// - grids with no merge whose partitions are short (at most kAllInWarps x kAllInMaxMine tiles:
-//   gpt-oss's W = 128) or whose caches are fp8: each warp prefetches its first kPrewaitTiles
-//   tiles. gptoss 9.6 -> 9.0 us, gptoss-sinks 9.9 -> 9.2, mistral-32k-fp8 100.1 -> 99.1.
-// - 16-bit split grids of short partitions (single-128k: 33 x 128 tokens): only each warp's
-//   second tile, and the merge triggers the next kernel before its own wait (so its CTAs can
-//   start during this decode's tail): single-128k 10.65 -> 10.35. Its first tile too: 10.8.
+// tail. It only pays where every CTA of the grid is resident at once (one wave): a later wave's
+// CTAs start long after the wait is satisfied and read their prefetched lines at once, as if
+// from DRAM twice. Measured (runs 110-112, H100, graph replay, against none, twice each):
+// - one-wave grids with no merge whose partitions are short (at most kAllInWarps x kAllInMaxMine
+//   tiles: gpt-oss's W = 128) or whose caches are fp8: each warp prefetches its first
+//   kPrewaitTiles tiles. gptoss 9.6 -> 9.0 us, gptoss-sinks 9.9 -> 9.2, mistral-32k-fp8 100.1 ->
+//   99.1; but 9-tile partitions at D = 128 in two waves (64 x 8 CTAs) 17.3 -> 17.65.
+// - one-wave 16-bit split grids of at most two tiles per warp (single-128k: 33 x 128 tokens):
+//   only each warp's second tile, and the merge triggers the next kernel before its own wait
+//   (so its CTAs can start during this decode's tail): single-128k 10.7 / 10.6 -> 10.3 / 10.4
+//   (run 111), 11.8 / 10.7 -> 10.9 / 10.5 (run 112); its first tile too: 10.8 against 10.65;
+//   without the early trigger 11.45. With three tiles per warp (8 x 8 pairs x 3 partitions of
+//   192 tokens) 11.2 -> 11.3.
 // - nothing elsewhere: every 16-bit row with long partitions lost 0.2-1.4 % with 2 tiles
 //   (phi3 142.8 -> 144.8, 4 tiles: 149.1; mistral-128k, split, 52.2 -> 52.7 even from the second
-//   tile), as if the prefetched lines were read from DRAM a second time; prefetching only the
-//   block-table entries moved no row by more than 0.2 %.
+//   tile); prefetching only the block-table entries moved no row by more than 0.2 %.
 // SWA_OPS_PREWAIT=k (tiles; 0: none), SWA_OPS_PREWAIT_FIRST=j and SWA_OPS_MERGE_EARLY=0/1 replace
 // the rule's values (read per call, for A/B runs and tests).
 constexpr int kPrewaitTiles = 2;
@@ -431,14 +436,14 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
                        use_swapped_tiles() && use_kv_pair(d.fp8);
   // The split is sized from the grid as launched (kv-head pairs when paired) and from that
   // kernel's own occupancy.
+  const int kv_units = checked_int(kv_pair ? d.num_kv_heads / 2 : d.num_kv_heads, "num_kv_heads");
+  const int slots = num_sms * (kv_pair ? decode_pair_slots_per_sm(static_cast<int>(d.head_size),
+                                                                   d.fp8)
+                                       : decode_slots_per_sm(static_cast<int>(d.head_size)));
   const DecodeSplit split = choose_decode_split(
-      checked_int(grid_rows, packed ? "num_seqs" : multi ? "num_tokens" : "num_seqs"),
-      checked_int(kv_pair ? d.num_kv_heads / 2 : d.num_kv_heads, "num_kv_heads"),
+      checked_int(grid_rows, packed ? "num_seqs" : multi ? "num_tokens" : "num_seqs"), kv_units,
       grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
-      checked_int(max_context, "max_blocks_per_seq * block_size"),
-      num_sms * (kv_pair ? decode_pair_slots_per_sm(static_cast<int>(d.head_size), d.fp8)
-                         : decode_slots_per_sm(static_cast<int>(d.head_size))),
-      split_waves());
+      checked_int(max_context, "max_blocks_per_seq * block_size"), slots, split_waves());
 
   DecodeParams p{};
   fill_shared_params(p, args);
@@ -467,13 +472,14 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.prewait_tiles = p.allin_tiles > 0 && !multi ? kAllInMaxMine : 0;
     p.early_trigger = p.allin_tiles > 0;
   } else if (!packed && !multi) {
-    // Tiles in the longest partition; the rule above.
+    // Tiles in the longest partition, and whether the grid is one wave; the rule above.
     const int part_tiles = (std::min(split.part_tokens, max_span) + kTileTokens - 1) / kTileTokens;
-    const bool short_parts = part_tiles <= kAllInWarps * kAllInMaxMine;
+    const bool one_wave = grid_rows * kv_units * grid_chunks * split.num_parts <= slots;
     int tiles = 0, first = 0, early = 0;
-    if (split.num_parts == 1 && (d.fp8 || short_parts)) {
+    if (one_wave && split.num_parts == 1 &&
+        (d.fp8 || part_tiles <= kAllInWarps * kAllInMaxMine)) {
       tiles = kPrewaitTiles;
-    } else if (split.num_parts > 1 && short_parts && !d.fp8) {
+    } else if (one_wave && split.num_parts > 1 && !d.fp8 && part_tiles <= kAllInWarps * 2) {
       tiles = kPrewaitTiles;
       first = 1;
       early = 1;
