@@ -299,12 +299,11 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   const int gc_heads = PAIR ? 2 * p.group : min(16, p.group - chunk * 16);
 
   // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
-  // may be scheduled before that kernel ends; nothing is read before the wait (but the ALLIN
-  // variant's speculative prefetch), which returns once the predecessor has finished and its
-  // writes (the cache, this step's query) are visible.
-  // (p.prewait_tiles > 0) Only the pre-wait L2 prefetch reads before the wait, speculatively.
-  // Not for packed chunks (their span depends on query_start_loc) nor per-token rows (their
-  // block-table row comes from a map the predecessor writes).
+  // may be scheduled before that kernel ends; nothing is read before the wait (but the
+  // speculative pre-wait prefetch, p.prewait_tiles > 0), which returns once the predecessor has
+  // finished and its writes (the cache, this step's query) are visible. No prefetch for packed
+  // chunks (their span depends on query_start_loc) nor per-token rows (their block-table row
+  // comes from a map the predecessor writes).
   if constexpr (!PACKED) {
     if (p.prewait_tiles > 0 && p.seq_of_token == nullptr)
       prefetch_first_tiles_l2<NW, DV * (KV8 ? 1 : static_cast<int>(sizeof(T))),
