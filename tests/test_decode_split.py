@@ -5,7 +5,8 @@ choose_decode_split multiplies the (sequence, kv head) pairs by partitions of th
 wave of resident CTAs, and refills a grid whose last wave leaves over 10 % of the slots idle
 (under 1.5 waves) into 1.75-5.25 waves. The cases are the bench's rows (which must keep their
 split) and the batches the refill was measured on (notes/decode.md, runs 93-97), with an H100's
-264 decode slots at head size 128 (132 SMs x 2 CTAs).
+264 decode slots at head size 128 (132 SMs x 2 CTAs). choose_prewait, the pre-wait L2 prefetch's
+rule, is checked the same way on the rows it was measured on.
 """
 import os
 import pathlib
@@ -120,3 +121,74 @@ def test_decode_split_invariants(split):
         one_wave = max(1, min(slots // max(1, s * k), (span + 63) // 64))
         if parts > one_wave:  # refilled
             assert s * k * parts <= 5.25 * slots and p >= 512, (s, k, w, ctx, slots, parts, p)
+
+
+PREWAIT_DRIVER = r"""
+#include <cstdio>
+#include "swa_ops/decode_split.h"
+int main() {
+  int seqs, kvh, window, ctx, slots, fp8;
+  while (std::scanf("%d %d %d %d %d %d", &seqs, &kvh, &window, &ctx, &slots, &fp8) == 6) {
+    const swa_ops::DecodeSplit s =
+        swa_ops::choose_decode_split(seqs, kvh, 1, window, ctx, slots, 0.0);
+    const swa_ops::PrewaitChoice c = swa_ops::choose_prewait(
+        s, static_cast<long>(seqs) * kvh, slots, swa_ops::max_span_tokens(window, ctx), fp8 != 0);
+    std::printf("%d %d %d\n", c.tiles, c.first, c.early ? 1 : 0);
+  }
+  return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def prewait():
+    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler on this host")
+    build = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"swa_ops_prewait_{os.getpid()}"
+    build.mkdir(exist_ok=True)
+    src, exe = build / "driver.cpp", build / "driver"
+    src.write_text(PREWAIT_DRIVER)
+    subprocess.run([cxx, "-std=c++17", "-O1", f"-I{INCLUDE}", str(src), "-o", str(exe)],
+                   check=True)
+
+    def run(cases):
+        text = "".join(" ".join(str(v) for v in c) + "\n" for c in cases)
+        out = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True)
+        return [tuple(int(v) for v in line.split()) for line in out.stdout.splitlines()]
+
+    yield run
+    shutil.rmtree(build, ignore_errors=True)
+
+
+# The pre-wait prefetch rule (decode_split.h, choose_prewait) on the rows it was measured on
+# (notes/decode.md, runs 110-116): (name, num_seqs, kv units, window, max_context, slots, fp8) ->
+# (tiles, first, merge early trigger).
+PREWAIT_CASES = [
+    # One unsplit wave of short partitions (9 tiles; kv-head pairs: 4 units per sequence): on.
+    (("gptoss", 64, 4, 128, 8192, SLOTS, 0), (2, 0, 0)),
+    # fp8, one unsplit wave of 260-tile partitions: on.
+    (("mistral-32k-fp8", 32, 8, 4096, 32768, SLOTS, 1), (2, 0, 0)),
+    # One split wave, 8 tiles per partition: the second tile, and the merge's early trigger.
+    (("single-128k", 1, 8, 4096, 131072, SLOTS, 0), (2, 1, 1)),
+    # 4 tiles per partition (one per warp: nothing to prefetch, measured neutral).
+    (("single, W = 1024", 1, 8, 1024, 131072, SLOTS, 0), (2, 1, 1)),
+    # 12 tiles per split partition lost 1 % with it (run 112): off.
+    (("8 x 8 pairs, W = 512", 8, 8, 512, 32768, SLOTS, 0), (0, 0, 0)),
+    # Two waves of 9-tile partitions lost 2 % (run 112): off.
+    (("w128 at D = 128, 64 x 8", 64, 8, 128, 8192, SLOTS, 0), (0, 0, 0)),
+    # Long 16-bit partitions, split or not, lost 0.2-1.4 % (runs 110-111): off.
+    (("seed", 16, 4, 8192, 9216, SLOTS, 0), (0, 0, 0)),
+    (("mistral-32k", 32, 8, 4096, 32768, SLOTS, 0), (0, 0, 0)),
+    (("mistral-128k", 8, 8, 4096, 131072, SLOTS, 0), (0, 0, 0)),
+    (("phi3, kv pairs", 16, 16, 2047, 8192, SLOTS, 0), (0, 0, 0)),
+    # fp8 split (not measured): off.
+    (("mistral-128k-fp8", 8, 8, 4096, 131072, SLOTS, 1), (0, 0, 0)),
+]
+
+
+def test_prewait_cases(prewait):
+    got = prewait([c[1:] for c, _ in PREWAIT_CASES])
+    wrong = [(c[0], want, g) for (c, want), g in zip(PREWAIT_CASES, got) if g != want]
+    assert len(got) == len(PREWAIT_CASES)
+    assert not wrong, wrong

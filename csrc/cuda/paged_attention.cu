@@ -131,27 +131,7 @@ bool use_small_partitions() {
   return e != nullptr && std::string(e) == "1";
 }
 
-// The ring kernels' pre-wait L2 prefetch (DecodeParams::prewait_tiles, decode_mma.h), single-token
-// rows: the next call's CTAs, resident as this grid's exit, start their DRAM stream during its
-// tail. It only pays where every CTA of the grid is resident at once (one wave): a later wave's
-// CTAs start long after the wait is satisfied and read their prefetched lines at once, as if
-// from DRAM twice. Measured (runs 110-112, H100, graph replay, against none, twice each):
-// - one-wave grids with no merge whose partitions are short (at most kAllInWarps x kAllInMaxMine
-//   tiles: gpt-oss's W = 128) or whose caches are fp8: each warp prefetches its first
-//   kPrewaitTiles tiles. gptoss 9.6 -> 9.0 us, gptoss-sinks 9.9 -> 9.2, mistral-32k-fp8 100.1 ->
-//   99.1; but 9-tile partitions at D = 128 in two waves (64 x 8 CTAs) 17.3 -> 17.65.
-// - one-wave 16-bit split grids of at most two tiles per warp (single-128k: 33 x 128 tokens):
-//   only each warp's second tile, and the merge triggers the next kernel before its own wait
-//   (so its CTAs can start during this decode's tail): single-128k 10.7 / 10.6 -> 10.3 / 10.4
-//   (run 111), 11.8 / 10.7 -> 10.9 / 10.5 (run 112); its first tile too: 10.8 against 10.65;
-//   without the early trigger 11.45. With three tiles per warp (8 x 8 pairs x 3 partitions of
-//   192 tokens) 11.2 -> 11.3.
-// - nothing elsewhere: every 16-bit row with long partitions lost 0.2-1.4 % with 2 tiles
-//   (phi3 142.8 -> 144.8, 4 tiles: 149.1; mistral-128k, split, 52.2 -> 52.7 even from the second
-//   tile); prefetching only the block-table entries moved no row by more than 0.2 %.
-// SWA_OPS_PREWAIT=k (tiles; 0: none), SWA_OPS_PREWAIT_FIRST=j and SWA_OPS_MERGE_EARLY=0/1 replace
-// the rule's values (read per call, for A/B runs and tests).
-constexpr int kPrewaitTiles = 2;
+// An int switch read per call: `fallback` when unset, else clamped to [lo, hi].
 int env_int(const char* name, int fallback, int lo, int hi) {
   const char* e = std::getenv(name);
   if (e == nullptr) return fallback;
@@ -472,21 +452,14 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.prewait_tiles = p.allin_tiles > 0 && !multi ? kAllInMaxMine : 0;
     p.early_trigger = p.allin_tiles > 0;
   } else if (!packed && !multi) {
-    // Tiles in the longest partition, and whether the grid is one wave; the rule above.
-    const int part_tiles = (std::min(split.part_tokens, max_span) + kTileTokens - 1) / kTileTokens;
-    const bool one_wave = grid_rows * kv_units * grid_chunks * split.num_parts <= slots;
-    int tiles = 0, first = 0, early = 0;
-    if (one_wave && split.num_parts == 1 &&
-        (d.fp8 || part_tiles <= kAllInWarps * kAllInMaxMine)) {
-      tiles = kPrewaitTiles;
-    } else if (one_wave && split.num_parts > 1 && !d.fp8 && part_tiles <= kAllInWarps * 2) {
-      tiles = kPrewaitTiles;
-      first = 1;
-      early = 1;
-    }
-    p.prewait_tiles = env_int("SWA_OPS_PREWAIT", tiles, 0, 8);
-    p.prewait_first = env_int("SWA_OPS_PREWAIT_FIRST", first, 0, 8);
-    p.early_trigger = p.prewait_tiles > 0 && env_int("SWA_OPS_MERGE_EARLY", early, 0, 1) == 1;
+    // The pre-wait L2 prefetch (decode_split.h's rule; SWA_OPS_PREWAIT / _FIRST /
+    // SWA_OPS_MERGE_EARLY replace its values, for A/B runs and tests).
+    const PrewaitChoice pw =
+        choose_prewait(split, static_cast<long>(grid_rows) * kv_units * grid_chunks, slots,
+                       max_span, d.fp8);
+    p.prewait_tiles = env_int("SWA_OPS_PREWAIT", pw.tiles, 0, 8);
+    p.prewait_first = env_int("SWA_OPS_PREWAIT_FIRST", pw.first, 0, 8);
+    p.early_trigger = p.prewait_tiles > 0 && env_int("SWA_OPS_MERGE_EARLY", pw.early, 0, 1) == 1;
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)

@@ -106,4 +106,54 @@ inline DecodeSplit choose_decode_split(int num_seqs, int num_kv_heads, int head_
   return s;
 }
 
+// ---- The pre-wait L2 prefetch (decode_mma.h, prefetch_first_tiles_l2; single-token ring kernels)
+//
+// Before griddepcontrol.wait, each warp may prefetch the K/V lines of its tiles [first, tiles)
+// into L2, so that the next call's CTAs, resident as this grid's exit, start their DRAM stream
+// during its tail. It only pays where every CTA of the grid is resident at once (one wave): a
+// later wave's CTAs start long after the wait is satisfied and read their prefetched lines at
+// once, as if from DRAM twice. Measured (runs 110-113, H100, graph replay, against none, twice):
+// - one-wave grids with no merge whose partitions are short (at most kPrewaitShortTiles tiles:
+//   gpt-oss's W = 128 spans 9) or whose caches are fp8: each warp's first kPrewaitTiles tiles.
+//   gptoss 9.65 -> 8.85 us, gptoss-sinks 10.0 -> 9.15, mistral-32k-fp8 99.85 -> 98.45 (run 113);
+//   but 9-tile partitions at D = 128 in two waves (64 x 8 CTAs) 17.3 -> 17.65 (run 112).
+// - one-wave 16-bit split grids of at most kPrewaitSplitTiles tiles per partition (single-128k:
+//   33 x 128 tokens, two tiles per warp): only each warp's second tile, and the merge triggers the
+//   next kernel before its own wait (its CTAs can then start during this decode's tail):
+//   single-128k 10.7 / 10.6 -> 10.3 / 10.4 (run 111), 10.8 -> 10.55 (run 113). Its first tile
+//   too: 10.8 against 10.65 (run 110); without the early trigger 11.45, the early trigger alone
+//   10.9 (runs 112, 115). 12-tile partitions (8 x 8 pairs x 3 of 192 tokens) 11.2 -> 11.3.
+// - nothing elsewhere: every 16-bit row with long partitions lost 0.2-1.4 % with 2 tiles (phi3
+//   142.8 -> 144.8, 4 tiles: 149.1; mistral-128k, split, 52.2 -> 52.7 even from the second tile);
+//   prefetching only the block-table entries moved no row by more than 0.2 % (run 111).
+// SWA_OPS_PREWAIT=k, SWA_OPS_PREWAIT_FIRST=j and SWA_OPS_MERGE_EARLY=0/1 replace the rule's values
+// (the launcher; read per call).
+struct PrewaitChoice {
+  int tiles;   // each warp prefetches its tiles [first, tiles) (0: none)
+  int first;
+  bool early;  // the merge triggers the next kernel before its own wait
+};
+constexpr int kPrewaitTiles = 2;
+constexpr int kPrewaitShortTiles = 12;
+constexpr int kPrewaitSplitTiles = 8;
+
+// pairs: the grid's (sequence, kv unit, head chunk) pairs, as choose_decode_split counts them (so
+// it has pairs x s.num_parts CTAs); slots as there; max_span: max_span_tokens (it bounds every
+// partition); fp8: the caches are fp8.
+inline PrewaitChoice choose_prewait(const DecodeSplit& s, long pairs, int slots, int max_span,
+                                    bool fp8) {
+  PrewaitChoice c{0, 0, false};
+  const int keys = s.part_tokens < max_span ? s.part_tokens : max_span;
+  const int part_tiles = (keys + kTileTokens - 1) / kTileTokens;
+  if (pairs * s.num_parts > slots) return c;  // more than one wave
+  if (s.num_parts == 1 && (fp8 || part_tiles <= kPrewaitShortTiles)) {
+    c.tiles = kPrewaitTiles;
+  } else if (s.num_parts > 1 && !fp8 && part_tiles <= kPrewaitSplitTiles) {
+    c.tiles = kPrewaitTiles;
+    c.first = 1;
+    c.early = true;
+  }
+  return c;
+}
+
 }  // namespace swa_ops
