@@ -6,8 +6,8 @@
 #            the whole GPU suite under SUITE_ENV (run 110: "SWA_OPS_PREWAIT=2 SWA_OPS_MERGE_EARLY=1")
 #   final    (run 112; carry .whl and .peers) the prefetch tests, the rule's A/B on rows beyond the
 #            bench's, then the decode bench beside FlashInfer (the README's table)
-#   check    (run 113) the final rule against none on the rows it touches or was bounded by, then
-#            the whole GPU suite on the defaults
+#   check    (runs 113, 117) the prefetch tests, the final rule against none on the rows it
+#            touches or was bounded by, then the whole GPU suite on the defaults
 #   sanitize (run 114) memcheck over the tests that take the prefetch by default, and over the
 #            graph test with a writer before the attention (with the caching allocator: that test
 #            captures a graph)
@@ -52,6 +52,7 @@ case $mode in
     timeout ${BENCH_S:-470} python3 -m swa_ops.bench --decode --json "$OUT/bench_decode.json" --plot "$OUT/bench_decode.png" 2>&1 \
       | grep -v Warn | tee "$OUT/bench_decode.log" | tail -30 ;;
   check)
+    prewait_tests
     ab rule_ab gptoss,gptoss-sinks,mistral-32k-fp8,single-128k,w128-b64,mistral-w512-b8,single-w1k,mistral-32k "def:;off:SWA_OPS_PREWAIT=0"
     suite ;;
   sanitize)
