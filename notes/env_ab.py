@@ -1,8 +1,8 @@
 """A/B of runtime switches (environment variables read per call) on the bench's decode rows.
 
-Each shape's problem is built once; every configuration is then captured into its own CUDA graph
-and timed as the bench times swa_ops (graph_time_us), configurations interleaved, `--rounds`
-times. The switches must be read per call: the value at capture time is the one replayed.
+Each shape's problem is built once and timed once unrecorded (start-up); every configuration is
+then captured into its own CUDA graph and timed as the bench times swa_ops (graph_time_us),
+configurations interleaved, `--rounds` times. The switches must be read per call: the value at capture time is the one replayed.
 Usage: python3 notes/env_ab.py --shapes seed,gemma3 --configs "off:SWA_OPS_PREWAIT=0;pw2:SWA_OPS_PREWAIT=2"
        [--rounds 2] [--json FILE]
 """
@@ -49,6 +49,9 @@ def main():
         floor = s.window_bytes() / bw * 1e6
         ref = pb.reference()
         row = {"shape": name, "floor_us": floor, "us": {c: [] for c, _ in configs}}
+        # One unrecorded graph first: a shape's first graph after its problem is built ran up to
+        # 8 % slow in runs 113 and 117 (mistral-w512-b8 12.0 against 11.1).
+        bench.graph_time_us(pb.swa, layers)
         for r in range(args.rounds):
             order = configs if r % 2 == 0 else configs[::-1]
             for cname, env in order:
