@@ -351,7 +351,7 @@ def test_swapped_tiles(monkeypatch, swap, head_size, group):
               use_sinks=group == 8)
 
 
-# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default rule (paged_attention.cu:
+# The pre-wait L2 prefetch (DecodeParams::prewait_tiles): the default rule (decode_split.h:
 # here on for 64 sequences at W = 128, kv-head paired, one unsplit wave; and for one sequence at
 # W = 4096, 33 partitions of 8 tiles, and 8 sequences at W = 128, 3 partitions of 4 tiles: from
 # each warp's second tile, with the merge's early trigger), the ALLIN variant's

@@ -34,15 +34,16 @@ int main() {
 """
 
 
-@pytest.fixture(scope="module")
-def split():
+def compiled_driver(source, name):
+    """Compiles a driver of the split header with the host's C++ compiler; yields run(cases): one
+    input line per case, one tuple of ints per output line."""
     cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if cxx is None:
         pytest.skip("no C++ compiler on this host")
-    build = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"swa_ops_split_{os.getpid()}"
+    build = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"swa_ops_{name}_{os.getpid()}"
     build.mkdir(exist_ok=True)
     src, exe = build / "driver.cpp", build / "driver"
-    src.write_text(DRIVER)
+    src.write_text(source)
     subprocess.run([cxx, "-std=c++17", "-O1", f"-I{INCLUDE}", str(src), "-o", str(exe)],
                    check=True)
 
@@ -53,6 +54,11 @@ def split():
 
     yield run
     shutil.rmtree(build, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def split():
+    yield from compiled_driver(DRIVER, "split")
 
 
 SLOTS = 264  # H100, head size 128: 132 SMs x 2 decode CTAs
@@ -142,23 +148,7 @@ int main() {
 
 @pytest.fixture(scope="module")
 def prewait():
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        pytest.skip("no C++ compiler on this host")
-    build = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"swa_ops_prewait_{os.getpid()}"
-    build.mkdir(exist_ok=True)
-    src, exe = build / "driver.cpp", build / "driver"
-    src.write_text(PREWAIT_DRIVER)
-    subprocess.run([cxx, "-std=c++17", "-O1", f"-I{INCLUDE}", str(src), "-o", str(exe)],
-                   check=True)
-
-    def run(cases):
-        text = "".join(" ".join(str(v) for v in c) + "\n" for c in cases)
-        out = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True)
-        return [tuple(int(v) for v in line.split()) for line in out.stdout.splitlines()]
-
-    yield run
-    shutil.rmtree(build, ignore_errors=True)
+    yield from compiled_driver(PREWAIT_DRIVER, "prewait")
 
 
 # The pre-wait prefetch rule (decode_split.h, choose_prewait) on the rows it was measured on
