@@ -420,10 +420,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const int slots = num_sms * (kv_pair ? decode_pair_slots_per_sm(static_cast<int>(d.head_size),
                                                                    d.fp8)
                                        : decode_slots_per_sm(static_cast<int>(d.head_size)));
+  const int max_ctx = checked_int(max_context, "max_blocks_per_seq * block_size");
   const DecodeSplit split = choose_decode_split(
       checked_int(grid_rows, packed ? "num_seqs" : multi ? "num_tokens" : "num_seqs"), kv_units,
       grid_chunks, packed ? packed_split_window(window, static_cast<int>(max_query_len)) : window,
-      checked_int(max_context, "max_blocks_per_seq * block_size"), slots, split_waves());
+      max_ctx, slots, split_waves());
 
   DecodeParams p{};
   fill_shared_params(p, args);
@@ -442,8 +443,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   p.part_tokens = split.part_tokens;
   p.num_blocks = checked_int(key_cache.size(0), "num_blocks");
   // The longest span, which bounds every partition (split.h).
-  const int max_span =
-      max_span_tokens(window, checked_int(max_context, "max_blocks_per_seq * block_size"));
+  const int max_span = max_span_tokens(window, max_ctx);
   if (small) {
     // The most tiles a partition holds: min(P, the longest span) over 16 (split.h).
     p.allin_tiles = allin_max_tiles(split.part_tokens, max_span);

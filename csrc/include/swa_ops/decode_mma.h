@@ -141,11 +141,12 @@ struct DecodeRingTraits<D, false, true> {
 // the caches whatever the values read: the length is clamped as clamp_seq_len does, the block
 // table is read only inside that length's window (never before it), and block ids outside
 // [0, num_blocks) are skipped. Lane l takes row l % 16 of K (l < 16) or V. kv0: the CTA's
-// (first) kv head; ROW_BYTES: the bytes a row streams (PAIR: both kv heads'); ELEM_BYTES: the
+// (first) kv head; ROW_ELEMS: the elements a row streams (PAIR: both kv heads'); ELEM_BYTES: the
 // cache element's (1 for fp8), the unit of the cache strides.
-template <int NW, int ROW_BYTES, int ELEM_BYTES>
+template <int NW, int ROW_ELEMS, int ELEM_BYTES>
 SWA_D void prefetch_first_tiles_l2(const DecodeParams& p, int seq, int kv0, int part, int first,
                                    int tiles) {
+  constexpr int ROW_BYTES = ROW_ELEMS * ELEM_BYTES;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int cap = p.max_blocks_per_seq << p.log2_block_size;
   int L = ld_speculative(p.seq_lens + seq);
@@ -306,8 +307,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // comes from a map the predecessor writes).
   if constexpr (!PACKED) {
     if (p.prewait_tiles > 0 && p.seq_of_token == nullptr)
-      prefetch_first_tiles_l2<NW, DV * (KV8 ? 1 : static_cast<int>(sizeof(T))),
-                              KV8 ? 1 : static_cast<int>(sizeof(T))>(
+      prefetch_first_tiles_l2<NW, DV, KV8 ? 1 : static_cast<int>(sizeof(T))>(
           p, seq, kv0, part, p.prewait_first, p.prewait_tiles);
   }
   pdl_wait();

@@ -25,6 +25,14 @@ struct DecodeSplit {
   int part_tokens;  // P
 };
 
+// The most tiles a partition of part_tokens can hold when spans are at most max_span tokens
+// (max_span_tokens): a partition covers [begin, min(begin + P, L)) with begin >= origin, so it
+// has at most min(P, L - origin) keys, and L - origin <= max_span for every L the block table
+// allows.
+constexpr int partition_max_tiles(int part_tokens, int max_span) {
+  return ((part_tokens < max_span ? part_tokens : max_span) + kTileTokens - 1) / kTileTokens;
+}
+
 // Partitions are whole multiples of this many tokens (four 16-token tiles).
 constexpr int kPartAlign = 64;
 
@@ -143,8 +151,7 @@ constexpr int kPrewaitSplitTiles = 8;
 inline PrewaitChoice choose_prewait(const DecodeSplit& s, long pairs, int slots, int max_span,
                                     bool fp8) {
   PrewaitChoice c{0, 0, false};
-  const int keys = s.part_tokens < max_span ? s.part_tokens : max_span;
-  const int part_tiles = (keys + kTileTokens - 1) / kTileTokens;
+  const int part_tiles = partition_max_tiles(s.part_tokens, max_span);
   if (pairs * s.num_parts > slots) return c;  // more than one wave
   if (s.num_parts == 1 && (fp8 || part_tiles <= kPrewaitShortTiles)) {
     c.tiles = kPrewaitTiles;

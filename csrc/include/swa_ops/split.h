@@ -53,12 +53,9 @@ constexpr int kAllInWarps = 4;    // the decode CTA's warps at head sizes up to 
 constexpr int kAllInMaxMine = 3;  // tiles per warp
 
 // The most tiles a partition of part_tokens can hold when spans are at most max_span tokens
-// (max_span_tokens), if the ALLIN variant can take them all at once; else 0. A partition covers
-// [begin, min(begin + P, L)) with begin >= origin, so it has at most min(P, L - origin) keys, and
-// L - origin <= max_span for every L the block table allows.
+// (decode_split.h's partition_max_tiles), if the ALLIN variant can take them all at once; else 0.
 SWA_HD int allin_max_tiles(int part_tokens, int max_span) {
-  const int keys = part_tokens < max_span ? part_tokens : max_span;
-  const int tiles = (keys + kTileTokens - 1) / kTileTokens;
+  const int tiles = partition_max_tiles(part_tokens, max_span);
   return tiles > 0 && tiles <= kAllInWarps * kAllInMaxMine ? tiles : 0;
 }
 
