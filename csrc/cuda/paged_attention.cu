@@ -462,6 +462,11 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
     p.early_trigger = p.prewait_tiles > 0 && env_int("SWA_OPS_MERGE_EARLY", pw.early, 0, 1) == 1;
   }
   p.swap_ab = !packed && p.allin_tiles == 0 && group <= 8 && use_swapped_tiles();
+#ifdef SWA_OPS_TIMELINE  // diagnostics build only (timeline.h): the record buffer's address
+  const char* tl = std::getenv("SWA_OPS_TIMELINE_PTR");
+  p.timeline = tl != nullptr ? reinterpret_cast<unsigned long long*>(std::strtoull(tl, nullptr, 0))
+                             : nullptr;
+#endif
   p.kv_pair = kv_pair && p.swap_ab;  // (kv_pair implies swap_ab: group <= 4, no ALLIN)
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
   // The fp8 TMA ring (decode_mma_kernel<..., TMA = true>): fp8 caches at head size 128 on the

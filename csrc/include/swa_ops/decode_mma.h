@@ -42,6 +42,7 @@
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
 #include "swa_ops/mbarrier.h"  // the fp8 TMA ring (TMA = true)
+#include "swa_ops/timeline.h"
 
 namespace swa_ops {
 
@@ -298,6 +299,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   const int head0 = kv0 * p.group + chunk * 16;  // single-token mode: the chunk's first head
   // single-token mode: live rows of the M tile (SWAP: columns; PAIR: both kv heads' groups)
   const int gc_heads = PAIR ? 2 * p.group : min(16, p.group - chunk * 16);
+  SWA_OPS_TL_DECL(tl_marks);
+  SWA_OPS_TL_MARK(tl_marks, start);
 
   // Launched as a programmatic dependent of whatever precedes it on the stream, this grid's CTAs
   // may be scheduled before that kernel ends; nothing is read before the wait (but the
@@ -311,6 +314,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
           p, seq, kv0, part, p.prewait_first, p.prewait_tiles);
   }
   pdl_wait();
+  SWA_OPS_TL_MARK(tl_marks, waited);
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
   // (The fp8 operands hold the values / kFp8OperandScale: fp8_frag.h.)
   const float k_sc = KV8 ? *p.k_scale * kFp8OperandScale : 1.f;
@@ -886,6 +890,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     }
   }
   cp_async_wait<0>();
+  SWA_OPS_TL_MARK(tl_marks, looped);
 
   // Combine the warps' partial softmaxes through shared memory (the rings are free now). A row's
   // (SWAP: a head's) sum is spread over the 4 lanes of a quad (SWAP: the 8 lanes of equal t).
@@ -1020,6 +1025,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       }
     }
   }
+  SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);
 }
 #undef SWA_OPS_WHOLE_TILE
 

@@ -17,6 +17,7 @@
 #include "swa_ops/compat.h"
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
+#include "swa_ops/timeline.h"
 
 namespace swa_ops {
 
@@ -33,6 +34,8 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   __shared__ float max_s[SLICES], sum_s[SLICES];
 
   const int tid = threadIdx.x;
+  SWA_OPS_TL_DECL(tl_marks);
+  SWA_OPS_TL_MARK(tl_marks, start);
   int64_t row;  // out's row: seq * num_heads + head (packed mode: token * num_heads + head)
   int head, j0 = 0, n;  // the partitions [j0, n) to read
   bool live = true;
@@ -69,6 +72,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   if (p.early_trigger) pdl_launch_dependents();
   pdl_wait();
   if (!p.early_trigger) pdl_launch_dependents();
+  SWA_OPS_TL_MARK(tl_marks, waited);
   if (!live) return;
 
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
@@ -138,6 +142,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     T* out = static_cast<T*>(p.out) + static_cast<int64_t>(row) * D;
     *reinterpret_cast<uint2*>(out + 4 * tid) = make_uint2(lo, hi);
   }
+  SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
 }
 
 }  // namespace swa_ops

@@ -100,6 +100,9 @@ struct DecodeParams {
                             //   tokens, 128-byte swizzle); the launcher takes the TMA kernel
                             //   where it applies (fp8, D = 128, swapped, unpaired ring)
   TmaDesc k_map, v_map;
+#ifdef SWA_OPS_TIMELINE
+  unsigned long long* timeline;  // diagnostics only (timeline.h): per-CTA timestamps, or nullptr
+#endif
 };
 
 // Multi-token queries: per query token, its sequence and its effective length (position + 1).
