@@ -21,6 +21,7 @@
 #include "swa_ops/launch.h"
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
 #include "swa_ops/tma_map.h"
+#include "tile_counters.h"
 #endif
 
 namespace swa_ops {
@@ -34,15 +35,12 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // Messages go through SWA_CHECK (csrc/checks.h): numbers are never streamed into TORCH_CHECK.
 
 // Waves of resident CTAs the decode split fills: 0 = choose_decode_split's rule (one wave,
-// refilled when it leaves many slots idle); SWA_OPS_WAVES > 0 (read once, for tuning) fills up to
-// that many waves instead.
+// refilled when it leaves many slots idle); SWA_OPS_WAVES > 0 (read per call, for tuning and A/B
+// runs in one process) fills up to that many waves instead.
 double split_waves() {
-  static const double v = [] {
-    const char* e = std::getenv("SWA_OPS_WAVES");
-    const double w = e ? std::atof(e) : 0.0;
-    return w > 0 ? w : 0.0;
-  }();
-  return v;
+  const char* e = std::getenv("SWA_OPS_WAVES");
+  const double w = e ? std::atof(e) : 0.0;
+  return w > 0 ? w : 0.0;
 }
 
 // Resident decode CTAs per SM for this head size (an occupancy query, cached per device there).
@@ -128,6 +126,13 @@ bool use_wgmma() {
 // vs 12.1, gptoss-sinks 11.2 both; notes/decode.md).
 bool use_small_partitions() {
   const char* e = std::getenv("SWA_OPS_SMALL");
+  return e != nullptr && std::string(e) == "1";
+}
+
+// The decode's dynamic split (decode_mma.h, DYN; tile_counters.h). SWA_OPS_DYNAMIC=1 on, else
+// off (read per call, for A/B runs and tests of both paths).
+bool use_dynamic_split() {
+  const char* e = std::getenv("SWA_OPS_DYNAMIC");
   return e != nullptr && std::string(e) == "1";
 }
 
@@ -477,6 +482,17 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
 #endif
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // The dynamic split (decode_mma.h, DYN): split single-token grids on the swapped cp.async
+  // rings share each (sequence, kv unit)'s tiles among its partitions' CTAs through a counter.
+  if (split.num_parts > 1 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 &&
+      p.kv_tma == 0 && use_dynamic_split()) {
+    p.tile_ctr = tile_counters(static_cast<int64_t>(grid_rows) * kv_units * grid_chunks, stream);
+    if (p.tile_ctr != nullptr) {
+      p.dyn_static = env_int("SWA_OPS_DYN_STATIC", 2, 0, 1 << 16);
+      p.prewait_tiles = 0;  // its tiles are the static partitions'
+      p.early_trigger = false;
+    }
+  }
   at::Tensor token_map, packed_qsl;
   if (packed) {
     packed_qsl = query_start_loc->contiguous();

@@ -247,7 +247,8 @@ constexpr int decode_kernel_warps() {
   return TMA ? SWA_OPS_DECODE_TMA_WARPS : DecodeMmaTraits<D>::kWarps;
 }
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
-          bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
+          bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false,
+          bool DYN = false>
 __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     decode_mma_kernel(const SWA_GRID_CONSTANT DecodeParams p) {
   using Tr = DecodeRingTraits<D, KV8, PAIR>;
@@ -277,6 +278,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
+  static_assert(!DYN || (SWAP && !TMA && NSTAGE == 2),
+                "the dynamic split: the swapped single-token cp.async rings at depth 2");
   constexpr int CPR = DV / 8;                      // 16-byte chunks per row
   constexpr int KCH = DV / 16;                     // k-chunks of QK^T, column pairs of PV
   constexpr int NT = DV / 8;                       // n-tiles of the output
@@ -330,8 +333,10 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
   const SeqSpan span = PACKED ? packed_span(ps, chunk * 16, gc, p.group, p.window)
                               : seq_span(clamp_seq_len(p, seq), p.window);
-  const int begin = span.origin + part * p.part_tokens;
-  const int end = min(begin + p.part_tokens, span.hi);
+  // DYN (the dynamic split): every CTA of a (sequence, kv unit) runs over the whole span, tiles
+  // handed out below; otherwise this CTA's partition.
+  const int begin = DYN ? span.origin : span.origin + part * p.part_tokens;
+  const int end = DYN ? span.hi : min(begin + p.part_tokens, span.hi);
   // Packed mode: row r's [token][head] row of out (and of the workspace), its head and its query.
   auto packed_head = [&](int r) { return kvh * p.group + (chunk * 16 + r) % p.group; };
   auto packed_tok = [&](int r) { return ps.q_begin + (chunk * 16 + r) / p.group; };
@@ -339,7 +344,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     return static_cast<int64_t>(packed_tok(r)) * p.num_heads + packed_head(r);
   };
 
-  if (begin >= end) {
+  if (!DYN && begin >= end) {  // (DYN: every warp must claim: the counter's count, below)
     // Nothing visible in this partition. With a single partition this is L == 0 (packed mode:
     // hi == 0, every token of the chunk at a position < 0 or L == 0): exact zeros. Otherwise
     // leave the sentinel (max -inf, sum 0) that the merge skips.
@@ -557,8 +562,54 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #pragma unroll
   for (int nt = 0; nt < NO; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
+  // The dynamic split (DYN; p.tile_ctr, the launcher's choice): the num_parts CTAs of this
+  // (sequence, kv unit) share its n_tiles tiles, so SMs that stream faster take more of them (the
+  // SMs of an H100 differ by up to 2x in rate under a full load: notes/decode.md, run 118). Each
+  // warp first takes its dyn_static static tiles (part NW K + k NW + warp, k < K), then claims
+  // tiles S + c, c = atomicInc(counter, limit), S = num_parts NW K, until a claim fails. Every
+  // warp of every CTA of the unit fails exactly once (it stops claiming then), so each call makes
+  // exactly max(n_tiles - S, 0) + F claims (F = num_parts NW) and atomicInc's wrap at
+  // limit = that count - 1 returns the counter to 0: it needs no reset, only zeros at
+  // allocation. A claim is issued one tile ahead of its use (its latency hides behind a tile).
+  int dyn_t0 = -1, dyn_t1 = -1;  // DYN: this warp's current and next tile (-1: none)
+  int dyn_sk = 0;                // DYN: static tiles handed out
+  bool dyn_done = false, dyn_out = false;  // DYN: a claim failed / a claim is in flight
+  unsigned dyn_raw = 0;          // DYN: lane 0's claim in flight
+  const int dyn_s = DYN ? p.num_parts * NW * p.dyn_static : 0;
+  auto dyn_claim = [&]() {
+    if (lane == 0)
+      dyn_raw = atomicInc(p.tile_ctr + blockIdx.x,
+                          static_cast<unsigned>(max(n_tiles - dyn_s, 0) + p.num_parts * NW - 1));
+    dyn_out = true;
+  };
+  auto dyn_fetch = [&]() -> int {
+    if (dyn_sk < p.dyn_static) {
+      const int t = part * NW * p.dyn_static + dyn_sk * NW + warp;
+      ++dyn_sk;
+      if (t < n_tiles) {
+        // The last static tile: the first claim goes out now, a tile ahead of its use.
+        if (dyn_sk == p.dyn_static || t + NW >= n_tiles) {
+          dyn_sk = p.dyn_static;
+          dyn_claim();
+        }
+        return t;
+      }
+      dyn_sk = p.dyn_static;  // static tiles past the span: claims only
+    }
+    if (dyn_done) return -1;
+    if (!dyn_out) dyn_claim();
+    const int c = static_cast<int>(shfl_first(dyn_raw));
+    dyn_out = false;
+    if (c >= n_tiles - dyn_s) {
+      dyn_done = true;
+      return -1;
+    }
+    dyn_claim();
+    return dyn_s + c;
+  };
+
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
-  {
+  if constexpr (!DYN) {
     TileBlocks first[NSTAGE > 1 ? NSTAGE - 1 : 1];  // (a ring of one stage issues nothing here)
 #pragma unroll
     for (int j = 0; j < NSTAGE - 1; ++j)
@@ -570,7 +621,16 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     }
   }
   TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
-  if (!ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
+  if (!DYN && !ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
+  if constexpr (DYN) {
+    dyn_t0 = dyn_fetch();
+    if (dyn_t0 >= 0) {
+      dyn_t1 = dyn_fetch();
+      issue(dyn_t0, 0, tile_blocks(dyn_t0));
+    }
+    cp_async_commit();
+    if (dyn_t1 >= 0) next_blk = tile_blocks(dyn_t1);
+  }
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
@@ -684,18 +744,28 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     all_hi = packed_token_len(ps, chunk * 16 / p.group);  // the first row's end
   }
 
-  for (int j = 0; j < n_mine; ++j) {
-    const int jn = j + NSTAGE - 1;
-    if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
-      issue(warp + NW * jn, jn % NSTAGE, next_blk);
-      if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
+  for (int j = 0; DYN ? dyn_t0 >= 0 : j < n_mine; ++j) {
+    int dyn_t2 = -1;                                   // DYN: the tile after the next
+    if constexpr (DYN) {
+      if (dyn_t1 >= 0) {
+        issue(dyn_t1, (j + 1) % NSTAGE, next_blk);
+        dyn_t2 = dyn_fetch();
+        if (dyn_t2 >= 0) next_blk = tile_blocks(dyn_t2);
+      }
+    } else {
+      const int jn = j + NSTAGE - 1;
+      if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
+        issue(warp + NW * jn, jn % NSTAGE, next_blk);
+        if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
+      }
     }
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     warp_sync();
+    const int tile_j = DYN ? dyn_t0 : warp + NW * j;  // the tile computed now
     if constexpr (TMA) {
       // A box-copied tile (issue()'s test) completes on its stage's barrier.
-      const int tbj = begin + (warp + NW * j) * kTileTokens;
+      const int tbj = begin + tile_j * kTileTokens;
       if (SWA_OPS_WHOLE_TILE(tbj)) {
         const int st = j % NSTAGE;
         mbar_wait(&tbar[st], (tphase >> st) & 1u);
@@ -735,7 +805,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #endif
         swap_qk<MT, KCH>(s[0], smem_addr(ks + a_row * ROW + a_col), qb);
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-      const int tb = begin + (warp + NW * j) * kTileTokens;
+      const int tb = begin + tile_j * kTileTokens;
       if (tb < span.lo || tb + kTileTokens > end) {
         const int k0 = tb + (lane >> 2), k1 = k0 + 8;
         if (k0 < span.lo || k0 >= end) s[0][0] = s[0][1] = kNegInf;
@@ -807,7 +877,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 
       // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-      const int tb = begin + (warp + NW * j) * kTileTokens;
+      const int tb = begin + tile_j * kTileTokens;
       if constexpr (PACKED) {
         // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or
         // past span.hi, past every row's hi: the row bounds cover the partition's edges too.
@@ -887,6 +957,10 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         }
       }
       warp_sync();  // every lane is done reading this stage before it is refilled
+    }
+    if constexpr (DYN) {
+      dyn_t0 = dyn_t1;
+      dyn_t1 = dyn_t2;
     }
   }
   cp_async_wait<0>();
@@ -1017,8 +1091,9 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     } else {
       const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
       // Live partition: sum >= 1 (its max term is 1); packed mode: or 0 for a row that sees
-      // none of its keys (then the sentinel max -inf, sum 0 goes out, as for an empty one).
-      p.part_out[idx * D + d] = PACKED ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
+      // none of its keys, and DYN: a CTA that got no tile (then the sentinel max -inf, sum 0
+      // goes out, as for an empty one).
+      p.part_out[idx * D + d] = PACKED || DYN ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
       if (d == 0) {
         p.part_max[idx] = mx;
         p.part_sum[idx] = sum;
