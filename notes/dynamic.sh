@@ -7,7 +7,7 @@
 #          SWA_OPS_WAVES=2, on one-wave rows; the timeline of a few rows with it; the decode test
 #          file with it forced on.
 set -uo pipefail
-mode=${1:?mode: first}
+mode=${1:?mode: first | variants}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -42,5 +42,16 @@ case $mode in
       | grep -v Warn | tee "$OUT/timeline.log"
     SWA_OPS_DYNAMIC=1 timeout ${FORCED_S:-150} python3 -m pytest tests/test_cuda_paged_attention.py \
       -q -p no:cacheprovider -x 2>&1 | tee "$OUT/forced.log" | tail -3 ;;
+  variants)
+    # (run 120) why the dynamic split streams slower: counter spacing, tiles per claim, static share
+    timeout 150 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k dynamic 2>&1 \
+      | tee "$OUT/tests.log" | tail -2
+    D="SWA_OPS_DYNAMIC=1"
+    ab ab_var seed,mistral-128k,single-128k \
+      "off:;d:$D;s32:$D,SWA_OPS_DYN_STRIDE=32;c2:$D,SWA_OPS_DYN_CHUNK=2,SWA_OPS_DYN_STRIDE=32;c4:$D,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32;c8:$D,SWA_OPS_DYN_CHUNK=8,SWA_OPS_DYN_STRIDE=32;k16c4:$D,SWA_OPS_DYN_STATIC=16,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32"
+    wait $tlpid; tail -1 /tmp/build_tl.log
+    PYTHONPATH=/tmp/v_tl:${PYTHONPATH:-} timeout 150 python3 notes/timeline.py --json "$OUT/timeline.json" \
+      --shapes seed --configs "off:;c4:$D,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32;k16c4:$D,SWA_OPS_DYN_STATIC=16,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32" 2>&1 \
+      | grep -v Warn | tee "$OUT/timeline.log" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

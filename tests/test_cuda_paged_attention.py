@@ -436,11 +436,17 @@ DYN_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("static", ("0", "2", "100000"))
+@pytest.mark.parametrize("static,chunk,stride", [("0", "1", "1"), ("2", "1", "1"),
+                                                  ("2", "3", "32"), ("0", "4", "1"),
+                                                  ("100000", "1", "1")])
 @pytest.mark.parametrize("shape", DYN_SHAPES, ids=lambda s: f"d{s[3]}-b{s[4]}-w{s[5]}-n{len(s[0])}")
-def test_dynamic_split(monkeypatch, static, shape):
+def test_dynamic_split(monkeypatch, static, chunk, stride, shape):
+    # (static tiles per warp, tiles per claim, counter spacing: SWA_OPS_DYN_STATIC / _CHUNK /
+    # _STRIDE)
     monkeypatch.setenv("SWA_OPS_DYNAMIC", "1")
     monkeypatch.setenv("SWA_OPS_DYN_STATIC", static)
+    monkeypatch.setenv("SWA_OPS_DYN_CHUNK", chunk)
+    monkeypatch.setenv("SWA_OPS_DYN_STRIDE", stride)
     seq_lens, h, kvh, d, bs, w, dt, cap, sinks = shape
     for i, scale in enumerate((1.0, 0.5, 1.1)):
         lens = [max(0, int(L * scale)) for L in seq_lens]

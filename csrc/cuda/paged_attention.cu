@@ -486,9 +486,13 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   // rings share each (sequence, kv unit)'s tiles among its partitions' CTAs through a counter.
   if (split.num_parts > 1 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 &&
       p.kv_tma == 0 && use_dynamic_split()) {
-    p.tile_ctr = tile_counters(static_cast<int64_t>(grid_rows) * kv_units * grid_chunks, stream);
+    const int stride = env_int("SWA_OPS_DYN_STRIDE", 1, 1, 64);
+    p.tile_ctr = tile_counters(static_cast<int64_t>(grid_rows) * kv_units * grid_chunks * stride,
+                               stream);
     if (p.tile_ctr != nullptr) {
       p.dyn_static = env_int("SWA_OPS_DYN_STATIC", 2, 0, 1 << 16);
+      p.dyn_chunk = env_int("SWA_OPS_DYN_CHUNK", 1, 1, 64);
+      p.dyn_stride = stride;
       p.prewait_tiles = 0;  // its tiles are the static partitions'
       p.early_trigger = false;
     }

@@ -566,20 +566,26 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // (sequence, kv unit) share its n_tiles tiles, so SMs that stream faster take more of them (the
   // SMs of an H100 differ by up to 2x in rate under a full load: notes/decode.md, run 118). Each
   // warp first takes its dyn_static static tiles (part NW K + k NW + warp, k < K), then claims
-  // tiles S + c, c = atomicInc(counter, limit), S = num_parts NW K, until a claim fails. Every
-  // warp of every CTA of the unit fails exactly once (it stops claiming then), so each call makes
-  // exactly max(n_tiles - S, 0) + F claims (F = num_parts NW) and atomicInc's wrap at
-  // limit = that count - 1 returns the counter to 0: it needs no reset, only zeros at
-  // allocation. A claim is issued one tile ahead of its use (its latency hides behind a tile).
+  // chunks of C = dyn_chunk tiles S + C c .. S + C c + C - 1 (those inside the span),
+  // c = atomicInc(counter, limit), S = num_parts NW K, until a claim fails. The claim of the next
+  // chunk goes out as a chunk starts, C tiles ahead of its use, and is the only one in flight, so
+  // every warp of every CTA of the unit fails exactly once (it claims no more then): each call
+  // makes exactly ceil(max(n_tiles - S, 0) / C) + F claims (F = num_parts NW), and atomicInc's
+  // wrap at limit = that count - 1 returns the counter to 0: it needs no reset, only zeros at
+  // allocation.
   int dyn_t0 = -1, dyn_t1 = -1;  // DYN: this warp's current and next tile (-1: none)
   int dyn_sk = 0;                // DYN: static tiles handed out
+  int dyn_next = 0, dyn_left = 0;  // DYN: the current chunk's next tile and tiles left
   bool dyn_done = false, dyn_out = false;  // DYN: a claim failed / a claim is in flight
   unsigned dyn_raw = 0;          // DYN: lane 0's claim in flight
   const int dyn_s = DYN ? p.num_parts * NW * p.dyn_static : 0;
+  const int dyn_c = DYN ? p.dyn_chunk : 1;
+  const int dyn_chunks = (max(n_tiles - dyn_s, 0) + dyn_c - 1) / dyn_c;
+  unsigned* const dyn_ctr =
+      DYN ? p.tile_ctr + static_cast<int64_t>(blockIdx.x) * p.dyn_stride : nullptr;
   auto dyn_claim = [&]() {
     if (lane == 0)
-      dyn_raw = atomicInc(p.tile_ctr + blockIdx.x,
-                          static_cast<unsigned>(max(n_tiles - dyn_s, 0) + p.num_parts * NW - 1));
+      dyn_raw = atomicInc(dyn_ctr, static_cast<unsigned>(dyn_chunks + p.num_parts * NW - 1));
     dyn_out = true;
   };
   auto dyn_fetch = [&]() -> int {
@@ -596,16 +602,25 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       }
       dyn_sk = p.dyn_static;  // static tiles past the span: claims only
     }
-    if (dyn_done) return -1;
-    if (!dyn_out) dyn_claim();
-    const int c = static_cast<int>(shfl_first(dyn_raw));
-    dyn_out = false;
-    if (c >= n_tiles - dyn_s) {
-      dyn_done = true;
-      return -1;
+    for (;;) {
+      if (dyn_left > 0) {
+        const int t = dyn_next++;
+        --dyn_left;
+        if (t < n_tiles) return t;
+        continue;  // the last chunk's tiles past the span
+      }
+      if (dyn_done) return -1;
+      if (!dyn_out) dyn_claim();
+      const int c = static_cast<int>(shfl_first(dyn_raw));
+      dyn_out = false;
+      if (c >= dyn_chunks) {
+        dyn_done = true;
+        return -1;
+      }
+      dyn_next = dyn_s + c * dyn_c;
+      dyn_left = dyn_c;
+      dyn_claim();  // the next chunk's, while this one's tiles go
     }
-    dyn_claim();
-    return dyn_s + c;
   };
 
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.

@@ -103,6 +103,8 @@ struct DecodeParams {
   // the CTAs of a (sequence, kv unit) share its tiles through tile_ctr[blockIdx.x]
   unsigned* tile_ctr;       // per grid column, zero between calls (persistent, launcher), or null
   int dyn_static;           // tiles per warp assigned statically before the claims begin
+  int dyn_chunk;            // tiles per claim
+  int dyn_stride;           // counters' spacing in tile_ctr (words)
   // (these two sit in what was the padding before the 64-byte aligned maps: the struct's size
   // and every other kernel's code are as they were)
   TmaDesc k_map, v_map;
