@@ -7,7 +7,7 @@
 #          SWA_OPS_WAVES=2, on one-wave rows; the timeline of a few rows with it; the decode test
 #          file with it forced on.
 set -uo pipefail
-mode=${1:?mode: first | variants}
+mode=${1:?mode: first | variants | local}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -52,6 +52,17 @@ case $mode in
     wait $tlpid; tail -1 /tmp/build_tl.log
     PYTHONPATH=/tmp/v_tl:${PYTHONPATH:-} timeout 150 python3 notes/timeline.py --json "$OUT/timeline.json" \
       --shapes seed --configs "off:;c4:$D,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32;k16c4:$D,SWA_OPS_DYN_STATIC=16,SWA_OPS_DYN_CHUNK=4,SWA_OPS_DYN_STRIDE=32" 2>&1 \
+      | grep -v Warn | tee "$OUT/timeline.log" ;;
+  local)
+    # (run 122) the dynamic split among each CTA's warps (SWA_OPS_DYNAMIC=2): tests, A/B on the
+    # bench rows, timeline (how long a CTA's warps wait for its slowest)
+    timeout 150 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k dynamic 2>&1 \
+      | tee "$OUT/tests.log" | tail -2
+    ab ab_local seed,mistral-32k,gemma3,phi3,nowindow,gemma2-softcap,mistral-128k,single-128k,gptoss \
+      "off:;l2:SWA_OPS_DYNAMIC=2;l0:SWA_OPS_DYNAMIC=2,SWA_OPS_DYN_STATIC=0;l8:SWA_OPS_DYNAMIC=2,SWA_OPS_DYN_STATIC=8"
+    wait $tlpid; tail -1 /tmp/build_tl.log
+    PYTHONPATH=/tmp/v_tl:${PYTHONPATH:-} timeout 150 python3 notes/timeline.py --json "$OUT/timeline.json" \
+      --shapes seed,mistral-32k,gemma3 --configs "off:;l2:SWA_OPS_DYNAMIC=2" 2>&1 \
       | grep -v Warn | tee "$OUT/timeline.log" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

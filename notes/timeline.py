@@ -51,9 +51,11 @@ def capture(pb, layers, bufs):
 
 def records(buf):
     r = buf.view(-1, WORDS).cpu()
-    dec = r[:MERGE_BASE]
-    mer = r[MERGE_BASE:]
-    return dec[dec[:, 7] == 1], mer[mer[:, 7] == 2]
+    kind = r[:, 4] >> 32
+    r = torch.cat([r[:, :4], (r[:, 4] & 0xffffffff)[:, None], r[:, 5:]], dim=1)
+    idx = torch.arange(len(r))
+    dec, mer = r[(idx < MERGE_BASE) & (kind == 1)], r[(idx >= MERGE_BASE) & (kind == 2)]
+    return dec, mer
 
 
 def q(t, f):
@@ -93,6 +95,10 @@ def analyse(calls, slots):
                 "wait_first": us(min(waits)), "wait_last": us(max(waits)),
                 "loop_us_median": (q([b - a for a, b in zip(waits, loops)], 0.5)) / 1e3,
                 "combine_us_median": q([b - a for a, b in zip(loops, ends)], 0.5) / 1e3,
+                # warp 0's loop end to every warp's (the CTA's slowest warp), and that to the end
+                "warps_us_median": q([int(x[7]) - int(x[2]) for x in dec], 0.5) / 1e3,
+                "warps_us_p90": q([int(x[7]) - int(x[2]) for x in dec], 0.9) / 1e3,
+                "after_sync_us_median": q([int(x[3]) - int(x[7]) for x in dec], 0.5) / 1e3,
                 "end_first": us(min(ends)), "end_p10": us(q(ends, 0.1)),
                 "end_p50": us(q(ends, 0.5)), "end_p90": us(q(ends, 0.9)), "end_last": us(max(ends)),
                 "call": us(end),
@@ -157,7 +163,9 @@ def main():
                 calls_us = [c["call"] for c in summ]
                 print(f"{name} [{cname}] floor {floor:.1f} ctas {mid['ctas']} "
                       f"sms {mid['sms']} {mid['ctas_per_sm']} loop {mid['loop_us_median']:.1f} "
-                      f"combine {mid['combine_us_median']:.2f} lost {mid['lost']:.1f}\n  "
+                      f"combine {mid['combine_us_median']:.2f} (warps {mid['warps_us_median']:.2f}"
+                      f" p90 {mid['warps_us_p90']:.2f}, then {mid['after_sync_us_median']:.2f}) "
+                      f"lost {mid['lost']:.1f}\n  "
                       f"calls {' '.join(f'{c:.1f}' for c in calls_us)}\n  {line}", flush=True)
                 # The per-CTA raw records of the middle call, for plots
                 k = 1 + len(summ) // 2
@@ -165,7 +173,7 @@ def main():
                 z = int(max(calls[k - 1][0][:, 3].max(),
                             calls[k - 1][1][:, 3].max() if len(calls[k - 1][1]) else 0))
                 raw = {"decode": [[(int(x[i]) - z) / 1e3 for i in range(4)] + [int(x[4]), int(x[5]),
-                                  int(x[6])] for x in dec],
+                                  int(x[6]), (int(x[7]) - z) / 1e3] for x in dec],
                        "merge": [[(int(x[i]) - z) / 1e3 for i in range(4)] + [int(x[4])]
                                  for x in mer]}
                 result.append({"shape": name, "config": cname, "floor_us": floor,

@@ -436,14 +436,14 @@ DYN_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("static,chunk,stride", [("0", "1", "1"), ("2", "1", "1"),
-                                                  ("2", "3", "32"), ("0", "4", "1"),
-                                                  ("100000", "1", "1")])
+@pytest.mark.parametrize("mode,static,chunk,stride", [
+    ("1", "0", "1", "1"), ("1", "2", "1", "1"), ("1", "2", "3", "32"), ("1", "0", "4", "1"),
+    ("1", "100000", "1", "1"), ("2", "0", "1", "1"), ("2", "2", "1", "1"), ("2", "5", "1", "1")])
 @pytest.mark.parametrize("shape", DYN_SHAPES, ids=lambda s: f"d{s[3]}-b{s[4]}-w{s[5]}-n{len(s[0])}")
-def test_dynamic_split(monkeypatch, static, chunk, stride, shape):
-    # (static tiles per warp, tiles per claim, counter spacing: SWA_OPS_DYN_STATIC / _CHUNK /
-    # _STRIDE)
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", "1")
+def test_dynamic_split(monkeypatch, mode, static, chunk, stride, shape):
+    # (SWA_OPS_DYNAMIC 1: across the CTAs, 2: among each CTA's warps; static tiles per warp,
+    # tiles per claim, counter spacing: SWA_OPS_DYN_STATIC / _CHUNK / _STRIDE)
+    monkeypatch.setenv("SWA_OPS_DYNAMIC", mode)
     monkeypatch.setenv("SWA_OPS_DYN_STATIC", static)
     monkeypatch.setenv("SWA_OPS_DYN_CHUNK", chunk)
     monkeypatch.setenv("SWA_OPS_DYN_STRIDE", stride)
@@ -453,6 +453,22 @@ def test_dynamic_split(monkeypatch, static, chunk, stride, shape):
         names = decode_kernels_launched(
             lambda: check_case(lens, h, kvh, d, bs, w, dt, seed=31 + i, soft_cap=cap,
                                use_sinks=sinks))
+        if names is not None:
+            assert any(dyn_flag(n) for n in names), names
+
+
+@pytest.mark.parametrize("static", ("0", "2"))
+def test_dynamic_split_local_unsplit(monkeypatch, static):
+    # Among the warps of each CTA (SWA_OPS_DYNAMIC=2) also where nothing splits: 64 sequences at
+    # W = 128 (group 8, D = 64) and 32 at W = 1024 (group 2, D = 256, soft-cap), lengths mixed.
+    monkeypatch.setenv("SWA_OPS_DYNAMIC", "2")
+    monkeypatch.setenv("SWA_OPS_DYN_STATIC", static)
+    lens = [8192, 8191, 8185, 130, 129, 128, 127, 16, 1, 0, 8180, 4097, 2000, 511, 8177, 8178]
+    for i, (seq_lens, h, kvh, d, w, cap) in enumerate([(lens * 4, 64, 8, 64, 128, 0.0),
+                                                        (lens * 2, 16, 8, 256, 1024, 50.0)]):
+        names = decode_kernels_launched(
+            lambda: check_case(seq_lens, h, kvh, d, 16, w, torch.bfloat16, seed=60 + i,
+                               soft_cap=cap))
         if names is not None:
             assert any(dyn_flag(n) for n in names), names
 

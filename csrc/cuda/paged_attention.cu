@@ -129,13 +129,6 @@ bool use_small_partitions() {
   return e != nullptr && std::string(e) == "1";
 }
 
-// The decode's dynamic split (decode_mma.h, DYN; tile_counters.h). SWA_OPS_DYNAMIC=1 on, else
-// off (read per call, for A/B runs and tests of both paths).
-bool use_dynamic_split() {
-  const char* e = std::getenv("SWA_OPS_DYNAMIC");
-  return e != nullptr && std::string(e) == "1";
-}
-
 // An int switch read per call: `fallback` when unset, else clamped to [lo, hi].
 int env_int(const char* name, int fallback, int lo, int hi) {
   const char* e = std::getenv(name);
@@ -143,6 +136,11 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   const int v = std::atoi(e);
   return v < lo ? lo : (v > hi ? hi : v);
 }
+
+// The decode's dynamic split (decode_mma.h, DYN; tile_counters.h). SWA_OPS_DYNAMIC=1 across the
+// CTAs of a split (sequence, kv unit), 2 among the warps of each CTA, else off (read per call,
+// for A/B runs and tests of every path).
+int dynamic_split_mode() { return env_int("SWA_OPS_DYNAMIC", 0, 0, 2); }
 
 // Single-token decode with a GQA group of <= 8 heads puts the heads on the N side of the MMAs
 // (decode_mma_kernel<..., SWAP = true>, swap_frag.h: half the MMAs and exponentials per tile).
@@ -484,8 +482,14 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   // The dynamic split (decode_mma.h, DYN): split single-token grids on the swapped cp.async
   // rings share each (sequence, kv unit)'s tiles among its partitions' CTAs through a counter.
+  const int dyn_mode = dynamic_split_mode();
+  if (dyn_mode == 2 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 && p.kv_tma == 0) {
+    p.dyn_local = true;  // within each CTA: any split, no counters
+    p.dyn_static = env_int("SWA_OPS_DYN_STATIC", 2, 0, 1 << 16);
+    p.dyn_chunk = 1;
+  }
   if (split.num_parts > 1 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 &&
-      p.kv_tma == 0 && use_dynamic_split()) {
+      p.kv_tma == 0 && dyn_mode == 1) {
     const int stride = env_int("SWA_OPS_DYN_STRIDE", 1, 1, 64);
     p.tile_ctr = tile_counters(static_cast<int64_t>(grid_rows) * kv_units * grid_chunks * stride,
                                stream);

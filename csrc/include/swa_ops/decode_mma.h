@@ -318,6 +318,12 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   }
   pdl_wait();
   SWA_OPS_TL_MARK(tl_marks, waited);
+  // DYN within the CTA (p.dyn_local): its warps claim the partition's tiles from a shared counter.
+  __shared__ unsigned dyn_local_ctr;
+  if (DYN && p.dyn_local) {
+    if (threadIdx.x == 0) dyn_local_ctr = 0;
+    __syncthreads();
+  }
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
   // (The fp8 operands hold the values / kFp8OperandScale: fp8_frag.h.)
   const float k_sc = KV8 ? *p.k_scale * kFp8OperandScale : 1.f;
@@ -333,10 +339,12 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
   const SeqSpan span = PACKED ? packed_span(ps, chunk * 16, gc, p.group, p.window)
                               : seq_span(clamp_seq_len(p, seq), p.window);
-  // DYN (the dynamic split): every CTA of a (sequence, kv unit) runs over the whole span, tiles
-  // handed out below; otherwise this CTA's partition.
-  const int begin = DYN ? span.origin : span.origin + part * p.part_tokens;
-  const int end = DYN ? span.hi : min(begin + p.part_tokens, span.hi);
+  // DYN (the dynamic split) across the CTAs of a (sequence, kv unit): every one of them runs over
+  // the whole span, tiles handed out below; otherwise (DYN within the CTA, p.dyn_local, or no
+  // DYN) this CTA's partition.
+  const bool dyn_global = DYN && !p.dyn_local;
+  const int begin = dyn_global ? span.origin : span.origin + part * p.part_tokens;
+  const int end = dyn_global ? span.hi : min(begin + p.part_tokens, span.hi);
   // Packed mode: row r's [token][head] row of out (and of the workspace), its head and its query.
   auto packed_head = [&](int r) { return kvh * p.group + (chunk * 16 + r) % p.group; };
   auto packed_tok = [&](int r) { return ps.q_begin + (chunk * 16 + r) / p.group; };
@@ -344,7 +352,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     return static_cast<int64_t>(packed_tok(r)) * p.num_heads + packed_head(r);
   };
 
-  if (!DYN && begin >= end) {  // (DYN: every warp must claim: the counter's count, below)
+  if (!dyn_global && begin >= end) {  // (DYN across CTAs: every warp must claim, below)
     // Nothing visible in this partition. With a single partition this is L == 0 (packed mode:
     // hi == 0, every token of the chunk at a position < 0 or L == 0): exact zeros. Otherwise
     // leave the sentinel (max -inf, sum 0) that the merge skips.
@@ -578,19 +586,23 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   int dyn_next = 0, dyn_left = 0;  // DYN: the current chunk's next tile and tiles left
   bool dyn_done = false, dyn_out = false;  // DYN: a claim failed / a claim is in flight
   unsigned dyn_raw = 0;          // DYN: lane 0's claim in flight
-  const int dyn_s = DYN ? p.num_parts * NW * p.dyn_static : 0;
+  // Static tiles: the unit's first S (across CTAs) or the partition's first NW K (within).
+  const int dyn_s = DYN ? (dyn_global ? p.num_parts : 1) * NW * p.dyn_static : 0;
+  const int dyn_base = dyn_global ? part * NW * p.dyn_static : 0;
   const int dyn_c = DYN ? p.dyn_chunk : 1;
   const int dyn_chunks = (max(n_tiles - dyn_s, 0) + dyn_c - 1) / dyn_c;
   unsigned* const dyn_ctr =
       DYN ? p.tile_ctr + static_cast<int64_t>(blockIdx.x) * p.dyn_stride : nullptr;
   auto dyn_claim = [&]() {
     if (lane == 0)
-      dyn_raw = atomicInc(dyn_ctr, static_cast<unsigned>(dyn_chunks + p.num_parts * NW - 1));
+      dyn_raw = p.dyn_local ? atomicAdd(&dyn_local_ctr, 1u)
+                            : atomicInc(dyn_ctr, static_cast<unsigned>(dyn_chunks +
+                                                                       p.num_parts * NW - 1));
     dyn_out = true;
   };
   auto dyn_fetch = [&]() -> int {
     if (dyn_sk < p.dyn_static) {
-      const int t = part * NW * p.dyn_static + dyn_sk * NW + warp;
+      const int t = dyn_base + dyn_sk * NW + warp;
       ++dyn_sk;
       if (t < n_tiles) {
         // The last static tile: the first claim goes out now, a tile ahead of its use.
@@ -996,6 +1008,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     l1 += shfl_xor(l1, 2);
   }
   __syncthreads();
+  SWA_OPS_TL_MARK(tl_marks, synced);
   float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
   float* red_l = red_m + NW * 16;                 // [NW][16]
   float* red_o = red_l + NW * 16;                 // [NW][16][D]

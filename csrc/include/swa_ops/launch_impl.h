@@ -79,7 +79,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
   if constexpr (!PACKED) {
     // The dynamic split (p.tile_ctr, the launcher's choice: split swapped rings, not TMA).
     static size_t granted_dyn[64] = {};
-    if (p.tile_ctr != nullptr && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
+    if ((p.tile_ctr != nullptr || p.dyn_local) && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, false, true>;
       grant = granted_dyn;
     }
@@ -93,7 +93,7 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, true>;
       smem = DecodeRingTraits<D, KV8, true>::smem_bytes();
       grant = granted_pair;
-      if (p.tile_ctr != nullptr) {
+      if (p.tile_ctr != nullptr || p.dyn_local) {
         kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, true, false, true>;
         grant = granted_pair_dyn;
       }

@@ -12,7 +12,7 @@ constexpr int kTimelineWords = 8;           // per CTA: the record below
 constexpr int kTimelineMergeBase = 1 << 16;  // merge CTAs' records start at this CTA index
 
 struct TimelineMarks {
-  uint64_t start, waited, looped;  // globaltimer, ns
+  uint64_t start, waited, looped, synced;  // globaltimer, ns (synced: every warp's loop done)
 };
 
 SWA_D uint64_t timeline_ns() {
@@ -35,8 +35,8 @@ SWA_D uint32_t timeline_smid() {
 #endif
 }
 
-// Thread 0 writes [start, waited, looped, end, smid, grid x, grid y, kind] of CTA `cta`; kind 1:
-// a decode CTA, 2: a merge CTA (0: no record).
+// Thread 0 writes [start, waited, looped, end, smid | kind << 32, grid x, grid y, synced] of CTA
+// `cta`; kind 1: a decode CTA, 2: a merge CTA (0: no record).
 SWA_D void timeline_write(unsigned long long* tl, int64_t cta, const TimelineMarks& m, int kind) {
   if (tl == nullptr || threadIdx.x != 0) return;
   unsigned long long* r = tl + cta * kTimelineWords;
@@ -44,17 +44,17 @@ SWA_D void timeline_write(unsigned long long* tl, int64_t cta, const TimelineMar
   r[1] = m.waited;
   r[2] = m.looped;
   r[3] = timeline_ns();
-  r[4] = timeline_smid();
+  r[4] = timeline_smid() | (static_cast<uint64_t>(kind) << 32);
   r[5] = blockIdx.x;
   r[6] = blockIdx.y;
-  r[7] = kind;
+  r[7] = m.synced;
 }
 
 }  // namespace swa_ops
 
 // Hooks in the kernels: nothing at all without SWA_OPS_TIMELINE.
 #ifdef SWA_OPS_TIMELINE
-#define SWA_OPS_TL_DECL(marks) ::swa_ops::TimelineMarks marks{0, 0, 0}
+#define SWA_OPS_TL_DECL(marks) ::swa_ops::TimelineMarks marks{0, 0, 0, 0}
 #define SWA_OPS_TL_MARK(marks, field) (marks).field = ::swa_ops::timeline_ns()
 #define SWA_OPS_TL_WRITE(p, cta, marks, kind) ::swa_ops::timeline_write((p).timeline, cta, marks, kind)
 #else
