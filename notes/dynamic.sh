@@ -7,7 +7,7 @@
 #          SWA_OPS_WAVES=2, on one-wave rows; the timeline of a few rows with it; the decode test
 #          file with it forced on.
 set -uo pipefail
-mode=${1:?mode: first | variants | local}
+mode=${1:?mode: first | variants | local | combine}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -64,5 +64,14 @@ case $mode in
     PYTHONPATH=/tmp/v_tl:${PYTHONPATH:-} timeout 150 python3 notes/timeline.py --json "$OUT/timeline.json" \
       --shapes seed,mistral-32k,gemma3 --configs "off:;l2:SWA_OPS_DYNAMIC=2" 2>&1 \
       | grep -v Warn | tee "$OUT/timeline.log" ;;
+  combine)
+    # (run 123) the per-row warp combine against the per-element one (SWA_OPS_COMBINE_OLD=1) on
+    # every decode bench row, then the whole GPU suite on the defaults
+    kill $tlpid 2>/dev/null
+    ab ab_combine seed,mistral-32k,gemma3,phi3,nowindow,gemma2-softcap,mistral-128k,mistral-8k,single-128k,gptoss,gptoss-sinks,mistral-32k-fp8,mistral-spec4 \
+      "new:;old:SWA_OPS_COMBINE_OLD=1"
+    t1=$(date +%s)
+    timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/suite.log" | tail -3
+    echo "suite: $(( $(date +%s) - t1 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

@@ -482,6 +482,7 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   // The dynamic split (decode_mma.h, DYN): split single-token grids on the swapped cp.async
   // rings share each (sequence, kv unit)'s tiles among its partitions' CTAs through a counter.
+  p.combine_old = env_int("SWA_OPS_COMBINE_OLD", 0, 0, 1) == 1;
   const int dyn_mode = dynamic_split_mode();
   if (dyn_mode == 2 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 && p.kv_tma == 0) {
     p.dyn_local = true;  // within each CTA: any split, no counters

@@ -1088,45 +1088,109 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   }
   __syncthreads();
 
-  for (int i = threadIdx.x; i < gc * D; i += NW * 32) {
-    const int r = i / D, d = i % D;
+  if (p.combine_old) {  // (A/B only: the per-element combine measured before run 123)
+    for (int i = threadIdx.x; i < gc * D; i += NW * 32) {
+      const int r = i / D, d = i % D;
+      float mx = kNegInf;
+  #pragma unroll
+      for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
+      float acc = 0.f, sum = 0.f;
+  #pragma unroll
+      for (int w = 0; w < NW; ++w) {
+        const float mw = red_m[w * 16 + r];
+        if (mw == kNegInf) continue;  // a warp with no tile: exp2(-inf - -inf) would be NaN
+        const float f = fast_exp2(mw - mx);
+        acc += f * red_o[(w * 16 + r) * D + d];
+        sum += f * red_l[w * 16 + r];
+      }
+      const int head = PACKED ? row_head[r] : head0 + r;
+      const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
+      acc *= v_sc;
+      if (p.num_parts == 1) {
+        if (p.sinks != nullptr) {
+          // The sink joins the denominator once per row: rescale to max(mx, sink).
+          const float sk = p.sinks[head] * kLog2e;
+          const float mx2 = fmaxf(mx, sk);
+          const float f = fast_exp2(mx - mx2);
+          acc *= f;
+          sum = sum * f + fast_exp2(sk - mx2);
+        }
+        T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(tok) * p.num_heads + head) * D;
+        o_out[d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
+      } else {
+        const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
+        // Live partition: sum >= 1 (its max term is 1); packed mode: or 0 for a row that sees
+        // none of its keys, and DYN: a CTA that got no tile (then the sentinel max -inf, sum 0
+        // goes out, as for an empty one).
+        p.part_out[idx * D + d] = PACKED || DYN ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
+        if (d == 0) {
+          p.part_max[idx] = mx;
+          p.part_sum[idx] = sum;
+        }
+      }
+    }
+  } else {
+  // Per row (one thread each): the warps' weights exp2(m_w - mx) (0 for a warp with no tile,
+  // where exp2(-inf - -inf) would be NaN), scaled by v_scale and, unsplit with sinks, by the
+  // sink's rescale to max(mx, sink); the row's 1 / sum (0 for sum 0: no visible key) and, split,
+  // its (max, sum) out to the workspace. Then every output element is NW float4 FMAs: the
+  // weights and the division were once per element (run 123: the combine took 1.2-2 us).
+  // (PACKED: 0 for a row that sees none of its keys; DYN: a CTA that got no tile. Either way the
+  // sentinel max -inf, sum 0 goes out, as for an empty partition. A live one has sum >= 1.)
+  if (static_cast<int>(threadIdx.x) < gc) {
+    const int r = threadIdx.x;
     float mx = kNegInf;
 #pragma unroll
     for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
-    float acc = 0.f, sum = 0.f;
+    float f[NW], sum = 0.f;
 #pragma unroll
     for (int w = 0; w < NW; ++w) {
       const float mw = red_m[w * 16 + r];
-      if (mw == kNegInf) continue;  // a warp with no tile: exp2(-inf - -inf) would be NaN
-      const float f = fast_exp2(mw - mx);
-      acc += f * red_o[(w * 16 + r) * D + d];
-      sum += f * red_l[w * 16 + r];
+      f[w] = mw == kNegInf ? 0.f : fast_exp2(mw - mx);
+      sum += f[w] * red_l[w * 16 + r];
     }
     const int head = PACKED ? row_head[r] : head0 + r;
-    const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
-    acc *= v_sc;
+    float g = v_sc;  // every weight's common factor
     if (p.num_parts == 1) {
       if (p.sinks != nullptr) {
         // The sink joins the denominator once per row: rescale to max(mx, sink).
         const float sk = p.sinks[head] * kLog2e;
         const float mx2 = fmaxf(mx, sk);
-        const float f = fast_exp2(mx - mx2);
-        acc *= f;
-        sum = sum * f + fast_exp2(sk - mx2);
+        const float fs = fast_exp2(mx - mx2);
+        g *= fs;
+        sum = sum * fs + fast_exp2(sk - mx2);
       }
-      T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(tok) * p.num_heads + head) * D;
-      o_out[d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
     } else {
+      const int tok = PACKED ? row_tok[r] : seq;
       const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
-      // Live partition: sum >= 1 (its max term is 1); packed mode: or 0 for a row that sees
-      // none of its keys, and DYN: a CTA that got no tile (then the sentinel max -inf, sum 0
-      // goes out, as for an empty one).
-      p.part_out[idx * D + d] = PACKED || DYN ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
-      if (d == 0) {
-        p.part_max[idx] = mx;
-        p.part_sum[idx] = sum;
-      }
+      p.part_max[idx] = mx;
+      p.part_sum[idx] = sum;
     }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) red_m[w * 16 + r] = f[w] * g * inv;
+  }
+  __syncthreads();
+  constexpr int D4 = D / 4;
+  for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
+    const int r = i / D4, d = (i % D4) * 4;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float f = red_m[w * 16 + r];
+      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * 16 + r) * D + d);
+      acc.x += f * v.x; acc.y += f * v.y; acc.z += f * v.z; acc.w += f * v.w;
+    }
+    const int head = PACKED ? row_head[r] : head0 + r;
+    const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
+    const int64_t row = static_cast<int64_t>(tok) * p.num_heads + head;
+    if (p.num_parts == 1) {
+      T* o_out = static_cast<T*>(p.out) + row * D + d;
+      *reinterpret_cast<uint2*>(o_out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+    } else {
+      *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
+    }
+  }
   }
   SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);
 }

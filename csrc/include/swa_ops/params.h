@@ -107,6 +107,7 @@ struct DecodeParams {
   int dyn_stride;           // counters' spacing in tile_ctr (words)
   bool dyn_local;           // DYN within each CTA instead: its warps share its partition's tiles
                             //   through a shared-memory counter (tile_ctr unused)
+  bool combine_old;         // A/B only (SWA_OPS_COMBINE_OLD=1): the per-element warp combine
   // (these two sit in what was the padding before the 64-byte aligned maps: the struct's size
   // and every other kernel's code are as they were)
   TmaDesc k_map, v_map;
