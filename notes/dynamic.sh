@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Device calls for the decode's dynamic split (SWA_OPS_DYNAMIC, SWA_OPS_DYN_STATIC: read per
-# call; decode_mma.h DYN, notes/decode.md "dynamic split"). Usage (device): bash notes/dynamic.sh
-# MODE, MODE one of
+# Device calls of runs 119-123 (notes/decode.md, fourth session). The switches they A/B
+# (SWA_OPS_DYNAMIC, SWA_OPS_DYN_STATIC / _CHUNK / _STRIDE, SWA_OPS_COMBINE_OLD) exist only on
+# branch decode-dynamic, where the dynamic split lives (slower, not merged); main keeps the new
+# combine that `combine` measured. Usage (device, on that branch): bash notes/dynamic.sh MODE,
+# MODE one of
 #   first  (run 119) the in-place build and, beside it, the timeline build (-DSWA_OPS_TIMELINE,
 #          heads 96 / 128 / 256); the dynamic split's tests; its A/B on split rows and, with
 #          SWA_OPS_WAVES=2, on one-wave rows; the timeline of a few rows with it; the decode test

@@ -310,9 +310,9 @@ def decode_kernels_launched(fn):
 
 
 def template_flags(name):
-    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR, TMA, DYN>'s eight bool
+    """decode_mma_kernel<T, D, SOFTCAP, KV8, PACKED, ALLIN, SWAP, PAIR, TMA>'s seven bool
     arguments."""
-    return template_bools(name, "decode_mma_kernel", 8)
+    return template_bools(name, "decode_mma_kernel", 7)
 
 
 def swap_flag(name):
@@ -328,11 +328,6 @@ def pair_flag(name):
 def tma_flag(name):
     """Whether the decode kernel `name` is the fp8 TMA ring (TMA)."""
     return template_flags(name)[6]
-
-
-def dyn_flag(name):
-    """Whether the decode kernel `name` runs the dynamic split (DYN)."""
-    return template_flags(name)[7]
 
 
 # Both tile layouts of the single-token decode kernel (SWA_OPS_SWAP): groups of <= 8 heads run
@@ -416,136 +411,6 @@ def test_prewait_prefetch_graph_with_writer_before(monkeypatch, mode, S, H, D, W
         pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W, compute_dtype=dt)
         err = (out.float() - ref).abs().max().item()
         assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
-
-
-# The dynamic split (SWA_OPS_DYNAMIC=1; decode_mma.h, DYN): the CTAs of a split (sequence, kv
-# unit) share its tiles through a persistent counter that every call must leave at zero. Each
-# shape runs three times with other lengths and data (a counter left off zero would hand out the
-# wrong tiles on the next call), with 0, the default 2 and more static tiles per warp than any
-# span has (every tile static, every claim fails), and the DYN kernel checked in the profile.
-# Shapes: one sequence in 33 partitions, a seed-like batch with short, one-token and empty rows
-# beside split ones (fewer tiles than the static share), D = 256, D = 96 paired (group 1), no
-# window at block 64, block 8, soft-cap and sinks, fp16.
-DYN_SHAPES = [
-    # seq_lens (per call: the base, then shorter / longer), H, KVH, D, block, W, dtype, cap, sinks
-    ([131072], 32, 8, 128, 16, 4096, torch.bfloat16, 0.0, False),
-    ([9216, 9000, 8193, 8192, 8000, 100, 1, 0], 32, 4, 128, 16, 8192, torch.bfloat16, 0.0, True),
-    ([30000, 20000, 17, 0], 16, 2, 256, 16, 4096, torch.float16, 50.0, False),
-    ([5000, 4097, 300, 17, 1, 0, 2047, 2048], 8, 8, 96, 8, 2047, torch.bfloat16, 0.0, False),
-    ([20000, 129, 3000], 8, 1, 64, 64, 0, torch.bfloat16, 30.0, True),
-]
-
-
-@pytest.mark.parametrize("mode,static,chunk,stride", [
-    ("1", "0", "1", "1"), ("1", "2", "1", "1"), ("1", "2", "3", "32"), ("1", "0", "4", "1"),
-    ("1", "100000", "1", "1"), ("2", "0", "1", "1"), ("2", "2", "1", "1"), ("2", "5", "1", "1")])
-@pytest.mark.parametrize("shape", DYN_SHAPES, ids=lambda s: f"d{s[3]}-b{s[4]}-w{s[5]}-n{len(s[0])}")
-def test_dynamic_split(monkeypatch, mode, static, chunk, stride, shape):
-    # (SWA_OPS_DYNAMIC 1: across the CTAs, 2: among each CTA's warps; static tiles per warp,
-    # tiles per claim, counter spacing: SWA_OPS_DYN_STATIC / _CHUNK / _STRIDE)
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", mode)
-    monkeypatch.setenv("SWA_OPS_DYN_STATIC", static)
-    monkeypatch.setenv("SWA_OPS_DYN_CHUNK", chunk)
-    monkeypatch.setenv("SWA_OPS_DYN_STRIDE", stride)
-    seq_lens, h, kvh, d, bs, w, dt, cap, sinks = shape
-    for i, scale in enumerate((1.0, 0.5, 1.1)):
-        lens = [max(0, int(L * scale)) for L in seq_lens]
-        names = decode_kernels_launched(
-            lambda: check_case(lens, h, kvh, d, bs, w, dt, seed=31 + i, soft_cap=cap,
-                               use_sinks=sinks))
-        if names is not None:
-            assert any(dyn_flag(n) for n in names), names
-
-
-@pytest.mark.parametrize("static", ("0", "2"))
-def test_dynamic_split_local_unsplit(monkeypatch, static):
-    # Among the warps of each CTA (SWA_OPS_DYNAMIC=2) also where nothing splits: 64 sequences at
-    # W = 128 (group 8, D = 64) and 32 at W = 1024 (group 2, D = 256, soft-cap), lengths mixed.
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", "2")
-    monkeypatch.setenv("SWA_OPS_DYN_STATIC", static)
-    lens = [8192, 8191, 8185, 130, 129, 128, 127, 16, 1, 0, 8180, 4097, 2000, 511, 8177, 8178]
-    for i, (seq_lens, h, kvh, d, w, cap) in enumerate([(lens * 4, 64, 8, 64, 128, 0.0),
-                                                        (lens * 2, 16, 8, 256, 1024, 50.0)]):
-        names = decode_kernels_launched(
-            lambda: check_case(seq_lens, h, kvh, d, 16, w, torch.bfloat16, seed=60 + i,
-                               soft_cap=cap))
-        if names is not None:
-            assert any(dyn_flag(n) for n in names), names
-
-
-def test_dynamic_split_fp8(monkeypatch):
-    # fp8 caches on the cp.async rings (the TMA ring keeps the static split): D = 64, and D = 128
-    # with the TMA ring off.
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", "1")
-    monkeypatch.setenv("SWA_OPS_DECODE_TMA", "0")
-    for i in range(2):
-        names = decode_kernels_launched(
-            lambda: check_fp8([50000, 4100, 1, 0], 16, 2, 128, 16, 4096, seed=40 + i,
-                              use_sinks=True))
-        if names is not None:
-            assert any(dyn_flag(n) for n in names), names
-        check_fp8([20000, 700], 8, 2, 64, 32, 2047, seed=42 + i)
-
-
-def test_dynamic_split_off_is_static(monkeypatch):
-    # Unset, the split stays static: no DYN kernel runs.
-    monkeypatch.delenv("SWA_OPS_DYNAMIC", raising=False)
-    names = decode_kernels_launched(
-        lambda: check_case([131072], 32, 8, 128, 16, 4096, torch.bfloat16, seed=5))
-    if names is not None:
-        assert not any(dyn_flag(n) for n in names), names
-
-
-def test_dynamic_split_graph_growing(monkeypatch):
-    # One graph, replayed as the contexts grow (the tiles per sequence change every step, so the
-    # counter's wrap changes too), with eager calls on the same stream in between.
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", "1")
-    torch.manual_seed(2)
-    H, KVH, D, bs, W, S = 32, 8, 128, 16, 2048, 3
-    max_blocks = 12288 // bs
-    dt = torch.bfloat16
-    k_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
-    v_cache = torch.randn(S * max_blocks, bs, KVH, D, device="cuda", dtype=dt)
-    bt = torch.randperm(S * max_blocks, device="cuda").int().view(S, max_blocks)
-    lens = torch.tensor([1, 2048, 9000], dtype=torch.int32, device="cuda")
-    q = torch.randn(S, H, D, device="cuda", dtype=dt)
-    torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
-    for step in (0, 1, 15, 16, 17, 400, 2100, 3000):
-        lens.copy_(torch.tensor([1 + step, 2048 + step, 9000 + step], dtype=torch.int32))
-        q.copy_(torch.randn(S, H, D, dtype=dt))
-        graph.replay()
-        eager = torch.ops.swa_ops.paged_attention(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
-        ref = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W)
-        pt = batched_decode_ref(q, k_cache, v_cache, bt, lens, D ** -0.5, W, compute_dtype=dt)
-        tol = 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
-        assert (out.float() - ref).abs().max().item() <= tol
-        assert (eager.float() - ref).abs().max().item() <= tol
-
-
-def test_dynamic_split_two_streams(monkeypatch):
-    # Calls in flight at once on two streams take their own counters.
-    monkeypatch.setenv("SWA_OPS_DYNAMIC", "1")
-    cases = [make_case([60000, 3000, 0], 32, 8, 128, 16, 4096, torch.bfloat16, seed=50 + i)
-             for i in range(2)]
-    streams = [torch.cuda.Stream() for _ in cases]
-    torch.cuda.synchronize()
-    outs = []
-    for _ in range(3):
-        for (q, kc, vc, bt, lens), st in zip(cases, streams):
-            with torch.cuda.stream(st):
-                outs.append(torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, 128 ** -0.5,
-                                                              4096))
-    torch.cuda.synchronize()
-    for i, out in enumerate(outs):
-        q, kc, vc, bt, lens = cases[i % 2]
-        ref = batched_decode_ref(q, kc, vc, bt, lens, 128 ** -0.5, 4096)
-        pt = batched_decode_ref(q, kc, vc, bt, lens, 128 ** -0.5, 4096, compute_dtype=q.dtype)
-        assert (out.float() - ref).abs().max().item() <= 2 * (pt.float() - ref).abs().max().item() \
-            + ATOL_FLOOR
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@
 #include "swa_ops/launch.h"
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)
 #include "swa_ops/tma_map.h"
-#include "tile_counters.h"
 #endif
 
 namespace swa_ops {
@@ -136,11 +135,6 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   const int v = std::atoi(e);
   return v < lo ? lo : (v > hi ? hi : v);
 }
-
-// The decode's dynamic split (decode_mma.h, DYN; tile_counters.h). SWA_OPS_DYNAMIC=1 across the
-// CTAs of a split (sequence, kv unit), 2 among the warps of each CTA, else off (read per call,
-// for A/B runs and tests of every path).
-int dynamic_split_mode() { return env_int("SWA_OPS_DYNAMIC", 0, 0, 2); }
 
 // Single-token decode with a GQA group of <= 8 heads puts the heads on the N side of the MMAs
 // (decode_mma_kernel<..., SWAP = true>, swap_frag.h: half the MMAs and exponentials per tile).
@@ -480,28 +474,6 @@ at::Tensor paged_attention_cuda(const at::Tensor& query, const at::Tensor& key_c
 #endif
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  // The dynamic split (decode_mma.h, DYN): split single-token grids on the swapped cp.async
-  // rings share each (sequence, kv unit)'s tiles among its partitions' CTAs through a counter.
-  p.combine_old = env_int("SWA_OPS_COMBINE_OLD", 0, 0, 1) == 1;
-  const int dyn_mode = dynamic_split_mode();
-  if (dyn_mode == 2 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 && p.kv_tma == 0) {
-    p.dyn_local = true;  // within each CTA: any split, no counters
-    p.dyn_static = env_int("SWA_OPS_DYN_STATIC", 2, 0, 1 << 16);
-    p.dyn_chunk = 1;
-  }
-  if (split.num_parts > 1 && !packed && !multi && p.swap_ab && p.allin_tiles == 0 &&
-      p.kv_tma == 0 && dyn_mode == 1) {
-    const int stride = env_int("SWA_OPS_DYN_STRIDE", 1, 1, 64);
-    p.tile_ctr = tile_counters(static_cast<int64_t>(grid_rows) * kv_units * grid_chunks * stride,
-                               stream);
-    if (p.tile_ctr != nullptr) {
-      p.dyn_static = env_int("SWA_OPS_DYN_STATIC", 2, 0, 1 << 16);
-      p.dyn_chunk = env_int("SWA_OPS_DYN_CHUNK", 1, 1, 64);
-      p.dyn_stride = stride;
-      p.prewait_tiles = 0;  // its tiles are the static partitions'
-      p.early_trigger = false;
-    }
-  }
   at::Tensor token_map, packed_qsl;
   if (packed) {
     packed_qsl = query_start_loc->contiguous();

@@ -94,16 +94,6 @@ SWA_D T shfl_xor(T v, int lane_mask) {
 #endif
 }
 
-// Lane 0's value of this lane's 32-lane warp (on a 64-wide wavefront: of its half).
-template <typename T>
-SWA_D T shfl_first(T v) {
-#ifdef USE_ROCM
-  return __shfl(v, 0, 32);
-#else
-  return __shfl_sync(0xffffffffu, v, 0);
-#endif
-}
-
 // True when `pred` holds on any lane of this lane's 32-lane warp; all its lanes must take part.
 SWA_D bool warp_any(bool pred) {
 #ifdef USE_ROCM

@@ -247,8 +247,7 @@ constexpr int decode_kernel_warps() {
   return TMA ? SWA_OPS_DECODE_TMA_WARPS : DecodeMmaTraits<D>::kWarps;
 }
 template <typename T, int D, bool SOFTCAP, bool KV8 = false, bool PACKED = false,
-          bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false,
-          bool DYN = false>
+          bool ALLIN = false, bool SWAP = false, bool PAIR = false, bool TMA = false>
 __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     decode_mma_kernel(const SWA_GRID_CONSTANT DecodeParams p) {
   using Tr = DecodeRingTraits<D, KV8, PAIR>;
@@ -278,8 +277,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
-  static_assert(!DYN || (SWAP && !TMA && NSTAGE == 2),
-                "the dynamic split: the swapped single-token cp.async rings at depth 2");
   constexpr int CPR = DV / 8;                      // 16-byte chunks per row
   constexpr int KCH = DV / 16;                     // k-chunks of QK^T, column pairs of PV
   constexpr int NT = DV / 8;                       // n-tiles of the output
@@ -318,12 +315,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   }
   pdl_wait();
   SWA_OPS_TL_MARK(tl_marks, waited);
-  // DYN within the CTA (p.dyn_local): its warps claim the partition's tiles from a shared counter.
-  __shared__ unsigned dyn_local_ctr;
-  if (DYN && p.dyn_local) {
-    if (threadIdx.x == 0) dyn_local_ctr = 0;
-    __syncthreads();
-  }
   // fp8 caches: k_scale scales every logit, v_scale every output (both device scalars).
   // (The fp8 operands hold the values / kFp8OperandScale: fp8_frag.h.)
   const float k_sc = KV8 ? *p.k_scale * kFp8OperandScale : 1.f;
@@ -339,12 +330,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   if (PACKED && gc <= 0) return;  // a chunk past its sequence's rows (q_len < max_query_len)
   const SeqSpan span = PACKED ? packed_span(ps, chunk * 16, gc, p.group, p.window)
                               : seq_span(clamp_seq_len(p, seq), p.window);
-  // DYN (the dynamic split) across the CTAs of a (sequence, kv unit): every one of them runs over
-  // the whole span, tiles handed out below; otherwise (DYN within the CTA, p.dyn_local, or no
-  // DYN) this CTA's partition.
-  const bool dyn_global = DYN && !p.dyn_local;
-  const int begin = dyn_global ? span.origin : span.origin + part * p.part_tokens;
-  const int end = dyn_global ? span.hi : min(begin + p.part_tokens, span.hi);
+  const int begin = span.origin + part * p.part_tokens;
+  const int end = min(begin + p.part_tokens, span.hi);
   // Packed mode: row r's [token][head] row of out (and of the workspace), its head and its query.
   auto packed_head = [&](int r) { return kvh * p.group + (chunk * 16 + r) % p.group; };
   auto packed_tok = [&](int r) { return ps.q_begin + (chunk * 16 + r) / p.group; };
@@ -352,7 +339,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     return static_cast<int64_t>(packed_tok(r)) * p.num_heads + packed_head(r);
   };
 
-  if (!dyn_global && begin >= end) {  // (DYN across CTAs: every warp must claim, below)
+  if (begin >= end) {
     // Nothing visible in this partition. With a single partition this is L == 0 (packed mode:
     // hi == 0, every token of the chunk at a position < 0 or L == 0): exact zeros. Otherwise
     // leave the sentinel (max -inf, sum 0) that the merge skips.
@@ -570,73 +557,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #pragma unroll
   for (int nt = 0; nt < NO; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
 
-  // The dynamic split (DYN; p.tile_ctr, the launcher's choice): the num_parts CTAs of this
-  // (sequence, kv unit) share its n_tiles tiles, so SMs that stream faster take more of them (the
-  // SMs of an H100 differ by up to 2x in rate under a full load: notes/decode.md, run 118). Each
-  // warp first takes its dyn_static static tiles (part NW K + k NW + warp, k < K), then claims
-  // chunks of C = dyn_chunk tiles S + C c .. S + C c + C - 1 (those inside the span),
-  // c = atomicInc(counter, limit), S = num_parts NW K, until a claim fails. The claim of the next
-  // chunk goes out as a chunk starts, C tiles ahead of its use, and is the only one in flight, so
-  // every warp of every CTA of the unit fails exactly once (it claims no more then): each call
-  // makes exactly ceil(max(n_tiles - S, 0) / C) + F claims (F = num_parts NW), and atomicInc's
-  // wrap at limit = that count - 1 returns the counter to 0: it needs no reset, only zeros at
-  // allocation.
-  int dyn_t0 = -1, dyn_t1 = -1;  // DYN: this warp's current and next tile (-1: none)
-  int dyn_sk = 0;                // DYN: static tiles handed out
-  int dyn_next = 0, dyn_left = 0;  // DYN: the current chunk's next tile and tiles left
-  bool dyn_done = false, dyn_out = false;  // DYN: a claim failed / a claim is in flight
-  unsigned dyn_raw = 0;          // DYN: lane 0's claim in flight
-  // Static tiles: the unit's first S (across CTAs) or the partition's first NW K (within).
-  const int dyn_s = DYN ? (dyn_global ? p.num_parts : 1) * NW * p.dyn_static : 0;
-  const int dyn_base = dyn_global ? part * NW * p.dyn_static : 0;
-  const int dyn_c = DYN ? p.dyn_chunk : 1;
-  const int dyn_chunks = (max(n_tiles - dyn_s, 0) + dyn_c - 1) / dyn_c;
-  unsigned* const dyn_ctr =
-      DYN ? p.tile_ctr + static_cast<int64_t>(blockIdx.x) * p.dyn_stride : nullptr;
-  auto dyn_claim = [&]() {
-    if (lane == 0)
-      dyn_raw = p.dyn_local ? atomicAdd(&dyn_local_ctr, 1u)
-                            : atomicInc(dyn_ctr, static_cast<unsigned>(dyn_chunks +
-                                                                       p.num_parts * NW - 1));
-    dyn_out = true;
-  };
-  auto dyn_fetch = [&]() -> int {
-    if (dyn_sk < p.dyn_static) {
-      const int t = dyn_base + dyn_sk * NW + warp;
-      ++dyn_sk;
-      if (t < n_tiles) {
-        // The last static tile: the first claim goes out now, a tile ahead of its use.
-        if (dyn_sk == p.dyn_static || t + NW >= n_tiles) {
-          dyn_sk = p.dyn_static;
-          dyn_claim();
-        }
-        return t;
-      }
-      dyn_sk = p.dyn_static;  // static tiles past the span: claims only
-    }
-    for (;;) {
-      if (dyn_left > 0) {
-        const int t = dyn_next++;
-        --dyn_left;
-        if (t < n_tiles) return t;
-        continue;  // the last chunk's tiles past the span
-      }
-      if (dyn_done) return -1;
-      if (!dyn_out) dyn_claim();
-      const int c = static_cast<int>(shfl_first(dyn_raw));
-      dyn_out = false;
-      if (c >= dyn_chunks) {
-        dyn_done = true;
-        return -1;
-      }
-      dyn_next = dyn_s + c * dyn_c;
-      dyn_left = dyn_c;
-      dyn_claim();  // the next chunk's, while this one's tiles go
-    }
-  };
-
   // Prologue: the first NSTAGE - 1 tiles' copies go out before anything else, Q included.
-  if constexpr (!DYN) {
+  {
     TileBlocks first[NSTAGE > 1 ? NSTAGE - 1 : 1];  // (a ring of one stage issues nothing here)
 #pragma unroll
     for (int j = 0; j < NSTAGE - 1; ++j)
@@ -648,16 +570,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     }
   }
   TileBlocks next_blk{0, 0};  // block ids of the next tile to issue, fetched one step early
-  if (!DYN && !ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
-  if constexpr (DYN) {
-    dyn_t0 = dyn_fetch();
-    if (dyn_t0 >= 0) {
-      dyn_t1 = dyn_fetch();
-      issue(dyn_t0, 0, tile_blocks(dyn_t0));
-    }
-    cp_async_commit();
-    if (dyn_t1 >= 0) next_blk = tile_blocks(dyn_t1);
-  }
+  if (!ALLIN && NSTAGE - 1 < n_mine) next_blk = tile_blocks(warp + NW * (NSTAGE - 1));
 
   // Q rows of the group chunk (rows >= gc are zero queries), as MMA A fragments.
   const T* q_g = static_cast<const T*>(p.q) + static_cast<int64_t>(seq) * p.q_stride_tok;
@@ -771,28 +684,18 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     all_hi = packed_token_len(ps, chunk * 16 / p.group);  // the first row's end
   }
 
-  for (int j = 0; DYN ? dyn_t0 >= 0 : j < n_mine; ++j) {
-    int dyn_t2 = -1;                                   // DYN: the tile after the next
-    if constexpr (DYN) {
-      if (dyn_t1 >= 0) {
-        issue(dyn_t1, (j + 1) % NSTAGE, next_blk);
-        dyn_t2 = dyn_fetch();
-        if (dyn_t2 >= 0) next_blk = tile_blocks(dyn_t2);
-      }
-    } else {
-      const int jn = j + NSTAGE - 1;
-      if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
-        issue(warp + NW * jn, jn % NSTAGE, next_blk);
-        if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
-      }
+  for (int j = 0; j < n_mine; ++j) {
+    const int jn = j + NSTAGE - 1;
+    if (!ALLIN && jn < n_mine) {  // ALLIN: n_mine <= NSTAGE - 1, all issued in the prologue
+      issue(warp + NW * jn, jn % NSTAGE, next_blk);
+      if (jn + 1 < n_mine) next_blk = tile_blocks(warp + NW * (jn + 1));
     }
     cp_async_commit();
     cp_async_wait<NSTAGE - 1>();
     warp_sync();
-    const int tile_j = DYN ? dyn_t0 : warp + NW * j;  // the tile computed now
     if constexpr (TMA) {
       // A box-copied tile (issue()'s test) completes on its stage's barrier.
-      const int tbj = begin + tile_j * kTileTokens;
+      const int tbj = begin + (warp + NW * j) * kTileTokens;
       if (SWA_OPS_WHOLE_TILE(tbj)) {
         const int st = j % NSTAGE;
         mbar_wait(&tbar[st], (tphase >> st) & 1u);
@@ -832,7 +735,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #endif
         swap_qk<MT, KCH>(s[0], smem_addr(ks + a_row * ROW + a_col), qb);
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-      const int tb = begin + tile_j * kTileTokens;
+      const int tb = begin + (warp + NW * j) * kTileTokens;
       if (tb < span.lo || tb + kTileTokens > end) {
         const int k0 = tb + (lane >> 2), k1 = k0 + 8;
         if (k0 < span.lo || k0 >= end) s[0][0] = s[0][1] = kNegInf;
@@ -904,7 +807,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 
       // Logits in log2 units; soft-cap before the mask so a masked key weighs exactly 0.
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
-      const int tb = begin + tile_j * kTileTokens;
+      const int tb = begin + (warp + NW * j) * kTileTokens;
       if constexpr (PACKED) {
         // Per row. A tile's keys lie in [begin, begin + P), so a key at or past `end` is at or
         // past span.hi, past every row's hi: the row bounds cover the partition's edges too.
@@ -984,10 +887,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         }
       }
       warp_sync();  // every lane is done reading this stage before it is refilled
-    }
-    if constexpr (DYN) {
-      dyn_t0 = dyn_t1;
-      dyn_t1 = dyn_t2;
     }
   }
   cp_async_wait<0>();
@@ -1088,55 +987,14 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   }
   __syncthreads();
 
-  if (p.combine_old) {  // (A/B only: the per-element combine measured before run 123)
-    for (int i = threadIdx.x; i < gc * D; i += NW * 32) {
-      const int r = i / D, d = i % D;
-      float mx = kNegInf;
-  #pragma unroll
-      for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
-      float acc = 0.f, sum = 0.f;
-  #pragma unroll
-      for (int w = 0; w < NW; ++w) {
-        const float mw = red_m[w * 16 + r];
-        if (mw == kNegInf) continue;  // a warp with no tile: exp2(-inf - -inf) would be NaN
-        const float f = fast_exp2(mw - mx);
-        acc += f * red_o[(w * 16 + r) * D + d];
-        sum += f * red_l[w * 16 + r];
-      }
-      const int head = PACKED ? row_head[r] : head0 + r;
-      const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
-      acc *= v_sc;
-      if (p.num_parts == 1) {
-        if (p.sinks != nullptr) {
-          // The sink joins the denominator once per row: rescale to max(mx, sink).
-          const float sk = p.sinks[head] * kLog2e;
-          const float mx2 = fmaxf(mx, sk);
-          const float f = fast_exp2(mx - mx2);
-          acc *= f;
-          sum = sum * f + fast_exp2(sk - mx2);
-        }
-        T* o_out = static_cast<T*>(p.out) + (static_cast<int64_t>(tok) * p.num_heads + head) * D;
-        o_out[d] = from_float<T>(sum > 0.f ? acc / sum : 0.f);
-      } else {
-        const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
-        // Live partition: sum >= 1 (its max term is 1); packed mode: or 0 for a row that sees
-        // none of its keys, and DYN: a CTA that got no tile (then the sentinel max -inf, sum 0
-        // goes out, as for an empty one).
-        p.part_out[idx * D + d] = PACKED || DYN ? (sum > 0.f ? acc / sum : 0.f) : acc / sum;
-        if (d == 0) {
-          p.part_max[idx] = mx;
-          p.part_sum[idx] = sum;
-        }
-      }
-    }
-  } else {
   // Per row (one thread each): the warps' weights exp2(m_w - mx) (0 for a warp with no tile,
   // where exp2(-inf - -inf) would be NaN), scaled by v_scale and, unsplit with sinks, by the
   // sink's rescale to max(mx, sink); the row's 1 / sum (0 for sum 0: no visible key) and, split,
-  // its (max, sum) out to the workspace. Then every output element is NW float4 FMAs: the
-  // weights and the division were once per element (run 123: the combine took 1.2-2 us).
-  // (PACKED: 0 for a row that sees none of its keys; DYN: a CTA that got no tile. Either way the
-  // sentinel max -inf, sum 0 goes out, as for an empty partition. A live one has sum >= 1.)
+  // its (max, sum) out to the workspace. Then each output element takes NW FMAs, four elements a
+  // thread at a time. (Weights and division once per element instead cost every row 0.2-2 % of
+  // its time, run 123: the combine is on the critical path of each grid's last CTAs.) A live
+  // partition has sum >= 1; a packed row that sees none of its keys sends out the sentinel max
+  // -inf, sum 0, as an empty partition does.
   if (static_cast<int>(threadIdx.x) < gc) {
     const int r = threadIdx.x;
     float mx = kNegInf;
@@ -1190,7 +1048,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     } else {
       *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
     }
-  }
   }
   SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);
 }

@@ -76,27 +76,15 @@ cudaError_t launch_decode_typed(const DecodeParams& p, cudaStream_t stream) {
       grant = granted_swap;
     }
   }
-  if constexpr (!PACKED) {
-    // The dynamic split (p.tile_ctr, the launcher's choice: split swapped rings, not TMA).
-    static size_t granted_dyn[64] = {};
-    if ((p.tile_ctr != nullptr || p.dyn_local) && p.swap_ab && !p.kv_pair && p.allin_tiles == 0) {
-      kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, false, false, true>;
-      grant = granted_dyn;
-    }
-  }
   if constexpr (!PACKED && kv_pair_head_size(D, KV8)) {
     // kv-head pairing (the launcher's choice, only with the swapped tile): its own ring
     // geometry (DecodeRingTraits) and a grid of kv-head pairs. Instantiated only for the head
     // sizes and cache kinds split.h pairs.
-    static size_t granted_pair[64] = {}, granted_pair_dyn[64] = {};
+    static size_t granted_pair[64] = {};
     if (p.kv_pair) {
       kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, true>;
       smem = DecodeRingTraits<D, KV8, true>::smem_bytes();
       grant = granted_pair;
-      if (p.tile_ctr != nullptr || p.dyn_local) {
-        kernel = decode_mma_kernel<T, D, SOFTCAP, KV8, false, false, true, true, false, true>;
-        grant = granted_pair_dyn;
-      }
     }
   }
 #if !defined(USE_ROCM) && defined(SWA_OPS_SM90A)

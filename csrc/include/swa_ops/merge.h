@@ -56,8 +56,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     head = rs % p.num_heads;
     row = rs;
     const SeqSpan span = seq_span(clamp_seq_len(p, seq), p.window);
-    // The dynamic split (p.tile_ctr): any partition may hold tiles (or a sentinel).
-    n = p.tile_ctr != nullptr ? p.num_parts : min(live_parts(span, p.part_tokens), p.num_parts);
+    n = min(live_parts(span, p.part_tokens), p.num_parts);
   }
   const int64_t base = row * p.num_parts;
   const int c = tid % V4, slice = tid / V4;

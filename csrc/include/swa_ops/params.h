@@ -99,17 +99,6 @@ struct DecodeParams {
   int kv_tma;               // 1: k_map / v_map describe the fp8 caches (boxes of 128 bytes x 16
                             //   tokens, 128-byte swizzle); the launcher takes the TMA kernel
                             //   where it applies (fp8, D = 128, swapped, unpaired ring)
-  // ---- the dynamic split (decode_mma_kernel<..., DYN = true>; launcher): with num_parts > 1,
-  // the CTAs of a (sequence, kv unit) share its tiles through tile_ctr[blockIdx.x]
-  unsigned* tile_ctr;       // per grid column, zero between calls (persistent, launcher), or null
-  int dyn_static;           // tiles per warp assigned statically before the claims begin
-  int dyn_chunk;            // tiles per claim
-  int dyn_stride;           // counters' spacing in tile_ctr (words)
-  bool dyn_local;           // DYN within each CTA instead: its warps share its partition's tiles
-                            //   through a shared-memory counter (tile_ctr unused)
-  bool combine_old;         // A/B only (SWA_OPS_COMBINE_OLD=1): the per-element warp combine
-  // (these two sit in what was the padding before the 64-byte aligned maps: the struct's size
-  // and every other kernel's code are as they were)
   TmaDesc k_map, v_map;
 #ifdef SWA_OPS_TIMELINE
   unsigned long long* timeline;  // diagnostics only (timeline.h): per-CTA timestamps, or nullptr
