@@ -15,7 +15,6 @@ Usage: python3 notes/timeline.py --shapes seed,mistral-32k [--configs "a:;b:SWA_
 """
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import row_probe  # noqa: E402  (adds the probe's shapes to bench.SHAPES)
-from env_ab import parse_configs  # noqa: E402
+from env_ab import bench_problems, env_applied, parse_configs  # noqa: E402
 
 bench = row_probe.bench
 WORDS = 8
@@ -126,22 +125,14 @@ def main():
     ap.add_argument("--configs", default="def:")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    by_name = {s.name: s for s in bench.SHAPES}
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    bw = bench.copy_bandwidth()
-    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
     result = []
-    for name in args.shapes.split(","):
-        s = by_name[name]
-        layers = max(1, min(8, math.ceil(4 * l2 / s.window_bytes())))
+    bw = 0.0
+    for s, layers, pb, floor, bw in bench_problems(args.shapes.split(",")):
+        name = s.name
         chain = max(layers, 8)
-        pb = bench.Problem(s, layers, "cuda")
-        floor = s.window_bytes() / bw * 1e6
         for cname, env in parse_configs(args.configs):
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
+            with env_applied(env):
                 bufs = [torch.zeros(SLOT_WORDS, dtype=torch.int64, device="cuda")
                         for _ in range(chain)]
                 graph = capture(pb, layers, bufs)
@@ -179,14 +170,7 @@ def main():
                 result.append({"shape": name, "config": cname, "floor_us": floor,
                                "calls": summ, "raw_middle_call": raw})
                 del graph, bufs
-            finally:
-                for k2, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k2, None)
-                    else:
-                        os.environ[k2] = v
-        del pb
-        torch.cuda.empty_cache()
+        del pb  # (before bench_problems builds the next row's)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "copy_bandwidth_Bps": bw,
