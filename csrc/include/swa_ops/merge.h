@@ -76,14 +76,9 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   if (!live) return;
 
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
-  // together before any is used (one L2 round trip per batch), then folded in partition order, as
-  // a plain loop would. Nine, so that single-128k's 33 partitions (a window of 4096 + 15 tokens
-  // in 128-token partitions) over 4 slices are one batch: at 8 the first slice took a second
-  // round trip for its ninth (SWA_OPS_MERGE_BATCH, build-time, for the A/B of run 129).
-#ifndef SWA_OPS_MERGE_BATCH
-#define SWA_OPS_MERGE_BATCH 9
-#endif
-  constexpr int kBatch = SWA_OPS_MERGE_BATCH;
+  // together before any is used (one L2 round trip per batch; single-128k's 32 partitions over
+  // 4 slices are one batch), then folded in partition order, as a plain loop would.
+  constexpr int kBatch = 8;
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (slice < SLICES) {
