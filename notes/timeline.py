@@ -25,9 +25,9 @@ import row_probe  # noqa: E402  (adds the probe's shapes to bench.SHAPES)
 from env_ab import bench_problems, env_applied, parse_configs  # noqa: E402
 
 bench = row_probe.bench
-WORDS = 8
+WORDS = 8  # timeline.h's kTimelineWords, kTimelineMergeBase and kTimelineMergeCtas
 MERGE_BASE = 1 << 16
-SLOT_WORDS = (MERGE_BASE + 8192) * WORDS
+SLOT_WORDS = (MERGE_BASE + (1 << 13)) * WORDS
 
 
 def capture(pb, layers, bufs):

@@ -1,15 +1,18 @@
 #pragma once
 // Diagnostics only (compiled with -DSWA_OPS_TIMELINE; never in a normal build): each decode and
 // merge CTA records when it started, when its griddepcontrol.wait returned, when its K/V loop
-// ended and when it finished, with its SM, into p.timeline (a device buffer the launcher takes
-// from SWA_OPS_TIMELINE_PTR). notes/timeline.py reads it: where a call's time over its floor
-// goes (launch, ramp, the spread of the CTAs' ends, the merge).
+// ended, when all its warps' loops were done (decode) and when it finished, with its SM, into
+// p.timeline (a device buffer the launcher takes from SWA_OPS_TIMELINE_PTR, sized by
+// notes/timeline.py for kTimelineMergeBase decode and kTimelineMergeCtas merge records; CTAs past
+// those write nothing). notes/timeline.py reads it: where a call's time over its floor goes
+// (launch, ramp, the spread of the CTAs' ends, the combine, the merge).
 #include "swa_ops/compat.h"
 
 namespace swa_ops {
 
 constexpr int kTimelineWords = 8;           // per CTA: the record below
 constexpr int kTimelineMergeBase = 1 << 16;  // merge CTAs' records start at this CTA index
+constexpr int kTimelineMergeCtas = 1 << 13;  // merge CTAs with a record
 
 struct TimelineMarks {
   uint64_t start, waited, looped, synced;  // globaltimer, ns (synced: every warp's loop done)
@@ -38,7 +41,9 @@ SWA_D uint32_t timeline_smid() {
 // Thread 0 writes [start, waited, looped, end, smid | kind << 32, grid x, grid y, synced] of CTA
 // `cta`; kind 1: a decode CTA, 2: a merge CTA (0: no record).
 SWA_D void timeline_write(unsigned long long* tl, int64_t cta, const TimelineMarks& m, int kind) {
-  if (tl == nullptr || threadIdx.x != 0) return;
+  const int64_t lo = kind == 2 ? kTimelineMergeBase : 0;
+  const int64_t hi = kind == 2 ? kTimelineMergeBase + kTimelineMergeCtas : kTimelineMergeBase;
+  if (tl == nullptr || threadIdx.x != 0 || cta < lo || cta >= hi) return;
   unsigned long long* r = tl + cta * kTimelineWords;
   r[0] = m.start;
   r[1] = m.waited;
