@@ -77,9 +77,10 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
 
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
   // together before any is used (one L2 round trip per batch), then folded in partition order,
-  // as a plain loop would. (single-128k's 33 partitions over 4 slices take a second batch in the
-  // first slice; batches of 9 measured no faster there and slower on seed, run 129: 80 registers
-  // instead of 72, so fewer merge CTAs fit beside the decode grid.)
+  // as a plain loop would. (single-128k's grid has 33 partitions, but its window starts on a tile
+  // boundary, so 32 are live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured
+  // no faster there and slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs
+  // fit beside the decode grid.)
   constexpr int kBatch = 8;
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
