@@ -5,24 +5,17 @@ unsplit and split, sinks, soft-cap, fp8 caches (TMA ring and cp.async), kv-head 
 Usage: compute-sanitizer --tool racecheck python3 notes/racecheck_probe.py
 """
 import itertools
+import os
+import sys
 
 import torch
 
-import swa_ops  # noqa: F401  (registers the ops)
-from swa_ops import reference
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+# The tests' case builder (random permuted tables, -1 before each window, NaN where no row may
+# read): torch ops only, no matmul.
+from test_cuda_paged_attention import make_case  # noqa: E402
 
-
-def case(seq_lens, h, kvh, d, bs, w, dt=torch.bfloat16, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    used = [(L + bs - 1) // bs for L in seq_lens]
-    nb = sum(used) + 2
-    kc = torch.randn(nb, bs, kvh, d, generator=g, device="cuda").to(dt)
-    vc = torch.randn(nb, bs, kvh, d, generator=g, device="cuda").to(dt)
-    bt = torch.randperm(nb, generator=g, device="cuda").int()[: len(seq_lens) * max(used)]
-    bt = torch.cat([bt, torch.zeros(len(seq_lens) * max(used) - bt.numel(), dtype=torch.int32,
-                                    device="cuda")]).view(len(seq_lens), max(used)) % nb
-    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
-    return kc, vc, bt, lens, g
+from swa_ops import reference  # noqa: E402
 
 
 def run():
@@ -36,8 +29,8 @@ def run():
             ([20000, 5], 3, 1, 80, 16, 1000, 0.0, True),                    # group 3, D 80
             ([7000], 8, 1, 192, 64, 4096, 0.0, False),                      # D 192
             ([131072], 32, 8, 128, 16, 4096, 0.0, False)]:                 # single-128k
-        kc, vc, bt, lens, g = case(seq_lens, h, kvh, d, bs, w)
-        q = torch.randn(len(seq_lens), h, d, generator=g, device="cuda").to(torch.bfloat16)
+        q, kc, vc, bt, lens = make_case(seq_lens, h, kvh, d, bs, w, torch.bfloat16, seed=n)
+        g = torch.Generator(device="cuda").manual_seed(n)
         sk = torch.randn(h, generator=g, device="cuda") if sinks else None
         torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, d ** -0.5, w, cap, sk)
         n += 1
@@ -47,7 +40,10 @@ def run():
             torch.ops.swa_ops.paged_attention(q, kc8, vc8, bt, lens, d ** -0.5, w, cap, sk, None,
                                               1, ks, ks)
             n += 1
-        # multi-token: packed (4 tokens x group <= 64 rows) and per-token (16 tokens)
+        # multi-token: packed (4 tokens x group <= 64 rows) and per-token (16 tokens). Their
+        # earlier rows see keys before the last row's window, whose table entries make_case left
+        # -1: block 0 there (only the kernels' shared memory is checked here, not the values).
+        bt = bt.clamp(min=0)
         for ql in (4, 16):
             qls = [min(ql, L) for L in seq_lens]
             qsl = torch.tensor([0] + list(itertools.accumulate(qls)), dtype=torch.int32,
