@@ -986,6 +986,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     }
   }
   __syncthreads();
+  SWA_OPS_TL_MARK(tl_marks, stored);
 
   // Per row (one thread each): the warps' weights exp2(m_w - mx) (0 for a warp with no tile,
   // where exp2(-inf - -inf) would be NaN), scaled by v_scale and, unsplit with sinks, by the
@@ -1029,6 +1030,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     for (int w = 0; w < NW; ++w) red_m[w * 16 + r] = f[w] * g * inv;
   }
   __syncthreads();
+  SWA_OPS_TL_MARK(tl_marks, weighed);
   constexpr int D4 = D / 4;
   for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
     const int r = i / D4, d = (i % D4) * 4;

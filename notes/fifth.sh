@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Device calls of the fifth decode session (notes/decode.md). Usage (device): bash notes/fifth.sh
+# MODE, MODE one of
+#   peak   (run 131) notes/read_peak.cu (the read rate of loads-only kernels, the decode rows'
+#          pattern among them) and the timeline build (combine steps) over five rows
+set -uo pipefail
+mode=${1:?mode: peak}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+t0=$(date +%s)
+tl_build() {  # the timeline diagnostics build of head sizes $1 into /tmp/v_tl
+  rm -rf /tmp/v_tl && mkdir -p /tmp/v_tl && cp -r setup.py swa_ops csrc /tmp/v_tl/ && cd /tmp/v_tl && \
+    SWA_OPS_HEAD_SIZES=$1 NVCC_APPEND_FLAGS=-DSWA_OPS_TIMELINE TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 \
+    python3 setup.py build_ext --inplace > /tmp/build_tl.log 2>&1; echo "timeline build rc $?"
+}
+case $mode in
+  peak)
+    ( tl_build 128,256 ) &
+    tlpid=$!
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu && \
+      timeout 200 /tmp/read_peak 2>&1 | tee "$OUT/read_peak.log"
+    echo "peak: $(( $(date +%s) - t0 )) s"
+    wait $tlpid; tail -3 /tmp/build_tl.log
+    PYTHONPATH=/tmp/v_tl:$PYTHONPATH timeout 200 python3 notes/timeline.py --json "$OUT/timeline.json" \
+      --shapes seed,mistral-32k,gemma3,single-128k,gemma2-softcap 2>&1 | grep -v Warn | tee "$OUT/timeline.log"
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  *) echo "unknown mode $mode"; exit 2 ;;
+esac
