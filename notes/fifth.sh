@@ -3,8 +3,13 @@
 # MODE, MODE one of
 #   peak   (run 131) notes/read_peak.cu (the read rate of loads-only kernels, the decode rows'
 #          pattern among them) and the timeline build (combine steps) over five rows
+#   combine (run 132) read_peak.cu's spin sweep (stand-in tile math per tile); builds of the
+#          combine with its row stride D + 4 and no third barrier (main's tree) and of the old one
+#          (-DSWA_OPS_COMBINE_OLD -DSWA_OPS_COMBINE_PAD=0, PTX identical to the previous main) and
+#          of the stride alone (-DSWA_OPS_COMBINE_OLD); alternating processes of notes/env_ab.py
+#          over the bench rows; the decode and multi-token test files on main's tree
 set -uo pipefail
-mode=${1:?mode: peak}
+mode=${1:?mode: peak | combine}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -25,6 +30,25 @@ case $mode in
     wait $tlpid; tail -3 /tmp/build_tl.log
     PYTHONPATH=/tmp/v_tl:$PYTHONPATH timeout 200 python3 notes/timeline.py --json "$OUT/timeline.json" \
       --shapes seed,mistral-32k,gemma3,single-128k,gemma2-softcap 2>&1 | grep -v Warn | tee "$OUT/timeline.log"
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  combine)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu && \
+      timeout 100 /tmp/read_peak spin 2>&1 | tee "$OUT/read_peak_spin.log"
+    echo "spin: $(( $(date +%s) - t0 )) s"
+    source notes/variant_builds.sh
+    FP8_VARIANTS="old:-DSWA_OPS_COMBINE_OLD,-DSWA_OPS_COMBINE_PAD=0 pad:-DSWA_OPS_COMBINE_OLD" \
+      VARIANT_HEADS=64,96,128,256 start_variant_builds 5
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=6 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-32k,gemma3,phi3,nowindow,gemma2-softcap,single-128k,gptoss,gptoss-sinks,mistral-spec4,mistral-128k}
+    here=$(pwd)
+    for v in new old pad new old; do
+      d=/tmp/v_$v; [ $v = new ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_combine.log"
+    done
+    echo "ab: $(( $(date +%s) - t0 )) s"
+    timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -3
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

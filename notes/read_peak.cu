@@ -18,6 +18,7 @@
 #include <vector>
 #include <algorithm>
 #include <random>
+#include <string>
 #include <cuda_runtime.h>
 
 #define CK(x)                                                                         \
@@ -60,6 +61,7 @@ struct RingArgs {
   int parts;        // partitions per (sequence, head): grid.y
   int blocks_per_seq;
   unsigned* sink;
+  int spin;         // clock cycles of stand-in tile math per tile (after its wait)
 };
 
 __device__ __forceinline__ void cp16(void* smem, const void* g) {
@@ -109,6 +111,11 @@ __global__ void __launch_bounds__(NW * 32) ring_kernel(RingArgs a) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(S - 1));
     __syncwarp();
     acc ^= *reinterpret_cast<const unsigned*>(ring + (j % S) * 2 * TILE + lane * 16);
+    if (a.spin > 0) {  // the tile's math, as a warp busy for `spin` cycles
+      const long long c0 = clock64();
+      while (clock64() - c0 < a.spin) {
+      }
+    }
     __syncwarp();
   }
   if (acc == 0x12345678u) *a.sink = acc;
@@ -162,9 +169,9 @@ static void run_ring(const char* name, RingArgs a, int seqs, size_t pad_smem, do
                                                    c.smem));
   const double bytes = 2.0 * seqs * a.heads * (double)a.tokens * R;
   const float us = time_it(launch_ring, &c, 20);
-  std::printf("%-34s R %3d NW %d S %d parts %2d ctas %5d /sm %2d smem %6zu: %8.1f us %.3f TB/s"
-              " %.3f of copy\n",
-              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, us,
+  std::printf("%-34s R %3d NW %d S %d parts %2d ctas %5d /sm %2d smem %6zu spin %4d: %8.1f us "
+              "%.3f TB/s %.3f of copy\n",
+              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, a.spin, us,
               bytes / us * 1e-6, bytes / us * 1e-6 / copy_bw);
 }
 
@@ -194,7 +201,8 @@ static void launch_copy(void* c) {
   copy_kernel<<<k->sms * 8, 256>>>(k->s, k->d, k->n);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  const bool spin_mode = argc > 1 && std::string(argv[1]) == "spin";
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
@@ -233,6 +241,7 @@ int main() {
 
   // Flat reads of 512 MiB (mistral-32k's K/V bytes), then of 1 GiB.
   for (size_t bytes : {gib / 2, gib}) {
+    if (spin_mode) break;
     for (int u : {4, 8, 16}) {
       for (int bpsm : {2, 4, 8}) {
         FlatCase f{reinterpret_cast<const uint4*>(a), bytes / 16, sink, sms * bpsm, 256, u};
@@ -256,10 +265,53 @@ int main() {
     CK(cudaMemcpy(d, ids.data(), sizeof(int) * seqs * bps, cudaMemcpyHostToDevice));
     return d;
   };
+  if (spin_mode) {
+    // Stand-in tile math of `spin` cycles per tile: how much of it each geometry hides.
+    {
+      const int seqs = 32, H = 8, T = 4096, bps = T / 16;
+      int* bt = make_bt(seqs, bps, seqs * bps);
+      for (int spin : {0, 300, 600, 1200, 2400}) {
+        RingArgs ra{a, b, bt, H, 256, T, 1, bps, sink, spin};
+        run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, 104 * 1024, copy_bw);
+        run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, 104 * 1024, copy_bw);
+        run_ring<256, 8, 2>("mistral-32k 8 warps (1/SM)", ra, seqs, 0, copy_bw);
+        RingArgs r2 = ra;
+        r2.parts = 2;
+        run_ring<256, 4, 2>("mistral-32k 2 parts (3/SM)", r2, seqs, 0, copy_bw);
+        RingArgs r4 = ra;
+        r4.parts = 4;
+        run_ring<256, 2, 2>("mistral-32k 4 parts 2 warps (6/SM)", r4, seqs, 0, copy_bw);
+        RingArgs r8 = ra;
+        r8.parts = 8;
+        run_ring<256, 1, 2>("mistral-32k 8 parts 1 warp (13/SM)", r8, seqs, 0, copy_bw);
+      }
+      CK(cudaFree(bt));
+    }
+    {
+      const int seqs = 32, H = 8, T = 4096, bps = T / 16;
+      int* bt = make_bt(seqs, bps, seqs * bps);
+      for (int spin : {0, 600, 1200, 2400}) {
+        RingArgs ra{a, b, bt, H, 512, T, 1, bps, sink, spin};
+        run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, 110 * 1024, copy_bw);
+        run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, 110 * 1024, copy_bw);
+        RingArgs r2 = ra;
+        r2.parts = 2;
+        run_ring<512, 2, 2>("gemma2 2 parts (3/SM)", r2, seqs, 0, copy_bw);
+        RingArgs r4 = ra;
+        r4.parts = 4;
+        run_ring<512, 1, 2>("gemma2 4 parts 1 warp (6/SM)", r4, seqs, 0, copy_bw);
+        RingArgs r8 = ra;
+        r8.parts = 8;
+        run_ring<512, 1, 2>("gemma2 8 parts 1 warp (6/SM)", r8, seqs, 0, copy_bw);
+      }
+      CK(cudaFree(bt));
+    }
+    return 0;
+  }
   {
     const int seqs = 32, H = 8, T = 4096, R = 256, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 268 MB: fit one GiB buffer each
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0};
     const size_t two_per_sm = 104 * 1024;  // the decode kernel's D = 128 footprint
     run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);
@@ -276,14 +328,14 @@ int main() {
     CK(cudaFree(bt));
     // The same bytes with one kv head per page (4 KB pages of contiguous 256-byte rows).
     int* bt1 = make_bt(seqs * H, bps, seqs * H * bps);
-    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink};
+    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink, 0};
     run_ring<256, 4, 2>("one head per page (2/SM)", one, seqs * H, two_per_sm, copy_bw);
     CK(cudaFree(bt1));
   }
   {
     const int seqs = 32, H = 8, T = 4096, R = 512, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 537 MB
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0};
     const size_t two_per_sm = 110 * 1024;  // the decode kernel's D = 256 footprint
     run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);

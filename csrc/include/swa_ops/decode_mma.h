@@ -49,6 +49,21 @@ namespace swa_ops {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -__builtin_huge_valf();
 
+// Row stride (floats) of the warps' partial outputs in the final combine (red_o): D + 4, so the
+// 4 lanes of a quad that store equal d of heads 0, 2, 4, 6 (the swapped tile's O^T) land in 4
+// distinct bank groups, and the plain tile's float2 rows r0 = 0..7 cover every bank exactly
+// twice; a stride of D put them all on one bank (4- and 8-way conflicts). Multiple of 4: the
+// element loop's float4 reads stay aligned.
+#ifndef SWA_OPS_COMBINE_PAD  // build-time, for A/B: 0 is the old stride D
+#define SWA_OPS_COMBINE_PAD 4
+#endif
+constexpr int combine_row(int d) { return d + SWA_OPS_COMBINE_PAD; }
+// Shared memory of that combine: red_m, red_l and red_o for nw warps, then 32 ints (packed rows'
+// token and head).
+constexpr size_t combine_smem_bytes(int nw, int d) {
+  return sizeof(float) * nw * 16 * (2 + combine_row(d)) + sizeof(int) * 32;
+}
+
 // Compile-time shape of the tensor-core decode kernel for head size D.
 template <int D>
 struct DecodeMmaTraits {
@@ -98,7 +113,7 @@ struct DecodeMmaTraits {
   // forced with __launch_bounds__: a second argument changes the ring kernels' code as well.
   static size_t allin_smem_bytes(int tiles) {
     const size_t bufs = sizeof(uint16_t) * tiles * kStageElems;
-    const size_t comb = sizeof(float) * kWarps * 16 * (D + 2) + sizeof(int) * 32;
+    const size_t comb = combine_smem_bytes(kWarps, D);
     return bufs > comb ? bufs : comb;
   }
 };
@@ -277,6 +292,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
+  static_assert(ALLIN || combine_smem_bytes(NW, D) <= Tr::smem_bytes(),
+                "the warps' combine reuses the rings' shared memory");
   constexpr int CPR = DV / 8;                      // 16-byte chunks per row
   constexpr int KCH = DV / 16;                     // k-chunks of QK^T, column pairs of PV
   constexpr int NT = DV / 8;                       // n-tiles of the output
@@ -392,7 +409,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
                 "the fp8 TMA ring: fp8, D = 128, swapped, unpaired");
   constexpr int kTmaStage = 4096, kTmaHalf = 2048;
   static_assert(!TMA || (1024 + NW * NSTAGE * (kTmaStage + 8) <= Tr::smem_bytes() &&
-                         sizeof(float) * NW * 16 * (D + 2) <= Tr::smem_bytes()),
+                         combine_smem_bytes(NW, D) <= Tr::smem_bytes()),
                 "the TMA rings and barriers, and the warps' combine, fit the rings' shared memory");
   unsigned char* tring = nullptr;
   uint64_t* tbar = nullptr;
@@ -910,8 +927,9 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   SWA_OPS_TL_MARK(tl_marks, synced);
   float* red_m = reinterpret_cast<float*>(kv_s);  // [NW][16]
   float* red_l = red_m + NW * 16;                 // [NW][16]
-  float* red_o = red_l + NW * 16;                 // [NW][16][D]
-  int* row_tok = reinterpret_cast<int*>(red_o + NW * 16 * D);  // [16] packed mode: row's token
+  constexpr int RS = combine_row(D);
+  float* red_o = red_l + NW * 16;                 // [NW][16][RS]
+  int* row_tok = reinterpret_cast<int*>(red_o + NW * 16 * RS);  // [16] packed mode: row's token
   int* row_head = row_tok + 16;                                // [16] and head
   if (PACKED && threadIdx.x < 16) {  // per row, once (integer divisions by the group)
     row_tok[threadIdx.x] = packed_tok(threadIdx.x);
@@ -940,12 +958,12 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     for (int c = 0; c < NO; ++c) {
       const int d_lo = pair_out_dim<HKCH>(c, r0, KV8), d_hi = pair_out_dim<HKCH>(c, r0 + 8, KV8);
       if (h0 < gc && pair_half<HKCH>(c) == half0) {
-        red_o[(warp * 16 + h0) * D + d_lo] = o[c][0];
-        red_o[(warp * 16 + h0) * D + d_hi] = o[c][2];
+        red_o[(warp * 16 + h0) * RS + d_lo] = o[c][0];
+        red_o[(warp * 16 + h0) * RS + d_hi] = o[c][2];
       }
       if (h0 + 1 < gc && pair_half<HKCH>(c) == half1) {
-        red_o[(warp * 16 + h0 + 1) * D + d_lo] = o[c][1];
-        red_o[(warp * 16 + h0 + 1) * D + d_hi] = o[c][3];
+        red_o[(warp * 16 + h0 + 1) * RS + d_lo] = o[c][1];
+        red_o[(warp * 16 + h0 + 1) * RS + d_hi] = o[c][3];
       }
     }
   } else if constexpr (SWAP) {
@@ -953,12 +971,12 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     for (int c = 0; c < NO; ++c) {
       const int d_lo = swap_out_dim(c, r0, KV8), d_hi = swap_out_dim(c, r0 + 8, KV8);
       if (h0 < gc) {
-        red_o[(warp * 16 + h0) * D + d_lo] = o[c][0];
-        red_o[(warp * 16 + h0) * D + d_hi] = o[c][2];
+        red_o[(warp * 16 + h0) * RS + d_lo] = o[c][0];
+        red_o[(warp * 16 + h0) * RS + d_hi] = o[c][2];
       }
       if (h0 + 1 < gc) {
-        red_o[(warp * 16 + h0 + 1) * D + d_lo] = o[c][1];
-        red_o[(warp * 16 + h0 + 1) * D + d_hi] = o[c][3];
+        red_o[(warp * 16 + h0 + 1) * RS + d_lo] = o[c][1];
+        red_o[(warp * 16 + h0 + 1) * RS + d_hi] = o[c][3];
       }
     }
   } else if constexpr (KV8) {
@@ -967,10 +985,10 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     for (int nt = 0; nt < NT; nt += 2) {
       const int col = fp8_out_col(nt, lane);
       if (r0 < gc)
-        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0) * D + col) =
+        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0) * RS + col) =
             make_float4(o[nt][0], o[nt + 1][0], o[nt][1], o[nt + 1][1]);
       if (r0 + 8 < gc)
-        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0 + 8) * D + col) =
+        *reinterpret_cast<float4*>(red_o + (warp * 16 + r0 + 8) * RS + col) =
             make_float4(o[nt][2], o[nt + 1][2], o[nt][3], o[nt + 1][3]);
     }
   } else {
@@ -978,24 +996,17 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     for (int nt = 0; nt < NT; ++nt) {
       const int col = nt * 8 + quad_col;
       if (r0 < gc)
-        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * D + col) =
+        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0) * RS + col) =
             make_float2(o[nt][0], o[nt][1]);
       if (r0 + 8 < gc)
-        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0 + 8) * D + col) =
+        *reinterpret_cast<float2*>(red_o + (warp * 16 + r0 + 8) * RS + col) =
             make_float2(o[nt][2], o[nt][3]);
     }
   }
   __syncthreads();
   SWA_OPS_TL_MARK(tl_marks, stored);
 
-  // Per row (one thread each): the warps' weights exp2(m_w - mx) (0 for a warp with no tile,
-  // where exp2(-inf - -inf) would be NaN), scaled by v_scale and, unsplit with sinks, by the
-  // sink's rescale to max(mx, sink); the row's 1 / sum (0 for sum 0: no visible key) and, split,
-  // its (max, sum) out to the workspace. Then each output element takes NW FMAs, four elements a
-  // thread at a time. (Weights and division once per element instead cost every row 0.2-2 % of
-  // its time, run 123: the combine is on the critical path of each grid's last CTAs.) A live
-  // partition has sum >= 1; a packed row that sees none of its keys sends out the sentinel max
-  // -inf, sum 0, as an empty partition does.
+#ifdef SWA_OPS_COMBINE_OLD  // build-time, for A/B: one thread per row publishes the weights
   if (static_cast<int>(threadIdx.x) < gc) {
     const int r = threadIdx.x;
     float mx = kNegInf;
@@ -1012,7 +1023,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     float g = v_sc;  // every weight's common factor
     if (p.num_parts == 1) {
       if (p.sinks != nullptr) {
-        // The sink joins the denominator once per row: rescale to max(mx, sink).
         const float sk = p.sinks[head] * kLog2e;
         const float mx2 = fmaxf(mx, sk);
         const float fs = fast_exp2(mx - mx2);
@@ -1038,11 +1048,11 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #pragma unroll
     for (int w = 0; w < NW; ++w) {
       const float f = red_m[w * 16 + r];
-      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * 16 + r) * D + d);
+      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * 16 + r) * RS + d);
       acc.x += f * v.x; acc.y += f * v.y; acc.z += f * v.z; acc.w += f * v.w;
     }
     const int head = PACKED ? row_head[r] : head0 + r;
-    const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
+    const int tok = PACKED ? row_tok[r] : seq;
     const int64_t row = static_cast<int64_t>(tok) * p.num_heads + head;
     if (p.num_parts == 1) {
       T* o_out = static_cast<T*>(p.out) + row * D + d;
@@ -1051,6 +1061,59 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
     }
   }
+#else
+  // Each output element: its row's warp weights exp2(m_w - mx) (0 for a warp with no tile, where
+  // exp2(-inf - -inf) would be NaN), then NW FMAs, then one factor: v_scale, unsplit with sinks
+  // the sink's rescale to max(mx, sink), and 1 / sum (0 for sum 0: no visible key). Every thread
+  // computes the weights of its own rows (a few exponentials), so no barrier waits for one thread
+  // per row to publish them; the thread of a row's first elements sends out, split, its (max,
+  // sum). Four elements a thread at a time. (Weights and division once per element instead cost
+  // every row 0.2-2 % of its time, run 123: the combine is on the critical path of each grid's
+  // last CTAs.) A live partition has sum >= 1; a packed row that sees none of its keys sends out
+  // the sentinel max -inf, sum 0, as an empty partition does.
+  constexpr int D4 = D / 4;
+  for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
+    const int r = i / D4, d = (i % D4) * 4;
+    float mx = kNegInf;
+#pragma unroll
+    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
+    float sum = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < NW; ++w) {
+      const float mw = red_m[w * 16 + r];
+      const float f = mw == kNegInf ? 0.f : fast_exp2(mw - mx);
+      sum += f * red_l[w * 16 + r];
+      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * 16 + r) * RS + d);
+      acc.x += f * v.x; acc.y += f * v.y; acc.z += f * v.z; acc.w += f * v.w;
+    }
+    const int head = PACKED ? row_head[r] : head0 + r;
+    const int tok = PACKED ? row_tok[r] : seq;  // out / workspace row: [seq or token][head]
+    const int64_t row = static_cast<int64_t>(tok) * p.num_heads + head;
+    float g = v_sc;  // the row's common factor
+    if (p.num_parts == 1) {
+      if (p.sinks != nullptr) {
+        // The sink joins the denominator once per row: rescale to max(mx, sink).
+        const float sk = p.sinks[head] * kLog2e;
+        const float mx2 = fmaxf(mx, sk);
+        const float fs = fast_exp2(mx - mx2);
+        g *= fs;
+        sum = sum * fs + fast_exp2(sk - mx2);
+      }
+    } else if (d == 0) {
+      p.part_max[row * p.num_parts + part] = mx;
+      p.part_sum[row * p.num_parts + part] = sum;
+    }
+    g *= sum > 0.f ? 1.f / sum : 0.f;
+    acc.x *= g; acc.y *= g; acc.z *= g; acc.w *= g;
+    if (p.num_parts == 1) {
+      T* o_out = static_cast<T*>(p.out) + row * D + d;
+      *reinterpret_cast<uint2*>(o_out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
+    } else {
+      *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
+    }
+  }
+#endif
   SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);
 }
 #undef SWA_OPS_WHOLE_TILE
