@@ -8,8 +8,12 @@
 #          (-DSWA_OPS_COMBINE_OLD -DSWA_OPS_COMBINE_PAD=0, PTX identical to the previous main) and
 #          of the stride alone (-DSWA_OPS_COMBINE_OLD); alternating processes of notes/env_ab.py
 #          over the bench rows; the decode and multi-token test files on main's tree
+#   many   (run 133) read_peak.cu's overhead sweep (several waves of short CTAs against one wave,
+#          with stand-in tile math and per-CTA costs); D = 256 builds with one warp per CTA
+#          (-DSWA_OPS_DECODE_WARPS_BIG=1) at 2 and 3 ring stages against main's, SWA_OPS_WAVES
+#          sweeps on gemma2-softcap and gemma3; the variant's D = 256 decode tests
 set -uo pipefail
-mode=${1:?mode: peak | combine}
+mode=${1:?mode: peak | combine | many}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -49,6 +53,26 @@ case $mode in
     done
     echo "ab: $(( $(date +%s) - t0 )) s"
     timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -3
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  many)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu && \
+      timeout 100 /tmp/read_peak overhead 2>&1 | tee "$OUT/read_peak_overhead.log"
+    echo "overhead: $(( $(date +%s) - t0 )) s"
+    source notes/variant_builds.sh
+    FP8_VARIANTS="base: w1s2:-DSWA_OPS_DECODE_WARPS_BIG=1,-DSWA_OPS_DECODE_STAGES=2 w1s3:-DSWA_OPS_DECODE_WARPS_BIG=1" \
+      VARIANT_HEADS=256 start_variant_builds 5
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-gemma2-softcap,gemma3}
+    here=$(pwd)
+    W="def:;w2:SWA_OPS_WAVES=2;w3:SWA_OPS_WAVES=3;w4:SWA_OPS_WAVES=4"
+    for i in 1 2; do
+      for v in base w1s2 w1s3; do
+        c="def:"; [ $v != base ] && c="$W"
+        ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$c" 2>&1 | grep -v Warn | sed "s/^/$v /" ) | tee -a "$OUT/ab_many.log"
+      done
+    done
+    echo "ab: $(( $(date +%s) - t0 )) s"
+    ( cd /tmp/v_w1s2 && PYTHONPATH=/tmp/v_w1s2:$PYTHONPATH timeout 150 python3 -m pytest $here/tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "256" 2>&1 | tail -3 )
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

@@ -62,6 +62,8 @@ struct RingArgs {
   int blocks_per_seq;
   unsigned* sink;
   int spin;         // clock cycles of stand-in tile math per tile (after its wait)
+  int pro, epi;     // stand-in cycles before a CTA's first load (its seq_len and block-table
+                    // chain) and after its last tile (the warps' combine)
 };
 
 __device__ __forceinline__ void cp16(void* smem, const void* g) {
@@ -96,6 +98,11 @@ __global__ void __launch_bounds__(NW * 32) ring_kernel(RingArgs a) {
     }
   };
   const int mine = (tiles - warp + NW - 1) / NW;  // this warp's tiles
+  if (a.pro > 0) {
+    const long long c0 = clock64();
+    while (clock64() - c0 < a.pro) {
+    }
+  }
   int issued = 0;
   for (; issued < S - 1 && issued < mine; ++issued) {
     issue(issued, issued % S);
@@ -117,6 +124,12 @@ __global__ void __launch_bounds__(NW * 32) ring_kernel(RingArgs a) {
       }
     }
     __syncwarp();
+  }
+  if (a.epi > 0) {
+    __syncthreads();
+    const long long c0 = clock64();
+    while (clock64() - c0 < a.epi) {
+    }
   }
   if (acc == 0x12345678u) *a.sink = acc;
 }
@@ -169,9 +182,9 @@ static void run_ring(const char* name, RingArgs a, int seqs, size_t pad_smem, do
                                                    c.smem));
   const double bytes = 2.0 * seqs * a.heads * (double)a.tokens * R;
   const float us = time_it(launch_ring, &c, 20);
-  std::printf("%-34s R %3d NW %d S %d parts %2d ctas %5d /sm %2d smem %6zu spin %4d: %8.1f us "
-              "%.3f TB/s %.3f of copy\n",
-              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, a.spin, us,
+  std::printf("%-34s R %3d NW %d S %d parts %2d ctas %5d /sm %2d smem %6zu spin %4d pro %4d epi "
+              "%4d: %8.1f us %.3f TB/s %.3f of copy\n",
+              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, a.spin, a.pro, a.epi, us,
               bytes / us * 1e-6, bytes / us * 1e-6 / copy_bw);
 }
 
@@ -203,6 +216,7 @@ static void launch_copy(void* c) {
 
 int main(int argc, char** argv) {
   const bool spin_mode = argc > 1 && std::string(argv[1]) == "spin";
+  const bool over_mode = argc > 1 && std::string(argv[1]) == "overhead";
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
@@ -241,7 +255,7 @@ int main(int argc, char** argv) {
 
   // Flat reads of 512 MiB (mistral-32k's K/V bytes), then of 1 GiB.
   for (size_t bytes : {gib / 2, gib}) {
-    if (spin_mode) break;
+    if (spin_mode || over_mode) break;
     for (int u : {4, 8, 16}) {
       for (int bpsm : {2, 4, 8}) {
         FlatCase f{reinterpret_cast<const uint4*>(a), bytes / 16, sink, sms * bpsm, 256, u};
@@ -265,13 +279,42 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(d, ids.data(), sizeof(int) * seqs * bps, cudaMemcpyHostToDevice));
     return d;
   };
+  if (over_mode) {
+    // Many short CTAs in several waves (the hardware balances them) against one wave, with
+    // stand-in tile math and per-CTA start and end costs (pro 1500, epi 2000 cycles).
+    const int seqs = 32, H = 8, T = 4096, bps = T / 16;
+    int* bt = make_bt(seqs, bps, seqs * bps);
+    for (int spin : {1200, 2400, 3600}) {
+      RingArgs g{a, b, bt, H, 512, T, 1, bps, sink, spin, 1500, 2000};
+      run_ring<512, 2, 2>("gemma2 as decode (2/SM)", g, seqs, 110 * 1024, copy_bw);
+      for (int parts : {4, 6, 8, 16}) {
+        RingArgs r = g;
+        r.parts = parts;
+        run_ring<512, 1, 2>("gemma2 1 warp (5/SM)", r, seqs, 43 * 1024, copy_bw);
+        run_ring<512, 2, 2>("gemma2 2 warps (3/SM)", r, seqs, 70 * 1024, copy_bw);
+      }
+    }
+    for (int spin : {600, 1200, 2400}) {
+      RingArgs m{a, b, bt, H, 256, T, 1, bps, sink, spin, 1500, 2000};
+      run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
+      for (int parts : {4, 8, 16}) {
+        RingArgs r = m;
+        r.parts = parts;
+        run_ring<256, 1, 2>("mistral-32k 1 warp (13/SM)", r, seqs, 0, copy_bw);
+        run_ring<256, 2, 2>("mistral-32k 2 warps (6/SM)", r, seqs, 0, copy_bw);
+        run_ring<256, 4, 2>("mistral-32k 4 warps (3/SM)", r, seqs, 0, copy_bw);
+      }
+    }
+    CK(cudaFree(bt));
+    return 0;
+  }
   if (spin_mode) {
     // Stand-in tile math of `spin` cycles per tile: how much of it each geometry hides.
     {
       const int seqs = 32, H = 8, T = 4096, bps = T / 16;
       int* bt = make_bt(seqs, bps, seqs * bps);
       for (int spin : {0, 300, 600, 1200, 2400}) {
-        RingArgs ra{a, b, bt, H, 256, T, 1, bps, sink, spin};
+        RingArgs ra{a, b, bt, H, 256, T, 1, bps, sink, spin, 0, 0};
         run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, 104 * 1024, copy_bw);
         run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, 104 * 1024, copy_bw);
         run_ring<256, 8, 2>("mistral-32k 8 warps (1/SM)", ra, seqs, 0, copy_bw);
@@ -291,7 +334,7 @@ int main(int argc, char** argv) {
       const int seqs = 32, H = 8, T = 4096, bps = T / 16;
       int* bt = make_bt(seqs, bps, seqs * bps);
       for (int spin : {0, 600, 1200, 2400}) {
-        RingArgs ra{a, b, bt, H, 512, T, 1, bps, sink, spin};
+        RingArgs ra{a, b, bt, H, 512, T, 1, bps, sink, spin, 0, 0};
         run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, 110 * 1024, copy_bw);
         run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, 110 * 1024, copy_bw);
         RingArgs r2 = ra;
@@ -311,7 +354,7 @@ int main(int argc, char** argv) {
   {
     const int seqs = 32, H = 8, T = 4096, R = 256, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 268 MB: fit one GiB buffer each
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0};
     const size_t two_per_sm = 104 * 1024;  // the decode kernel's D = 128 footprint
     run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);
@@ -328,14 +371,14 @@ int main(int argc, char** argv) {
     CK(cudaFree(bt));
     // The same bytes with one kv head per page (4 KB pages of contiguous 256-byte rows).
     int* bt1 = make_bt(seqs * H, bps, seqs * H * bps);
-    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink, 0};
+    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink, 0, 0, 0};
     run_ring<256, 4, 2>("one head per page (2/SM)", one, seqs * H, two_per_sm, copy_bw);
     CK(cudaFree(bt1));
   }
   {
     const int seqs = 32, H = 8, T = 4096, R = 512, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 537 MB
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0};
     const size_t two_per_sm = 110 * 1024;  // the decode kernel's D = 256 footprint
     run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);

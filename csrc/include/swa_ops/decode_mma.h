@@ -70,7 +70,10 @@ struct DecodeMmaTraits {
   // Warps per CTA: four, except for D > 128 where two keep a CTA at ~110 KB of shared memory so
   // two CTAs share an SM and one's prologue/epilogue overlaps the other's streaming (with one
   // 211 KB CTA per SM, gemma3's time grew with every extra partition).
-  static constexpr int kWarps = D <= 128 ? 4 : 2;
+#ifndef SWA_OPS_DECODE_WARPS_BIG  // build-time, for A/B: warps per CTA at D > 128
+#define SWA_OPS_DECODE_WARPS_BIG 2
+#endif
+  static constexpr int kWarps = D <= 128 ? 4 : SWA_OPS_DECODE_WARPS_BIG;
 #ifdef USE_ROCM
   // AMD: 64 KB of LDS per work-group, and cp_async16's portable path is synchronous (a
   // deeper ring buys nothing): one stage keeps the ring and Q under 64 KB.
