@@ -12,8 +12,11 @@
 #          with stand-in tile math and per-CTA costs); D = 256 builds with one warp per CTA
 #          (-DSWA_OPS_DECODE_WARPS_BIG=1) at 2 and 3 ring stages against main's, SWA_OPS_WAVES
 #          sweeps on gemma2-softcap and gemma3; the variant's D = 256 decode tests
+#   waves  (run 134) rings allocated at 2 stages (-DSWA_OPS_DECODE_STAGES=2: 3 CTAs per SM at
+#          D = 128 / 256) split into 3-8 waves (SWA_OPS_WAVES), which read_peak.cu's overhead
+#          sweep found robust to the tile math, against main's one wave
 set -uo pipefail
-mode=${1:?mode: peak | combine | many}
+mode=${1:?mode: peak | combine | many | waves}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -73,6 +76,20 @@ case $mode in
     done
     echo "ab: $(( $(date +%s) - t0 )) s"
     ( cd /tmp/v_w1s2 && PYTHONPATH=/tmp/v_w1s2:$PYTHONPATH timeout 150 python3 -m pytest $here/tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k "256" 2>&1 | tail -3 )
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  waves)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="base: s2:-DSWA_OPS_DECODE_STAGES=2" VARIANT_HEADS=128,256 start_variant_builds 8
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-gemma2-softcap,gemma3,mistral-32k,nowindow,seed}
+    here=$(pwd)
+    W=${WAVES_CFG:-"w3:SWA_OPS_WAVES=3;w4:SWA_OPS_WAVES=4;w6:SWA_OPS_WAVES=6;w8:SWA_OPS_WAVES=8"}
+    for i in 1 2; do
+      for v in base s2; do
+        c="def:"; [ $v != base ] && c="$W"
+        ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 200 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$c" 2>&1 | grep -v Warn | sed "s/^/$v /" ) | tee -a "$OUT/ab_waves.log"
+      done
+    done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
