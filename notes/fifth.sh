@@ -15,8 +15,10 @@
 #   waves  (run 134) rings allocated at 2 stages (-DSWA_OPS_DECODE_STAGES=2: 3 CTAs per SM at
 #          D = 128 / 256) split into 3-8 waves (SWA_OPS_WAVES), which read_peak.cu's overhead
 #          sweep found robust to the tile math, against main's one wave
+#   ncu    (run 135) ncu (clocks not locked) of the decode kernel on three rows and of
+#          read_peak.cu's loads-only rings of two: DRAM bytes and throughput, warp stall reasons
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves}
+mode=${1:?mode: peak | combine | many | waves | ncu}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -90,6 +92,24 @@ case $mode in
         ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 200 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$c" 2>&1 | grep -v Warn | sed "s/^/$v /" ) | tee -a "$OUT/ab_waves.log"
       done
     done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  ncu)
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    echo "build: $(( $(date +%s) - t0 )) s"
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu
+    M=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,sm__warps_active.avg.per_cycle_active,smsp__issue_active.avg.pct_of_peak_sustained_active
+    for sh in mistral-32k gemma2-softcap seed; do
+      timeout 120 ncu --clock-control none --kernel-name regex:decode_mma --launch-skip 3 --launch-count 1 \
+        --section WarpStateStats --metrics $M python3 notes/profile_decode.py $sh > "$OUT/ncu_$sh.txt" 2>&1
+      echo "== ncu $sh"; grep -E "decode_mma|gpu__time|dram__|lts__|sm__warps|issue_active|Stall|Warp Cycles|Avg. Active" "$OUT/ncu_$sh.txt" | cut -c1-150 | head -30
+    done
+    timeout 120 ncu --clock-control none --kernel-name regex:ring_kernel --launch-skip 3 --launch-count 1 \
+      --section WarpStateStats --metrics $M /tmp/read_peak one > "$OUT/ncu_probe_m.txt" 2>&1
+    echo "== ncu probe mistral"; grep -E "gpu__time|dram__|lts__|sm__warps|issue_active|Stall|Warp Cycles" "$OUT/ncu_probe_m.txt" | cut -c1-150 | head -30
+    timeout 120 ncu --clock-control none --kernel-name regex:ring_kernel --launch-skip 70 --launch-count 1 \
+      --section WarpStateStats --metrics $M /tmp/read_peak one > "$OUT/ncu_probe_g.txt" 2>&1
+    echo "== ncu probe gemma2"; grep -E "ring_kernel|gpu__time|dram__|lts__|sm__warps|issue_active|Stall|Warp Cycles" "$OUT/ncu_probe_g.txt" | cut -c1-150 | head -30
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

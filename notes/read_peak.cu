@@ -217,6 +217,7 @@ static void launch_copy(void* c) {
 int main(int argc, char** argv) {
   const bool spin_mode = argc > 1 && std::string(argv[1]) == "spin";
   const bool over_mode = argc > 1 && std::string(argv[1]) == "overhead";
+  const bool one_mode = argc > 1 && std::string(argv[1]) == "one";  // for ncu: two rows only
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
@@ -255,7 +256,7 @@ int main(int argc, char** argv) {
 
   // Flat reads of 512 MiB (mistral-32k's K/V bytes), then of 1 GiB.
   for (size_t bytes : {gib / 2, gib}) {
-    if (spin_mode || over_mode) break;
+    if (spin_mode || over_mode || one_mode) break;
     for (int u : {4, 8, 16}) {
       for (int bpsm : {2, 4, 8}) {
         FlatCase f{reinterpret_cast<const uint4*>(a), bytes / 16, sink, sms * bpsm, 256, u};
@@ -279,6 +280,16 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(d, ids.data(), sizeof(int) * seqs * bps, cudaMemcpyHostToDevice));
     return d;
   };
+  if (one_mode) {
+    const int seqs = 32, H = 8, T = 4096, bps = T / 16;
+    int* bt = make_bt(seqs, bps, seqs * bps);
+    RingArgs m{a, b, bt, H, 256, T, 1, bps, sink, 0, 0, 0};
+    run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
+    RingArgs g{a, b, bt, H, 512, T, 1, bps, sink, 0, 0, 0};
+    run_ring<512, 2, 2>("gemma2 as decode (2/SM)", g, seqs, 110 * 1024, copy_bw);
+    CK(cudaFree(bt));
+    return 0;
+  }
   if (over_mode) {
     // Many short CTAs in several waves (the hardware balances them) against one wave, with
     // stand-in tile math and per-CTA start and end costs (pro 1500, epi 2000 cycles).
