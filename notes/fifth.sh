@@ -17,8 +17,10 @@
 #          sweep found robust to the tile math, against main's one wave
 #   ncu    (run 135) ncu (clocks not locked) of the decode kernel on three rows and of
 #          read_peak.cu's loads-only rings of two: DRAM bytes and throughput, warp stall reasons
+#   layout (run 136) read_peak.cu's rings with dense, padded (the decode kernel's) and swizzled
+#          rows, with and without the L2::256B hint: times, and ncu's L2 sector counts
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -110,6 +112,16 @@ case $mode in
     timeout 120 ncu --clock-control none --kernel-name regex:ring_kernel --launch-skip 70 --launch-count 1 \
       --section WarpStateStats --metrics $M /tmp/read_peak one > "$OUT/ncu_probe_g.txt" 2>&1
     echo "== ncu probe gemma2"; grep -E "ring_kernel|gpu__time|dram__|lts__|sm__warps|issue_active|Stall|Warp Cycles" "$OUT/ncu_probe_g.txt" | cut -c1-150 | head -30
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  layout)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu
+    for i in 1 2; do timeout 100 /tmp/read_peak one 2>&1 | grep -v "^cuda\|^copy\|^NVIDIA" | tee -a "$OUT/layout.log"; done
+    M=gpu__time_duration.sum,dram__bytes_read.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_op_read_hit_rate.pct,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed_op_ldgsts.sum,l1tex__t_requests_pipe_lsu_mem_global_op_ldgsts.sum,l1tex__t_sectors_pipe_lsu_mem_global_op_ldgsts.sum
+    for cfg in "256 0 1" "256 1 1" "256 2 1" "256 0 0" "256 1 0" "512 1 1"; do
+      echo "== ncu probe $cfg"
+      timeout 60 ncu --clock-control none --kernel-name regex:ring_kernel --launch-skip 3 --launch-count 1 \
+        --metrics $M /tmp/read_peak one $cfg 2>&1 | grep -E "gpu__|dram__|lts__|l1tex__|smsp__" | cut -c1-120
+    done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

@@ -64,18 +64,24 @@ struct RingArgs {
   int spin;         // clock cycles of stand-in tile math per tile (after its wait)
   int pro, epi;     // stand-in cycles before a CTA's first load (its seq_len and block-table
                     // chain) and after its last tile (the warps' combine)
+  int layout = 0;   // ring rows: 0 dense (R bytes), 1 padded (R + 16: the decode kernel's
+                    // ldmatrix-friendly rows), 2 dense with 16-byte chunks swizzled (c ^ (r & 7))
+  int hint = 1;     // 1: cp.async with L2::256B (the decode kernel's), 0: none
 };
 
-__device__ __forceinline__ void cp16(void* smem, const void* g) {
+__device__ __forceinline__ void cp16(void* smem, const void* g, int hint) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(s), "l"(g));
+  if (hint)
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(s), "l"(g));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(g));
 }
 
 // One CTA per (unit = seq * H + head, part); NW warps; S stages of (K tile, V tile) per warp.
 template <int R, int NW, int S>
 __global__ void __launch_bounds__(NW * 32) ring_kernel(RingArgs a) {
   extern __shared__ __align__(16) unsigned char sm[];
-  constexpr int TILE = 16 * R;  // one 16-token tile of one kv head
+  constexpr int TILE = 16 * (R + 16);  // one 16-token tile of one kv head (room for padding)
   constexpr int PER_LANE = TILE / 16 / 32;  // 16-byte copies per lane per tile (K or V)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   unsigned char* ring = sm + warp * S * 2 * TILE;
@@ -92,9 +98,11 @@ __global__ void __launch_bounds__(NW * 32) ring_kernel(RingArgs a) {
 #pragma unroll
     for (int c = 0; c < PER_LANE; ++c) {
       const int idx = lane + 32 * c;       // 16-byte chunk of the tile
-      const int r = idx / (R / 16), col = (idx % (R / 16)) * 16;
-      cp16(dst + r * R + col, a.k + base + r * tok_stride + col);
-      cp16(dst + TILE + r * R + col, a.v + base + r * tok_stride + col);
+      const int r = idx / (R / 16), c16 = idx % (R / 16), col = c16 * 16;
+      const int so = a.layout == 1 ? r * (R + 16) + col
+                   : a.layout == 2 ? r * R + ((c16 ^ (r & 7)) << 4) : r * R + col;
+      cp16(dst + so, a.k + base + r * tok_stride + col, a.hint);
+      cp16(dst + TILE + so, a.v + base + r * tok_stride + col, a.hint);
     }
   };
   const int mine = (tiles - warp + NW - 1) / NW;  // this warp's tiles
@@ -173,7 +181,7 @@ static void run_ring(const char* name, RingArgs a, int seqs, size_t pad_smem, do
   c.a = a;
   c.grid = dim3(seqs * a.heads, a.parts);
   c.threads = NW * 32;
-  c.smem = std::max<size_t>((size_t)NW * S * 2 * 16 * R, pad_smem);
+  c.smem = std::max<size_t>((size_t)NW * S * 2 * 16 * (R + 16), pad_smem);
   c.kern = ring_kernel<R, NW, S>;
   CK(cudaFuncSetAttribute(ring_kernel<R, NW, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                           (int)c.smem));
@@ -183,8 +191,9 @@ static void run_ring(const char* name, RingArgs a, int seqs, size_t pad_smem, do
   const double bytes = 2.0 * seqs * a.heads * (double)a.tokens * R;
   const float us = time_it(launch_ring, &c, 20);
   std::printf("%-34s R %3d NW %d S %d parts %2d ctas %5d /sm %2d smem %6zu spin %4d pro %4d epi "
-              "%4d: %8.1f us %.3f TB/s %.3f of copy\n",
-              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, a.spin, a.pro, a.epi, us,
+              "%4d layout %d hint %d: %8.1f us %.3f TB/s %.3f of copy\n",
+              name, R, NW, S, a.parts, c.grid.x * c.grid.y, per_sm, c.smem, a.spin, a.pro, a.epi,
+              a.layout, a.hint, us,
               bytes / us * 1e-6, bytes / us * 1e-6 / copy_bw);
 }
 
@@ -281,12 +290,20 @@ int main(int argc, char** argv) {
     return d;
   };
   if (one_mode) {
+    // read_peak one [R layout hint]: the mistral-32k (R 256) or gemma2 (R 512) ring as decode,
+    // every layout and hint, or (for ncu) just the one given.
     const int seqs = 32, H = 8, T = 4096, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);
-    RingArgs m{a, b, bt, H, 256, T, 1, bps, sink, 0, 0, 0};
-    run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
-    RingArgs g{a, b, bt, H, 512, T, 1, bps, sink, 0, 0, 0};
-    run_ring<512, 2, 2>("gemma2 as decode (2/SM)", g, seqs, 110 * 1024, copy_bw);
+    for (int R : {256, 512})
+      for (int layout : {0, 1, 2})
+        for (int hint : {1, 0}) {
+          if (argc > 4 && (R != std::atoi(argv[2]) || layout != std::atoi(argv[3]) ||
+                           hint != std::atoi(argv[4])))
+            continue;
+          RingArgs m{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0, layout, hint};
+          if (R == 256) run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
+          else run_ring<512, 2, 2>("gemma2 as decode (2/SM)", m, seqs, 110 * 1024, copy_bw);
+        }
     CK(cudaFree(bt));
     return 0;
   }
@@ -296,7 +313,7 @@ int main(int argc, char** argv) {
     const int seqs = 32, H = 8, T = 4096, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);
     for (int spin : {1200, 2400, 3600}) {
-      RingArgs g{a, b, bt, H, 512, T, 1, bps, sink, spin, 1500, 2000};
+      RingArgs g{a, b, bt, H, 512, T, 1, bps, sink, spin, 1500, 2000, 0, 1};
       run_ring<512, 2, 2>("gemma2 as decode (2/SM)", g, seqs, 110 * 1024, copy_bw);
       for (int parts : {4, 6, 8, 16}) {
         RingArgs r = g;
@@ -306,7 +323,7 @@ int main(int argc, char** argv) {
       }
     }
     for (int spin : {600, 1200, 2400}) {
-      RingArgs m{a, b, bt, H, 256, T, 1, bps, sink, spin, 1500, 2000};
+      RingArgs m{a, b, bt, H, 256, T, 1, bps, sink, spin, 1500, 2000, 0, 1};
       run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
       for (int parts : {4, 8, 16}) {
         RingArgs r = m;
@@ -325,7 +342,7 @@ int main(int argc, char** argv) {
       const int seqs = 32, H = 8, T = 4096, bps = T / 16;
       int* bt = make_bt(seqs, bps, seqs * bps);
       for (int spin : {0, 300, 600, 1200, 2400}) {
-        RingArgs ra{a, b, bt, H, 256, T, 1, bps, sink, spin, 0, 0};
+        RingArgs ra{a, b, bt, H, 256, T, 1, bps, sink, spin, 0, 0, 0, 1};
         run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, 104 * 1024, copy_bw);
         run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, 104 * 1024, copy_bw);
         run_ring<256, 8, 2>("mistral-32k 8 warps (1/SM)", ra, seqs, 0, copy_bw);
@@ -345,7 +362,7 @@ int main(int argc, char** argv) {
       const int seqs = 32, H = 8, T = 4096, bps = T / 16;
       int* bt = make_bt(seqs, bps, seqs * bps);
       for (int spin : {0, 600, 1200, 2400}) {
-        RingArgs ra{a, b, bt, H, 512, T, 1, bps, sink, spin, 0, 0};
+        RingArgs ra{a, b, bt, H, 512, T, 1, bps, sink, spin, 0, 0, 0, 1};
         run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, 110 * 1024, copy_bw);
         run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, 110 * 1024, copy_bw);
         RingArgs r2 = ra;
@@ -365,7 +382,7 @@ int main(int argc, char** argv) {
   {
     const int seqs = 32, H = 8, T = 4096, R = 256, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 268 MB: fit one GiB buffer each
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0, 0, 1};
     const size_t two_per_sm = 104 * 1024;  // the decode kernel's D = 128 footprint
     run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<256, 4, 3>("mistral-32k depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);
@@ -382,14 +399,14 @@ int main(int argc, char** argv) {
     CK(cudaFree(bt));
     // The same bytes with one kv head per page (4 KB pages of contiguous 256-byte rows).
     int* bt1 = make_bt(seqs * H, bps, seqs * H * bps);
-    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink, 0, 0, 0};
+    RingArgs one{a, b, bt1, 1, R, T, 1, bps, sink, 0, 0, 0, 0, 1};
     run_ring<256, 4, 2>("one head per page (2/SM)", one, seqs * H, two_per_sm, copy_bw);
     CK(cudaFree(bt1));
   }
   {
     const int seqs = 32, H = 8, T = 4096, R = 512, bps = T / 16;
     int* bt = make_bt(seqs, bps, seqs * bps);  // K and V each 537 MB
-    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0};
+    RingArgs ra{a, b, bt, H, R, T, 1, bps, sink, 0, 0, 0, 0, 1};
     const size_t two_per_sm = 110 * 1024;  // the decode kernel's D = 256 footprint
     run_ring<512, 2, 2>("gemma2 as decode (2/SM)", ra, seqs, two_per_sm, copy_bw);
     run_ring<512, 2, 3>("gemma2 depth 3 (2/SM)", ra, seqs, two_per_sm, copy_bw);
