@@ -19,8 +19,10 @@
 #          read_peak.cu's loads-only rings of two: DRAM bytes and throughput, warp stall reasons
 #   layout (run 136) read_peak.cu's rings with dense, padded (the decode kernel's) and swizzled
 #          rows, with and without the L2::256B hint: times, and ncu's L2 sector counts
+#   swz    (run 137) the swizzled 16-bit ring rows (ring_layout.h): build, the whole GPU suite,
+#          and alternating processes against padded rows (-DSWA_OPS_RING_SWIZZLE=0) on the bench rows
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -121,6 +123,21 @@ case $mode in
       echo "== ncu probe $cfg"
       timeout 60 ncu --clock-control none --kernel-name regex:ring_kernel --launch-skip 3 --launch-count 1 \
         --metrics $M /tmp/read_peak one $cfg 2>&1 | grep -E "gpu__|dram__|lts__|l1tex__|smsp__" | cut -c1-120
+    done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  swz)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="pad:-DSWA_OPS_RING_SWIZZLE=0" VARIANT_HEADS=64,96,128,256 start_variant_builds 6
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=10 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    timeout 300 python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/suite.log" | tail -3
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-32k,mistral-128k,gemma3,gptoss,nowindow,single-128k,phi3,gemma2-softcap,gptoss-sinks,mistral-spec4,mistral-32k-fp8}
+    here=$(pwd)
+    for v in new pad new pad; do
+      d=/tmp/v_$v; [ $v = new ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_swz.log"
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

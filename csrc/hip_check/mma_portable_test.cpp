@@ -94,6 +94,7 @@ uint32_t e4m3x2_to_half2_bits(uint32_t pair) {
 #include "swa_ops/mma_portable.h"
 #include "swa_ops/fp8_frag.h"
 #include "swa_ops/swap_frag.h"
+#include "swa_ops/ring_layout.h"
 
 namespace {
 
@@ -285,20 +286,29 @@ void test_movmatrix(std::mt19937& rng) {
 }
 
 // One swapped decode tile (swap_frag.h): S^T = K Q^T for 16 keys x 8 heads and O^T = V^T P^T,
-// from the ring's padded rows (16-bit caches) or the raw e4m3 bytes in them (fp8), for D = 48
-// (an ldmatrix x4 and an x2 on the fp8 path), against plain loops. Lanes' P^T operands come
-// from the S^T accumulator layout through swap_p_operands, as in the kernel.
+// from the ring's padded or swizzled rows (16-bit caches; ring_layout.h) or the raw e4m3 bytes in
+// padded rows (fp8), for D = 48 (an ldmatrix x4 and an x2 on the fp8 path) and D = 128, against
+// plain loops. Lanes' P^T operands come from the S^T accumulator layout through swap_p_operands,
+// as in the kernel.
 // Lane l (g = l / 4, t = l % 4) of the swapped tile over a 16-key K / V tile of rows kRowBytes
-// apart, through the kernel's ldmatrix address patterns (decode_mma.h): S^T = K Q^T, checked
-// against S_ref [key][column], then O^T = V^T P^T from P [key][column] in S^T's layout.
-template <typename MT, bool FP8, int KCH, int kRowBytes>
+// apart, through the kernel's ldmatrix address patterns (decode_mma.h; READ_SWZ: the swizzled
+// rows' addresses): S^T = K Q^T, checked against S_ref [key][column], then O^T = V^T P^T from
+// P [key][column] in S^T's layout.
+template <typename MT, bool FP8, int KCH, int kRowBytes, bool READ_SWZ = false>
 void swap_lane_tile(int l, std::vector<uint8_t>& ks, std::vector<uint8_t>& vs,
                     const uint32_t (&qb)[KCH][2], const float (&S_ref)[16][8],
                     const float (&P)[16][8], float (&o)[KCH][4], const char* name) {
   const int g = l / 4, t = l % 4, row = (l & 7) + ((l >> 3) & 1) * 8;
   float s[4] = {};
-  if constexpr (FP8) fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + (l >> 4) * 16), qb);
-  else swap_qk<MT, KCH>(s, smem_addr(ks.data() + row * kRowBytes + (l >> 4) * 16), qb);
+  if constexpr (FP8) {
+    fp8_qk_swap<KCH>(s, smem_addr(ks.data() + row * kRowBytes + (l >> 4) * 16), qb);
+  } else {
+    const smem_addr_t kb = smem_addr(ks.data());
+    swap_qk_at<MT, KCH>(
+        s,
+        [&](int kc) { return kb + ring_chunk_offset(row, 2 * kc + (l >> 4), kRowBytes, READ_SWZ); },
+        qb);
+  }
   expect(s[0] == S_ref[g][2 * t], name, l, 0);
   expect(s[1] == S_ref[g][2 * t + 1], name, l, 1);
   expect(s[2] == S_ref[g + 8][2 * t], name, l, 2);
@@ -309,16 +319,23 @@ void swap_lane_tile(int l, std::vector<uint8_t>& ks, std::vector<uint8_t>& vs,
   if constexpr (FP8) {
     fp8_pv_swap<KCH>(o, smem_addr(vs.data() + row * kRowBytes + (l >> 4) * 16), pb0, pb1);
   } else {
-    const int vrow = (l & 7) + (l >> 4) * 8, col = ((l >> 3) & 1) * 8;
-    swap_pv<MT, KCH>(o, smem_addr(vs.data() + vrow * kRowBytes + col * 2), pb0, pb1);
+    const int vrow = (l & 7) + (l >> 4) * 8, h = (l >> 3) & 1;
+    const smem_addr_t vb = smem_addr(vs.data());
+    swap_pv_at<MT, KCH>(
+        o, [&](int c) { return vb + ring_chunk_offset(vrow, 2 * c + h, kRowBytes, READ_SWZ); },
+        pb0, pb1);
   }
 }
 
-template <typename MT, bool FP8>
-void test_swap_tile(std::mt19937& rng, const char* name) {
+// SWZ: the 16-bit tile is stored swizzled (D * 2 a multiple of 128); mutate: it is read as the
+// other layout (must fail).
+template <typename MT, bool FP8, int D = 48, bool SWZ = false>
+void test_swap_tile(std::mt19937& rng, const char* name, bool mutate = false) {
   constexpr bool kBf16 = std::is_same<MT, bf16_t>::value;
-  constexpr int D = 48, KCH = D / 16;
-  constexpr int kRow = D + 8, kRowBytes = 2 * kRow;  // the decode ring's padded 16-bit rows
+  constexpr int KCH = D / 16;
+  static_assert(!SWZ || (!FP8 && ring_rows_swizzle(2 * D)), "swizzled rows: 16-bit, D % 64 == 0");
+  // the decode ring's padded 16-bit rows, or its swizzled dense ones
+  constexpr int kRow = SWZ ? D : D + 8, kRowBytes = 2 * kRow;
   std::uniform_int_distribution<int> half_steps(-6, 6), exp(0, 10), man(0, 7), coin(0, 1);
   auto e4m3 = [&]() -> uint8_t {
     if (coin(rng) && coin(rng)) return 0;
@@ -339,8 +356,9 @@ void test_swap_tile(std::mt19937& rng, const char* name) {
         K[k][d] = half_steps(rng) * 0.5f;
         V[k][d] = half_steps(rng) * 0.5f;
         const uint16_t kb = bits_of(K[k][d], kBf16), vb = bits_of(V[k][d], kBf16);
-        std::memcpy(&ks[k * kRowBytes + 2 * d], &kb, 2);
-        std::memcpy(&vs[k * kRowBytes + 2 * d], &vb, 2);
+        const int at = ring_chunk_offset(k, d / 8, kRowBytes, SWZ) + 2 * (d % 8);
+        std::memcpy(&ks[at], &kb, 2);
+        std::memcpy(&vs[at], &vb, 2);
       }
     }
   const float f = FP8 ? kFp8OperandScale : 1.f;
@@ -373,7 +391,8 @@ void test_swap_tile(std::mt19937& rng, const char* name) {
       }
     }
     float o[KCH][4] = {};
-    swap_lane_tile<MT, FP8, KCH, kRowBytes>(l, ks, vs, qb, S_ref, P, o, name);
+    if (mutate) swap_lane_tile<MT, FP8, KCH, kRowBytes, !SWZ>(l, ks, vs, qb, S_ref, P, o, name);
+    else swap_lane_tile<MT, FP8, KCH, kRowBytes, SWZ>(l, ks, vs, qb, S_ref, P, o, name);
     for (int c = 0; c < KCH; ++c) {
       const int d_lo = swap_out_dim(c, g, FP8), d_hi = swap_out_dim(c, g + 8, FP8);
       expect(o[c][0] == O_ref[d_lo][2 * t], name, l, 4 * c);
@@ -524,6 +543,9 @@ int main() {
     test_swap_tile<bf16_t, false>(rng, "swap tile bf16");
     test_swap_tile<fp16_t, false>(rng, "swap tile fp16");
     test_swap_tile<fp16_t, true>(rng, "swap tile fp8");
+    test_swap_tile<bf16_t, false, 128, true>(rng, "swap tile bf16, swizzled rows");
+    test_swap_tile<fp16_t, false, 128, true>(rng, "swap tile fp16, swizzled rows");
+    test_swap_tile<bf16_t, false, 128, false>(rng, "swap tile bf16, D = 128 padded rows");
     test_pair_tile<bf16_t, false>(rng, "paired swap tile bf16");
     test_pair_tile<fp16_t, false>(rng, "paired swap tile fp16");
     test_pair_tile<fp16_t, true>(rng, "paired swap tile fp8");
@@ -546,6 +568,19 @@ int main() {
         ++g_failures;
       }
     }
+    // Swizzled rows read at the padded rows' addresses (and the reverse) must fail.
+    for (int m = 0; m < 2; ++m) {
+      const int before = g_failures;
+      if (m == 0) test_swap_tile<bf16_t, false, 128, true>(rng, "mutated", true);
+      else test_swap_tile<fp16_t, false, 128, false>(rng, "mutated", true);
+      const bool caught = g_failures > before;
+      g_failures = before;
+      if (!caught) {
+        std::printf("FAIL swapped tile: %s rows read as %s not caught\n", m ? "padded" : "swizzled",
+                    m ? "swizzled" : "padded");
+        ++g_failures;
+      }
+    }
     g_quiet = false;
   }
   if (g_failures) {
@@ -554,8 +589,8 @@ int main() {
   }
   std::printf("mma_portable_test: ldmatrix_x4, ldmatrix_x4_trans, ldmatrix_x2(_trans), "
               "mma_16816<fp16|bf16>, fp8 decode tile (fp8_qk, fp8_pv), movmatrix_trans, swapped "
-              "decode tile (bf16, fp16, fp8), kv-head-paired swapped tile (bf16, fp16, fp8; "
-              "groups 1-4): 20 random cases each, all lanes exact; 2 paired-tile mutations "
-              "caught\n");
+              "decode tile (bf16, fp16, fp8; padded and swizzled rows), kv-head-paired swapped "
+              "tile (bf16, fp16, fp8; groups 1-4): 20 random cases each, all lanes exact; 2 "
+              "paired-tile and 2 row-layout mutations caught\n");
   return 0;
 }

@@ -39,6 +39,7 @@
 #include "swa_ops/mma.h"
 #include "swa_ops/fp8_frag.h"  // after mma.h: uses its ldmatrix and mma
 #include "swa_ops/swap_frag.h"  // after both
+#include "swa_ops/ring_layout.h"
 #include "swa_ops/params.h"
 #include "swa_ops/split.h"
 #include "swa_ops/mbarrier.h"  // the fp8 TMA ring (TMA = true)
@@ -292,6 +293,15 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   constexpr int NW = decode_kernel_warps<D, TMA>(),
                 NSTAGE = ALLIN ? kAllInMaxMine + 1 : (TMA ? SWA_OPS_DECODE_TMA_STAGES : kRingDepth);
   constexpr int ROW = Tr::kRow;
+  // 16-bit ring tiles whose rows are whole groups of eight 16-byte chunks (D = 64, 128, 192, 256,
+  // and the paired rows) are stored dense and swizzled (ring_layout.h says why); other rows
+  // (D = 80, 96 unpaired) and fp8 rows keep the padding. Stages, and so shared memory, keep
+  // ROW's size either way.
+#ifndef SWA_OPS_RING_SWIZZLE  // build-time, for A/B: 0 keeps every ring row padded
+#define SWA_OPS_RING_SWIZZLE 1
+#endif
+  constexpr bool SWZ = SWA_OPS_RING_SWIZZLE && !KV8 && ring_rows_swizzle(DV * 2);
+  constexpr int RROW = SWZ ? DV : ROW;  // a ring tile's row stride, elements
   static_assert(!ALLIN || (!PACKED && !KV8 && Tr::kQInRegs && NW == kAllInWarps),
                 "the short-partition variant is single-token, 16-bit, D <= 128");
   static_assert(!SWAP || (!PACKED && !ALLIN), "the swapped tile is single-token, ring kernels");
@@ -394,12 +404,14 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // Triggering only once all CTAs are resident means they can never crowd this grid out.
   pdl_launch_dependents();
 
-  // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots.
-  int ld_row[LOADS], ld_col[LOADS];
+  // This lane's fixed share of each tile copy: LOADS (row, 16-byte column) slots, and where each
+  // lands in a ring tile (SWZ: its chunk swizzled).
+  int ld_row[LOADS], ld_col[LOADS], ld_dst[LOADS];
 #pragma unroll
   for (int i = 0; i < LOADS; ++i) {
     ld_row[i] = (lane + 32 * i) / CPR;
     ld_col[i] = ((lane + 32 * i) % CPR) * 8;
+    ld_dst[i] = ring_chunk_offset(ld_row[i], ld_col[i] / 8, RROW * 2, SWZ) / 2;
   }
   const T* k_base = static_cast<const T*>(p.k_cache) + kv0 * p.kv_stride_head;
   const T* v_base = static_cast<const T*>(p.v_cache) + kv0 * p.kv_stride_head;
@@ -547,8 +559,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       const T* vb = v_base + base;
 #pragma unroll
       for (int i = 0; i < LOADS; ++i) {
-        cp_async16<kL2Wide>(ks + ld_row[i] * ROW + ld_col[i], kb + row_off[i], true);
-        cp_async16<kL2Wide>(vs + ld_row[i] * ROW + ld_col[i], vb + row_off[i], true);
+        cp_async16<kL2Wide>(ks + ld_dst[i], kb + row_off[i], true);
+        cp_async16<kL2Wide>(vs + ld_dst[i], vb + row_off[i], true);
       }
       return;
     }
@@ -562,8 +574,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
                                         : __ldg(bt + (t >> p.log2_block_size));
         off = paged_token_offset(p, b, t & bs_mask) + ld_col[i];
       }
-      cp_async16<kL2Wide>(ks + ld_row[i] * ROW + ld_col[i], k_base + off, valid);
-      cp_async16<kL2Wide>(vs + ld_row[i] * ROW + ld_col[i], v_base + off, valid);
+      cp_async16<kL2Wide>(ks + ld_dst[i], k_base + off, valid);
+      cp_async16<kL2Wide>(vs + ld_dst[i], v_base + off, valid);
     }
   };
 
@@ -679,8 +691,9 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   }
 
   // ldmatrix lane roles: K as the col-major B of QK^T (tokens x d), V transposed as the B of PV.
-  const int k_row = (lane & 7) + (lane >> 4) * 8, k_col = ((lane >> 3) & 1) * 8;
-  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+  // (Their 8-element columns: (lane >> 3) & 1 for K, lane >> 4 for V; tile_at takes them.)
+  const int k_row = (lane & 7) + (lane >> 4) * 8;
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8;
   const int quad_col = (lane & 3) * 2;
   // fp8 caches: ldmatrix rows of the raw tile, key f8_row of 16-byte chunk (kc + f8_hi).
   const int f8_row = (lane & 7) + ((lane >> 3) & 1) * 8, f8_hi = lane >> 4;
@@ -732,6 +745,11 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       ks8 = tring + (j % NSTAGE) * kTmaStage;
       vs8 = ks8 + kTmaHalf;
     }
+    // 16-bit tiles: this lane's ldmatrix address of 16-byte chunk 2 i + h of row r of tile t.
+    auto tile_at = [&](const T* t, int r, int h) {
+      const auto base = smem_addr(t);
+      return [=](int i) { return base + ring_chunk_offset(r, 2 * i + h, RROW * 2, SWZ); };
+    };
     // TMA: this lane's ldmatrix address of chunk c + f8_hi of its row in a swizzled tile.
     auto swizzled = [&](const unsigned char* t) {
       const unsigned char* r0 = t + f8_row * 128;
@@ -753,7 +771,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         fp8_qk_swap<KCH>(s[0], smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), qb);
       else
 #endif
-        swap_qk<MT, KCH>(s[0], smem_addr(ks + a_row * ROW + a_col), qb);
+        swap_qk_at<MT, KCH>(s[0], tile_at(ks, a_row, lane >> 4), qb);
       scale_logits<SOFTCAP>(s, scale_log2, cap_pre, p.cap_post);
       const int tb = begin + (warp + NW * j) * kTileTokens;
       if (tb < span.lo || tb + kTileTokens > end) {
@@ -799,7 +817,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         fp8_pv_swap<KCH>(o, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16), pb0, pb1);
       else
 #endif
-        swap_pv<MT, KCH>(o, smem_addr(vs + k_row * ROW + k_col), pb0, pb1);
+        swap_pv_at<MT, KCH>(o, tile_at(vs, k_row, (lane >> 3) & 1), pb0, pb1);
       warp_sync();  // every lane is done reading this stage before it is refilled
     } else {
       // S = Q K^T for 16 rows x 16 tokens.
@@ -814,12 +832,13 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       if constexpr (KV8) {
         fp8_qk<KCH>(s, smem_addr(ks8 + f8_row * (ROW * 2) + f8_hi * 16), q_operand);
       } else {
+        const auto k_at = tile_at(ks, k_row, (lane >> 3) & 1);
 #pragma unroll
         for (int kc = 0; kc < KCH; ++kc) {
           uint32_t a[4];
           q_operand(kc, a);
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4(smem_addr(ks + k_row * ROW + kc * 16 + k_col), b0, b1, b2, b3);
+          ldmatrix_x4(k_at(kc), b0, b1, b2, b3);
           mma_16816<MT>(s[0], a, b0, b1);
           mma_16816<MT>(s[1], a, b2, b3);
         }
@@ -898,10 +917,11 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       if constexpr (KV8) {
         fp8_pv<KCH>(o, pa, smem_addr(vs8 + f8_row * (ROW * 2) + f8_hi * 16));
       } else {
+        const auto v_at = tile_at(vs, v_row, lane >> 4);
 #pragma unroll
         for (int dp = 0; dp < KCH; ++dp) {
           uint32_t b0, b1, b2, b3;
-          ldmatrix_x4_trans(smem_addr(vs + v_row * ROW + dp * 16 + v_col), b0, b1, b2, b3);
+          ldmatrix_x4_trans(v_at(dp), b0, b1, b2, b3);
           mma_16816<MT>(o[2 * dp], pa, b0, b1);
           mma_16816<MT>(o[2 * dp + 1], pa, b2, b3);
         }

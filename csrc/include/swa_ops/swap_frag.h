@@ -83,32 +83,44 @@ SWA_D void pair_q_operands(uint32_t (&qb)[2 * HKCH][2], int lane, int half, Word
   }
 }
 
-// S^T += K Q^T over a 16-bit K tile. `row` is this lane's byte address of key
-// (l & 7) + 8 ((l >> 3) & 1), column 8 (l >> 4) (the A-operand ldmatrix pattern). Two accumulator
-// chains (even and odd chunks) halve the dependent MMA latency; their sum is returned in s.
-template <typename MT, int KCH, typename Addr>
-SWA_D void swap_qk(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+// S^T += K Q^T over a 16-bit K tile. at(kc): this lane's ldmatrix address of k-chunk kc, i.e.
+// of 16-byte chunk 2 kc + (l >> 4) of key (l & 7) + 8 ((l >> 3) & 1) (the A-operand ldmatrix
+// pattern; the tile's rows may be padded or swizzled, decode_mma.h). Two accumulator chains (even
+// and odd chunks) halve the dependent MMA latency; their sum is returned in s.
+template <typename MT, int KCH, typename At>
+SWA_D void swap_qk_at(float (&s)[4], At at, const uint32_t (&qb)[KCH][2]) {
   float s2[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int kc = 0; kc < KCH; ++kc) {
     uint32_t a[4];
-    ldmatrix_x4(row + kc * 32, a[0], a[1], a[2], a[3]);
+    ldmatrix_x4(at(kc), a[0], a[1], a[2], a[3]);
     mma_16816<MT>(kc % 2 ? s2 : s, a, qb[kc][0], qb[kc][1]);
   }
 #pragma unroll
   for (int e = 0; e < 4; ++e) s[e] += s2[e];
 }
-
-// O^T += V^T P^T over a 16-bit V tile of 16 keys. `row` is this lane's byte address of key
-// (l & 7) + 8 (l >> 4), column 8 ((l >> 3) & 1) (ldmatrix.trans of V gives V^T's A fragments).
+// Rows at `row` + 32 kc (unswizzled rows; `row`: chunk l >> 4 of this lane's key).
 template <typename MT, int KCH, typename Addr>
-SWA_D void swap_pv(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+SWA_D void swap_qk(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
+  swap_qk_at<MT, KCH>(s, [row](int kc) { return row + kc * 32; }, qb);
+}
+
+// O^T += V^T P^T over a 16-bit V tile of 16 keys. at(c): this lane's ldmatrix address of M-tile
+// c, i.e. of 16-byte chunk 2 c + ((l >> 3) & 1) of key (l & 7) + 8 (l >> 4) (ldmatrix.trans of V
+// gives V^T's A fragments).
+template <typename MT, int KCH, typename At>
+SWA_D void swap_pv_at(float (&o)[KCH][4], At at, uint32_t pb0, uint32_t pb1) {
 #pragma unroll
   for (int c = 0; c < KCH; ++c) {
     uint32_t a[4];
-    ldmatrix_x4_trans(row + c * 32, a[0], a[1], a[2], a[3]);
+    ldmatrix_x4_trans(at(c), a[0], a[1], a[2], a[3]);
     mma_16816<MT>(o[c], a, pb0, pb1);
   }
+}
+// Rows at `row` + 32 c (unswizzled rows; `row`: chunk (l >> 3) & 1 of this lane's key).
+template <typename MT, int KCH, typename Addr>
+SWA_D void swap_pv(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
+  swap_pv_at<MT, KCH>(o, [row](int c) { return row + c * 32; }, pb0, pb1);
 }
 
 // P^T's B fragments from the S^T accumulators (after the exponentials): keys 0..7 and 8..15.
