@@ -21,8 +21,11 @@
 #          rows, with and without the L2::256B hint: times, and ncu's L2 sector counts
 #   swz    (run 137) the swizzled 16-bit ring rows (ring_layout.h): build, the whole GPU suite,
 #          and alternating processes against padded rows (-DSWA_OPS_RING_SWIZZLE=0) on the bench rows
+#   tune   (run 139) with swizzled rings: ring depth 3 (-DSWA_OPS_DECODE_RING_DEPTH=3) against 2,
+#          alternating processes; SWA_OPS_WAVES on seed and mistral-128k, the pre-wait prefetch
+#          on single-128k and seed (env_ab, one process)
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -139,6 +142,20 @@ case $mode in
       d=/tmp/v_$v; [ $v = new ] && d=$here
       ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_swz.log"
     done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  tune)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="d2: d3:-DSWA_OPS_DECODE_RING_DEPTH=3" VARIANT_HEADS=64,96,128,256 start_variant_builds 8
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-32k,mistral-128k,gemma3,gptoss,single-128k,phi3,gemma2-softcap,mistral-spec4}
+    here=$(pwd)
+    for v in d2 d3 d2 d3; do
+      ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_depth.log"
+    done
+    ( cd /tmp/v_d2 && PYTHONPATH=/tmp/v_d2:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 2 --shapes seed,mistral-128k \
+        --configs "def:;w125:SWA_OPS_WAVES=1.25;w15:SWA_OPS_WAVES=1.5;w2:SWA_OPS_WAVES=2;pw1:SWA_OPS_PREWAIT=2,SWA_OPS_PREWAIT_FIRST=1" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_tune.log"
+    ( cd /tmp/v_d2 && PYTHONPATH=/tmp/v_d2:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 2 --shapes single-128k,gptoss \
+        --configs "def:;pw0:SWA_OPS_PREWAIT=0;pw2f0:SWA_OPS_PREWAIT=2,SWA_OPS_PREWAIT_FIRST=0;pw3:SWA_OPS_PREWAIT=3,SWA_OPS_PREWAIT_FIRST=1;noearly:SWA_OPS_MERGE_EARLY=0" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_tune.log"
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
