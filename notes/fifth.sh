@@ -24,8 +24,11 @@
 #   tune   (run 139) with swizzled rings: ring depth 3 (-DSWA_OPS_DECODE_RING_DEPTH=3) against 2,
 #          alternating processes; SWA_OPS_WAVES on seed and mistral-128k, the pre-wait prefetch
 #          on single-128k and seed (env_ab, one process)
+#   merge  (run 140) the merge's direct path for rows of <= 8 partitions (no slices, no barrier)
+#          against the sliced one (-DSWA_OPS_MERGE_DIRECT=0), alternating; decode / multi-token
+#          test files
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -156,6 +159,20 @@ case $mode in
         --configs "def:;w125:SWA_OPS_WAVES=1.25;w15:SWA_OPS_WAVES=1.5;w2:SWA_OPS_WAVES=2;pw1:SWA_OPS_PREWAIT=2,SWA_OPS_PREWAIT_FIRST=1" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_tune.log"
     ( cd /tmp/v_d2 && PYTHONPATH=/tmp/v_d2:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 2 --shapes single-128k,gptoss \
         --configs "def:;pw0:SWA_OPS_PREWAIT=0;pw2f0:SWA_OPS_PREWAIT=2,SWA_OPS_PREWAIT_FIRST=0;pw3:SWA_OPS_PREWAIT=3,SWA_OPS_PREWAIT_FIRST=1;noearly:SWA_OPS_MERGE_EARLY=0" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_tune.log"
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  merge)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="sliced:-DSWA_OPS_MERGE_DIRECT=0" VARIANT_HEADS=64,128 start_variant_builds 6
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=10 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider 2>&1 | tail -2
+    S=${ROWS:-seed,mistral-128k,mistral-8k,single-128k,gptoss-sinks}
+    here=$(pwd)
+    for v in direct sliced direct sliced; do
+      d=/tmp/v_$v; [ $v = direct ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_merge.log"
+    done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

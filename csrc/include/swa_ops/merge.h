@@ -75,13 +75,61 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   SWA_OPS_TL_MARK(tl_marks, waited);
   if (!live) return;
 
+  constexpr int kBatch = 8;
+#ifndef SWA_OPS_MERGE_DIRECT  // build-time, for A/B: the most partitions the direct path takes
+#define SWA_OPS_MERGE_DIRECT 8
+#endif
+  static_assert(SWA_OPS_MERGE_DIRECT <= kBatch, "the direct path loads one batch");
+  if (n - j0 <= SWA_OPS_MERGE_DIRECT) {
+    // Few partitions (seed's and mistral-128k's 4): thread c < V4 loads every one of its column's
+    // at once and writes the row itself; no slices, so no shared memory and no barrier on the
+    // path from the decode grid's end to this row's output.
+    if (tid >= V4) return;
+    const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + tid;
+    float mjs[kBatch], ljs[kBatch];
+    float4 vs[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int j = j0 + b;
+      mjs[b] = kNegInfM;
+      ljs[b] = 0.f;  // past n: skipped as a sentinel
+      vs[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < n) {
+        mjs[b] = p.part_max[base + j];
+        ljs[b] = p.part_sum[base + j];
+        vs[b] = src[static_cast<int64_t>(j) * V4];
+      }
+    }
+    float m_all = p.sinks != nullptr ? p.sinks[head] * kLog2eM : kNegInfM;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
+      if (ljs[b] > 0.f) m_all = fmaxf(m_all, mjs[b]);  // sentinels (sum 0) never count
+    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+    float denom = 0.f;
+    if (m_all != kNegInfM) {  // else nothing is visible: exact zeros, never exp2(-inf - -inf)
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        if (!(ljs[b] > 0.f)) continue;
+        const float w = fast_exp2(mjs[b] - m_all) * ljs[b];
+        o.x += w * vs[b].x; o.y += w * vs[b].y; o.z += w * vs[b].z; o.w += w * vs[b].w;
+        denom += w;
+      }
+      if (p.sinks != nullptr) denom += fast_exp2(p.sinks[head] * kLog2eM - m_all);
+    }
+    const float inv = denom > 0.f ? 1.f / denom : 0.f;
+    T* out = static_cast<T*>(p.out) + static_cast<int64_t>(row) * D;
+    *reinterpret_cast<uint2*>(out + 4 * tid) =
+        make_uint2(pack2<T>(o.x * inv, o.y * inv), pack2<T>(o.z * inv, o.w * inv));
+    SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
+    return;
+  }
+
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
   // together before any is used (one L2 round trip per batch), then folded in partition order,
   // as a plain loop would. (single-128k's grid has 33 partitions, but its window starts on a tile
   // boundary, so 32 are live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured
   // no faster there and slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs
   // fit beside the decode grid.)
-  constexpr int kBatch = 8;
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (slice < SLICES) {
