@@ -27,8 +27,12 @@
 #   merge  (run 140) the merge's direct path for rows of <= 8 partitions (no slices, no barrier)
 #          against the sliced one (-DSWA_OPS_MERGE_DIRECT=0), alternating; decode / multi-token
 #          test files
+#   check  (run 141) build; the whole GPU suite; memcheck over the tests of every combine and merge
+#          path; racecheck and synccheck of our kernels alone (notes/racecheck_probe.py); the
+#          timeline build and its probe of four rows
+#   bench  (run 142; carry .whl and .peers) the decode bench beside FlashInfer (the README table)
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -174,5 +178,34 @@ case $mode in
       ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_merge.log"
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
+  check)
+    ( tl_build 128,256 ) &
+    tlpid=$!
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=10 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -50 "$OUT/build.log"; exit 1; }
+    echo "build: $(( $(date +%s) - t0 )) s"
+    timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/suite.log" | tail -2
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 5 \
+      python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider \
+      -k "(test_sinks or test_soft_cap or fp8_cache_blocks or (kv_pair and mistral) or soft_cap_and_sinks or variable_lengths or refill) and not graph" 2>&1 \
+      | tee "$OUT/memcheck.log" | tail -2
+    echo "memcheck: rc ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+    for tool in racecheck synccheck; do
+      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 5 python3 notes/racecheck_probe.py > "$OUT/$tool.log" 2>&1
+      echo "$tool: rc $?"; tail -2 "$OUT/$tool.log"
+    done
+    echo "sanitizers: $(( $(date +%s) - t0 )) s"
+    wait $tlpid
+    PYTHONPATH=/tmp/v_tl:$PYTHONPATH timeout 120 python3 notes/timeline.py --json "$OUT/timeline.json" \
+      --shapes seed,mistral-32k,single-128k,gemma2-softcap 2>&1 | grep -v Warn | tee "$OUT/timeline.log"
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  bench)
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -50 "$OUT/build.log"; exit 1; }
+    echo "build: $(( $(date +%s) - t0 )) s"
+    source .peers/activate.sh
+    timeout ${BENCH_S:-540} python3 -m swa_ops.bench --decode --json "$OUT/bench_decode.json" --plot "$OUT/bench_decode.png" 2>&1 \
+      | grep -v Warn | tee "$OUT/bench_decode.log" | tail -32 ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
