@@ -100,8 +100,12 @@ def analyse(calls, slots):
                 "after_sync_us_median": q([int(x[3]) - int(x[7]) for x in dec], 0.5) / 1e3,
                 # the combine's steps: partials stored, rows' weights, the element loop
                 "store_us_median": q([int(x[8]) - int(x[7]) for x in dec], 0.5) / 1e3,
-                "weigh_us_median": q([int(x[9]) - int(x[8]) for x in dec], 0.5) / 1e3,
-                "elems_us_median": q([int(x[3]) - int(x[9]) for x in dec], 0.5) / 1e3,
+                # (`weighed` only where the rows' weights have a step of their own: the old
+                # combine, -DSWA_OPS_COMBINE_OLD; else 0, and the element loop starts at `stored`)
+                "weigh_us_median": q([int(x[9]) - int(x[8]) if int(x[9]) else 0 for x in dec],
+                                     0.5) / 1e3,
+                "elems_us_median": q([int(x[3]) - int(x[9] if int(x[9]) else x[8]) for x in dec],
+                                     0.5) / 1e3,
                 "end_first": us(min(ends)), "end_p10": us(q(ends, 0.1)),
                 "end_p50": us(q(ends, 0.5)), "end_p90": us(q(ends, 0.9)), "end_last": us(max(ends)),
                 "call": us(end),
