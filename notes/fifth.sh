@@ -31,8 +31,11 @@
 #          path; racecheck and synccheck of our kernels alone (notes/racecheck_probe.py); the
 #          timeline build and its probe of four rows
 #   bench  (run 142; carry .whl and .peers) the decode bench beside FlashInfer (the README table)
+#   gap    (run 143) the bench's own timing of seed, single-128k and mistral-128k (no peers) beside
+#          notes/env_ab.py's (which times each graph once unrecorded first), twice; racecheck of
+#          our kernels alone with a longer limit
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -207,5 +210,15 @@ case $mode in
     source .peers/activate.sh
     timeout ${BENCH_S:-540} python3 -m swa_ops.bench --decode --json "$OUT/bench_decode.json" --plot "$OUT/bench_decode.png" 2>&1 \
       | grep -v Warn | tee "$OUT/bench_decode.log" | tail -32 ;;
+  gap)
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -50 "$OUT/build.log"; exit 1; }
+    echo "build: $(( $(date +%s) - t0 )) s"
+    for i in 1 2; do
+      timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup --shapes seed,single-128k,mistral-128k 2>&1 | grep -v Warn | tail -5
+      timeout 100 python3 notes/env_ab.py --rounds 1 --shapes seed,single-128k,mistral-128k --configs "def:" 2>&1 | grep -v Warn
+    done
+    timeout 330 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 5 python3 notes/racecheck_probe.py > "$OUT/racecheck.log" 2>&1
+    echo "racecheck: rc $?, $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/racecheck.log" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
