@@ -34,8 +34,10 @@
 #   gap    (run 143) the bench's own timing of seed, single-128k and mistral-128k (no peers) beside
 #          notes/env_ab.py's (which times each graph once unrecorded first), twice; racecheck of
 #          our kernels alone with a longer limit
+#   s2     (run 144) with swizzled rings: rings allocated at 2 stages (-DSWA_OPS_DECODE_STAGES=2,
+#          3 CTAs per SM at D = 128 / 256, the split sized from that) against main, alternating
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -220,5 +222,15 @@ case $mode in
     done
     timeout 330 compute-sanitizer --tool racecheck --error-exitcode 9 --print-limit 5 python3 notes/racecheck_probe.py > "$OUT/racecheck.log" 2>&1
     echo "racecheck: rc $?, $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/racecheck.log" ;;
+  s2)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="main: s2:-DSWA_OPS_DECODE_STAGES=2" VARIANT_HEADS=128,256 start_variant_builds 8
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-128k,single-128k,mistral-32k,gemma3,gemma2-softcap}
+    here=$(pwd)
+    for v in main s2 main s2; do
+      ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_s2.log"
+    done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
