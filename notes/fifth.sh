@@ -36,8 +36,10 @@
 #          our kernels alone with a longer limit
 #   s2     (run 144) with swizzled rings: rings allocated at 2 stages (-DSWA_OPS_DECODE_STAGES=2,
 #          3 CTAs per SM at D = 128 / 256, the split sized from that) against main, alternating
+#   fold   (run 145) the merge's one-step batch fold against one step per partition
+#          (-DSWA_OPS_MERGE_SEQ_FOLD), alternating three times; decode / multi-token test files
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2 | fold}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -230,6 +232,20 @@ case $mode in
     here=$(pwd)
     for v in main s2 main s2; do
       ( cd /tmp/v_$v && PYTHONPATH=/tmp/v_$v:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_s2.log"
+    done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  fold)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="seq:-DSWA_OPS_MERGE_SEQ_FOLD" VARIANT_HEADS=128 start_variant_builds 6
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=10 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    timeout 200 python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider 2>&1 | tail -1
+    S=single-128k,mistral-128k
+    here=$(pwd)
+    for v in batch seq batch seq batch seq; do
+      d=/tmp/v_$v; [ $v = batch ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 100 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v "Warn\|copy band" ) | tee -a "$OUT/ab_fold.log"
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

@@ -125,8 +125,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   }
 
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
-  // together before any is used (one L2 round trip per batch), then folded in partition order,
-  // as a plain loop would. (single-128k's grid has 33 partitions, but its window starts on a tile
+  // together before any is used (one L2 round trip per batch), then folded in one step. (single-128k's grid has 33 partitions, but its window starts on a tile
   // boundary, so 32 are live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured
   // no faster there and slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs
   // fit beside the decode grid.)
@@ -149,6 +148,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
           vs[b] = src[static_cast<int64_t>(j) * V4];
         }
       }
+#ifdef SWA_OPS_MERGE_SEQ_FOLD  // build-time, for A/B: one online step per partition
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
         const float mj = mjs[b], lj = ljs[b];
@@ -162,6 +162,28 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
         sum = sum * a + w;
         mx = mn;
       }
+#else
+      // One online step per batch: its max first, then the partitions' weights independently
+      // (no chain of rescales through the batch). Sentinels (sum 0: empty, or past n) count not.
+      float bm = kNegInfM;
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (ljs[b] > 0.f) bm = fmaxf(bm, mjs[b]);
+      if (bm != kNegInfM) {
+        const float mn = fmaxf(mx, bm);
+        const float a = fast_exp2(mx - mn);  // mx = -inf at first: 0, and acc is 0 anyway
+        acc.x *= a; acc.y *= a; acc.z *= a; acc.w *= a;
+        sum *= a;
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          if (!(ljs[b] > 0.f)) continue;
+          const float w = fast_exp2(mjs[b] - mn) * ljs[b];
+          acc.x += w * vs[b].x; acc.y += w * vs[b].y; acc.z += w * vs[b].z; acc.w += w * vs[b].w;
+          sum += w;
+        }
+        mx = mn;
+      }
+#endif
     }
     acc_s[slice][c] = acc;
     if (c == 0) {
