@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Device calls of the fifth decode session (notes/decode.md). Usage (device): bash notes/fifth.sh
-# MODE, MODE one of
+# MODE. `combine` and `fold` compared against code that lost and was removed after them
+# (-DSWA_OPS_COMBINE_OLD, -DSWA_OPS_MERGE_SEQ_FOLD): run them from commit f5d2290. MODE one of
 #   peak   (run 131) notes/read_peak.cu (the read rate of loads-only kernels, the decode rows'
 #          pattern among them) and the timeline build (combine steps) over five rows
 #   combine (run 132) read_peak.cu's spin sweep (stand-in tile math per tile); builds of the

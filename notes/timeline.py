@@ -25,7 +25,7 @@ import row_probe  # noqa: E402  (adds the probe's shapes to bench.SHAPES)
 from env_ab import bench_problems, env_applied, parse_configs  # noqa: E402
 
 bench = row_probe.bench
-WORDS = 10  # timeline.h's kTimelineWords, kTimelineMergeBase and kTimelineMergeCtas
+WORDS = 9  # timeline.h's kTimelineWords, kTimelineMergeBase and kTimelineMergeCtas
 MERGE_BASE = 1 << 16
 SLOT_WORDS = (MERGE_BASE + (1 << 13)) * WORDS
 
@@ -98,14 +98,9 @@ def analyse(calls, slots):
                 "warps_us_median": q([int(x[7]) - int(x[2]) for x in dec], 0.5) / 1e3,
                 "warps_us_p90": q([int(x[7]) - int(x[2]) for x in dec], 0.9) / 1e3,
                 "after_sync_us_median": q([int(x[3]) - int(x[7]) for x in dec], 0.5) / 1e3,
-                # the combine's steps: partials stored, rows' weights, the element loop
+                # the combine's steps: the warps' partials stored, then the element loop
                 "store_us_median": q([int(x[8]) - int(x[7]) for x in dec], 0.5) / 1e3,
-                # (`weighed` only where the rows' weights have a step of their own: the old
-                # combine, -DSWA_OPS_COMBINE_OLD; else 0, and the element loop starts at `stored`)
-                "weigh_us_median": q([int(x[9]) - int(x[8]) if int(x[9]) else 0 for x in dec],
-                                     0.5) / 1e3,
-                "elems_us_median": q([int(x[3]) - int(x[9] if int(x[9]) else x[8]) for x in dec],
-                                     0.5) / 1e3,
+                "elems_us_median": q([int(x[3]) - int(x[8]) for x in dec], 0.5) / 1e3,
                 "end_first": us(min(ends)), "end_p10": us(q(ends, 0.1)),
                 "end_p50": us(q(ends, 0.5)), "end_p90": us(q(ends, 0.9)), "end_last": us(max(ends)),
                 "call": us(end),
@@ -164,7 +159,7 @@ def main():
                       f"sms {mid['sms']} {mid['ctas_per_sm']} loop {mid['loop_us_median']:.1f} "
                       f"combine {mid['combine_us_median']:.2f} (warps {mid['warps_us_median']:.2f}"
                       f" p90 {mid['warps_us_p90']:.2f}, then {mid['after_sync_us_median']:.2f}: store "
-                      f"{mid['store_us_median']:.2f} weigh {mid['weigh_us_median']:.2f} elems "
+                      f"{mid['store_us_median']:.2f} elems "
                       f"{mid['elems_us_median']:.2f}) "
                       f"lost {mid['lost']:.1f}\n  "
                       f"calls {' '.join(f'{c:.1f}' for c in calls_us)}\n  {line}", flush=True)

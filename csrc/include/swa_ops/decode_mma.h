@@ -1029,71 +1029,17 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   __syncthreads();
   SWA_OPS_TL_MARK(tl_marks, stored);
 
-#ifdef SWA_OPS_COMBINE_OLD  // build-time, for A/B: one thread per row publishes the weights
-  if (static_cast<int>(threadIdx.x) < gc) {
-    const int r = threadIdx.x;
-    float mx = kNegInf;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) mx = fmaxf(mx, red_m[w * 16 + r]);
-    float f[NW], sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) {
-      const float mw = red_m[w * 16 + r];
-      f[w] = mw == kNegInf ? 0.f : fast_exp2(mw - mx);
-      sum += f[w] * red_l[w * 16 + r];
-    }
-    const int head = PACKED ? row_head[r] : head0 + r;
-    float g = v_sc;  // every weight's common factor
-    if (p.num_parts == 1) {
-      if (p.sinks != nullptr) {
-        const float sk = p.sinks[head] * kLog2e;
-        const float mx2 = fmaxf(mx, sk);
-        const float fs = fast_exp2(mx - mx2);
-        g *= fs;
-        sum = sum * fs + fast_exp2(sk - mx2);
-      }
-    } else {
-      const int tok = PACKED ? row_tok[r] : seq;
-      const int64_t idx = (static_cast<int64_t>(tok) * p.num_heads + head) * p.num_parts + part;
-      p.part_max[idx] = mx;
-      p.part_sum[idx] = sum;
-    }
-    const float inv = sum > 0.f ? 1.f / sum : 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; ++w) red_m[w * 16 + r] = f[w] * g * inv;
-  }
-  __syncthreads();
-  SWA_OPS_TL_MARK(tl_marks, weighed);
-  constexpr int D4 = D / 4;
-  for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
-    const int r = i / D4, d = (i % D4) * 4;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-    for (int w = 0; w < NW; ++w) {
-      const float f = red_m[w * 16 + r];
-      const float4 v = *reinterpret_cast<const float4*>(red_o + (w * 16 + r) * RS + d);
-      acc.x += f * v.x; acc.y += f * v.y; acc.z += f * v.z; acc.w += f * v.w;
-    }
-    const int head = PACKED ? row_head[r] : head0 + r;
-    const int tok = PACKED ? row_tok[r] : seq;
-    const int64_t row = static_cast<int64_t>(tok) * p.num_heads + head;
-    if (p.num_parts == 1) {
-      T* o_out = static_cast<T*>(p.out) + row * D + d;
-      *reinterpret_cast<uint2*>(o_out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
-    } else {
-      *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
-    }
-  }
-#else
   // Each output element: its row's warp weights exp2(m_w - mx) (0 for a warp with no tile, where
   // exp2(-inf - -inf) would be NaN), then NW FMAs, then one factor: v_scale, unsplit with sinks
   // the sink's rescale to max(mx, sink), and 1 / sum (0 for sum 0: no visible key). Every thread
   // computes the weights of its own rows (a few exponentials), so no barrier waits for one thread
   // per row to publish them; the thread of a row's first elements sends out, split, its (max,
-  // sum). Four elements a thread at a time. (Weights and division once per element instead cost
-  // every row 0.2-2 % of its time, run 123: the combine is on the critical path of each grid's
-  // last CTAs.) A live partition has sum >= 1; a packed row that sees none of its keys sends out
-  // the sentinel max -inf, sum 0, as an empty partition does.
+  // sum). Four elements a thread at a time. (The combine is on the critical path of each grid's
+  // last CTAs: weights and division per element cost every row 0.2-2 % of its time, run 123; one
+  // thread per row publishing the weights behind a third barrier, with red_o rows D floats apart,
+  // 0.1-0.4 us more on seed, gptoss and single-128k, run 132.) A live partition has sum >= 1; a
+  // packed row that sees none of its keys sends out the sentinel max -inf, sum 0, as an empty
+  // partition does.
   constexpr int D4 = D / 4;
   for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
     const int r = i / D4, d = (i % D4) * 4;
@@ -1136,7 +1082,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
     }
   }
-#endif
   SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);
 }
 #undef SWA_OPS_WHOLE_TILE

@@ -148,21 +148,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
           vs[b] = src[static_cast<int64_t>(j) * V4];
         }
       }
-#ifdef SWA_OPS_MERGE_SEQ_FOLD  // build-time, for A/B: one online step per partition
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const float mj = mjs[b], lj = ljs[b];
-        const float4 v = vs[b];
-        if (!(lj > 0.f)) continue;  // sentinel of an empty partition (or past n)
-        const float mn = fmaxf(mx, mj);
-        const float a = fast_exp2(mx - mn);  // mx = -inf at first: 0, and acc is 0 anyway
-        const float w = fast_exp2(mj - mn) * lj;
-        acc.x = acc.x * a + w * v.x; acc.y = acc.y * a + w * v.y;
-        acc.z = acc.z * a + w * v.z; acc.w = acc.w * a + w * v.w;
-        sum = sum * a + w;
-        mx = mn;
-      }
-#else
       // One online step per batch: its max first, then the partitions' weights independently
       // (no chain of rescales through the batch). Sentinels (sum 0: empty, or past n) count not.
       float bm = kNegInfM;
@@ -183,7 +168,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
         }
         mx = mn;
       }
-#endif
     }
     acc_s[slice][c] = acc;
     if (c == 0) {

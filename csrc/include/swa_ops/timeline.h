@@ -10,13 +10,13 @@
 
 namespace swa_ops {
 
-constexpr int kTimelineWords = 10;          // per CTA: the record below
+constexpr int kTimelineWords = 9;           // per CTA: the record below
 constexpr int kTimelineMergeBase = 1 << 16;  // merge CTAs' records start at this CTA index
 constexpr int kTimelineMergeCtas = 1 << 13;  // merge CTAs with a record
 
 struct TimelineMarks {
   uint64_t start, waited, looped, synced;  // globaltimer, ns (synced: every warp's loop done)
-  uint64_t stored, weighed;  // decode combine: warps' partials in shared memory; rows' weights
+  uint64_t stored;  // decode combine: the warps' partials in shared memory
 };
 
 SWA_D uint64_t timeline_ns() {
@@ -39,8 +39,8 @@ SWA_D uint32_t timeline_smid() {
 #endif
 }
 
-// Thread 0 writes [start, waited, looped, end, smid | kind << 32, grid x, grid y, synced, stored,
-// weighed] of CTA `cta`; kind 1: a decode CTA, 2: a merge CTA (0: no record).
+// Thread 0 writes [start, waited, looped, end, smid | kind << 32, grid x, grid y, synced, stored]
+// of CTA `cta`; kind 1: a decode CTA, 2: a merge CTA (0: no record).
 SWA_D void timeline_write(unsigned long long* tl, int64_t cta, const TimelineMarks& m, int kind) {
   const int64_t lo = kind == 2 ? kTimelineMergeBase : 0;
   const int64_t hi = kind == 2 ? kTimelineMergeBase + kTimelineMergeCtas : kTimelineMergeBase;
@@ -55,14 +55,13 @@ SWA_D void timeline_write(unsigned long long* tl, int64_t cta, const TimelineMar
   r[6] = blockIdx.y;
   r[7] = m.synced;
   r[8] = m.stored;
-  r[9] = m.weighed;
 }
 
 }  // namespace swa_ops
 
 // Hooks in the kernels: nothing at all without SWA_OPS_TIMELINE.
 #ifdef SWA_OPS_TIMELINE
-#define SWA_OPS_TL_DECL(marks) ::swa_ops::TimelineMarks marks{0, 0, 0, 0, 0, 0}
+#define SWA_OPS_TL_DECL(marks) ::swa_ops::TimelineMarks marks{0, 0, 0, 0, 0}
 #define SWA_OPS_TL_MARK(marks, field) (marks).field = ::swa_ops::timeline_ns()
 #define SWA_OPS_TL_WRITE(p, cta, marks, kind) ::swa_ops::timeline_write((p).timeline, cta, marks, kind)
 #else
