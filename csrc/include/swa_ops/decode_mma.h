@@ -71,6 +71,8 @@ struct DecodeMmaTraits {
   // Warps per CTA: four, except for D > 128 where two keep a CTA at ~110 KB of shared memory so
   // two CTAs share an SM and one's prologue/epilogue overlaps the other's streaming (with one
   // 211 KB CTA per SM, gemma3's time grew with every extra partition).
+  // (One warp per CTA, in 2 or 3 stages, with more partitions: gemma2-softcap 372-385 us against
+  // 368, gemma3 100-106 against 95.8, run 133.)
 #ifndef SWA_OPS_DECODE_WARPS_BIG  // build-time, for A/B: warps per CTA at D > 128
 #define SWA_OPS_DECODE_WARPS_BIG 2
 #endif
@@ -92,9 +94,11 @@ struct DecodeMmaTraits {
   static constexpr int kStages = (D == 80 || D == 96) ? 4 : 3;
 #endif
 #endif
-  static constexpr int kRow = D + 8;  // padded smem row: consecutive rows shift by 16 bytes, so
-                                      // the 8 row addresses of an ldmatrix hit 8 distinct bank
-                                      // groups for every D here (row bytes / 16 is odd or 4 mod 8)
+  // Padded smem row: consecutive rows shift by 16 bytes, so the 8 row addresses of an ldmatrix
+  // hit 8 distinct bank groups for every D here (row bytes / 16 is odd or 4 mod 8). It sizes the
+  // stages; 16-bit rings whose rows are whole 128-byte groups store them dense and swizzled
+  // inside the same stages instead (decode_mma_kernel's SWZ, ring_layout.h).
+  static constexpr int kRow = D + 8;
   static constexpr int kStageElems = 2 * kTileTokens * kRow;  // K tile then V tile
   // Q lives in registers up to D = 128 (loaded straight from global in fragment order); larger
   // heads re-read it from shared memory each tile to leave room for the D / 2 fp32 accumulators.
