@@ -125,10 +125,12 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   }
 
   // One pass, online over this slice's partitions, kBatch at a time: a batch's loads are issued
-  // together before any is used (one L2 round trip per batch), then folded in one step. (single-128k's grid has 33 partitions, but its window starts on a tile
-  // boundary, so 32 are live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured
-  // no faster there and slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs
-  // fit beside the decode grid.)
+  // together before any is used (one L2 round trip per batch), then folded in one step.
+  // (single-128k's grid has 33 partitions, but its window starts on a tile boundary, so 32 are
+  // live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured no faster there and
+  // slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs fit beside the
+  // decode grid.) The batch's loads repeat the direct path's above: sharing them in one lambda
+  // changes the merge kernels' PTX (a few address instructions), not yet measured or tested.
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (slice < SLICES) {
