@@ -99,11 +99,6 @@ SWA_D void swap_qk_at(float (&s)[4], At at, const uint32_t (&qb)[KCH][2]) {
 #pragma unroll
   for (int e = 0; e < 4; ++e) s[e] += s2[e];
 }
-// Rows at `row` + 32 kc (unswizzled rows; `row`: chunk l >> 4 of this lane's key).
-template <typename MT, int KCH, typename Addr>
-SWA_D void swap_qk(float (&s)[4], Addr row, const uint32_t (&qb)[KCH][2]) {
-  swap_qk_at<MT, KCH>(s, [row](int kc) { return row + kc * 32; }, qb);
-}
 
 // O^T += V^T P^T over a 16-bit V tile of 16 keys. at(c): this lane's ldmatrix address of M-tile
 // c, i.e. of 16-byte chunk 2 c + ((l >> 3) & 1) of key (l & 7) + 8 (l >> 4) (ldmatrix.trans of V
@@ -116,11 +111,6 @@ SWA_D void swap_pv_at(float (&o)[KCH][4], At at, uint32_t pb0, uint32_t pb1) {
     ldmatrix_x4_trans(at(c), a[0], a[1], a[2], a[3]);
     mma_16816<MT>(o[c], a, pb0, pb1);
   }
-}
-// Rows at `row` + 32 c (unswizzled rows; `row`: chunk (l >> 3) & 1 of this lane's key).
-template <typename MT, int KCH, typename Addr>
-SWA_D void swap_pv(float (&o)[KCH][4], Addr row, uint32_t pb0, uint32_t pb1) {
-  swap_pv_at<MT, KCH>(o, [row](int c) { return row + c * 32; }, pb0, pb1);
 }
 
 // P^T's B fragments from the S^T accumulators (after the exponentials): keys 0..7 and 8..15.
