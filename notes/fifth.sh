@@ -39,8 +39,10 @@
 #          3 CTAs per SM at D = 128 / 256, the split sized from that) against main, alternating
 #   fold   (run 145) the merge's one-step batch fold against one step per partition
 #          (-DSWA_OPS_MERGE_SEQ_FOLD), alternating three times; decode / multi-token test files
+#   mend   (run 152) the review's mends against main: the whole GPU suite, then the merge's and
+#          the fp8 TMA ring's rows, alternating processes twice
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2 | fold}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2 | fold | mend}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -247,6 +249,23 @@ case $mode in
     for v in batch seq batch seq batch seq; do
       d=/tmp/v_$v; [ $v = batch ] && d=$here
       ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 100 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v "Warn\|copy band" ) | tee -a "$OUT/ab_fold.log"
+    done
+    echo "total: $(( $(date +%s) - t0 )) s" ;;
+  mend)  # the review's mends (merge.h helpers, the fp8 TMA swizzle through ring_layout.h) against
+         # main (notes/main_src.tar, not committed): the whole suite, then alternating processes
+    rm -rf /tmp/v_main && mkdir -p /tmp/v_main && tar -xf notes/main_src.tar -C /tmp/v_main && \
+      ( cd /tmp/v_main && SWA_OPS_HEAD_SIZES=64,128 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=6 \
+        python3 setup.py build_ext --inplace > "$OUT/build_main.log" 2>&1; echo "main build rc $?" ) &
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=10 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/suite.log" | tail -2
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-128k,single-128k,mistral-spec4,mistral-32k-fp8,gptoss-sinks}
+    here=$(pwd)
+    for v in new main new main; do
+      d=/tmp/v_$v; [ $v = new ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 120 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v "Warn" ) | tee -a "$OUT/ab_mend.log"
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

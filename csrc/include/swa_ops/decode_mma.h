@@ -493,7 +493,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   for (int i = 0; i < LOADS8; ++i) {
     const int idx = lane + 32 * i, row = idx / CH8, c = idx % CH8;
     src8[i] = row * static_cast<int>(p.kv_stride_tok) + c * 16;
-    dst8[i] = TMA ? row * 128 + ((c ^ (row & 7)) << 4) : row * ROW * 2 + c * 16;
+    dst8[i] = TMA ? ring_chunk_offset(row, c, 128, true) : row * ROW * 2 + c * 16;
   }
 
   auto issue = [&](int tile, int stage, TileBlocks blk) {
@@ -756,9 +756,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     };
     // TMA: this lane's ldmatrix address of chunk c + f8_hi of its row in a swizzled tile.
     auto swizzled = [&](const unsigned char* t) {
-      const unsigned char* r0 = t + f8_row * 128;
-      const int x = f8_row & 7, hi = f8_hi;
-      return [=](int c) { return smem_addr(r0 + (((c + hi) ^ x) << 4)); };
+      const auto base = smem_addr(t);
+      return [=](int c) { return base + ring_chunk_offset(f8_row, c + f8_hi, 128, true); };
     };
 
     if constexpr (SWAP) {

@@ -23,9 +23,65 @@ namespace swa_ops {
 
 constexpr int kMergeThreads = 128;
 
+// Loads K partitions of a row's float4 column, first, first + stride, ...: each one's max (log2
+// units), sum and output; past n a sentinel (max -inf, sum 0) that store_merged_row and the
+// sliced fold skip. Every load is issued before any is used: one L2 round trip per batch.
+template <int K, int V4>
+SWA_D void load_partitions(const DecodeParams& p, int64_t base, const float4* src, int first,
+                           int stride, int n, float (&m)[K], float (&l)[K], float4 (&v)[K]) {
+#pragma unroll
+  for (int b = 0; b < K; ++b) {
+    const int j = first + b * stride;
+    m[b] = -__builtin_huge_valf();
+    l[b] = 0.f;
+    v[b] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (j < n) {
+      m[b] = p.part_max[base + j];
+      l[b] = p.part_sum[base + j];
+      v[b] = src[static_cast<int64_t>(j) * V4];
+    }
+  }
+}
+
+// Writes float4 column `col4` of out's row `row` from K pieces, piece k being entry(k, m, l, v):
+// its max m (log2 units), its sum l and its output v, normalized (NORMALIZED: a partition's own
+// result, weighed by 2^(m - M) l) or not (a slice's running sum, weighed by 2^(m - M)). M is the
+// max over the pieces and the sink; the denominator sums 2^(m - M) l and the sink's 2^(sink - M).
+// Pieces of sum 0 (an empty partition, a sentinel, a slice with no live partition) count not;
+// with nothing visible the row is exact zeros, never exp2(-inf - -inf).
+template <typename T, int D, int K, bool NORMALIZED, typename Entry>
+SWA_D void store_merged_row(const DecodeParams& p, int head, int64_t row, int col4, Entry entry) {
+  constexpr float kLog2eM = 1.4426950408889634f;
+  constexpr float kNegInfM = -__builtin_huge_valf();
+  float ms[K], ls[K];
+  float4 vs[K];
+#pragma unroll
+  for (int k = 0; k < K; ++k) entry(k, ms[k], ls[k], vs[k]);
+  float m_all = p.sinks != nullptr ? p.sinks[head] * kLog2eM : kNegInfM;
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (ls[k] > 0.f) m_all = fmaxf(m_all, ms[k]);
+  float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
+  float denom = 0.f;
+  if (m_all != kNegInfM) {
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (!(ls[k] > 0.f)) continue;
+      const float f = fast_exp2(ms[k] - m_all);
+      const float w = NORMALIZED ? f * ls[k] : f;
+      o.x += w * vs[k].x; o.y += w * vs[k].y; o.z += w * vs[k].z; o.w += w * vs[k].w;
+      denom += NORMALIZED ? w : f * ls[k];
+    }
+    if (p.sinks != nullptr) denom += fast_exp2(p.sinks[head] * kLog2eM - m_all);
+  }
+  const float inv = denom > 0.f ? 1.f / denom : 0.f;
+  T* out = static_cast<T*>(p.out) + row * D;
+  *reinterpret_cast<uint2*>(out + 4 * col4) =
+      make_uint2(pack2<T>(o.x * inv, o.y * inv), pack2<T>(o.z * inv, o.w * inv));
+}
+
 template <typename T, int D, bool PACKED = false>
 __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams p) {
-  constexpr float kLog2eM = 1.4426950408889634f;
   constexpr float kNegInfM = -__builtin_huge_valf();
   constexpr int V4 = D / 4;                   // float4 columns per row
   constexpr int SLICES = kMergeThreads / V4;  // threads per column, each over its own partitions
@@ -88,38 +144,13 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     const float4* src = reinterpret_cast<const float4*>(p.part_out + base * D) + tid;
     float mjs[kBatch], ljs[kBatch];
     float4 vs[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int j = j0 + b;
-      mjs[b] = kNegInfM;
-      ljs[b] = 0.f;  // past n: skipped as a sentinel
-      vs[b] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (j < n) {
-        mjs[b] = p.part_max[base + j];
-        ljs[b] = p.part_sum[base + j];
-        vs[b] = src[static_cast<int64_t>(j) * V4];
-      }
-    }
-    float m_all = p.sinks != nullptr ? p.sinks[head] * kLog2eM : kNegInfM;
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b)
-      if (ljs[b] > 0.f) m_all = fmaxf(m_all, mjs[b]);  // sentinels (sum 0) never count
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-    float denom = 0.f;
-    if (m_all != kNegInfM) {  // else nothing is visible: exact zeros, never exp2(-inf - -inf)
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        if (!(ljs[b] > 0.f)) continue;
-        const float w = fast_exp2(mjs[b] - m_all) * ljs[b];
-        o.x += w * vs[b].x; o.y += w * vs[b].y; o.z += w * vs[b].z; o.w += w * vs[b].w;
-        denom += w;
-      }
-      if (p.sinks != nullptr) denom += fast_exp2(p.sinks[head] * kLog2eM - m_all);
-    }
-    const float inv = denom > 0.f ? 1.f / denom : 0.f;
-    T* out = static_cast<T*>(p.out) + static_cast<int64_t>(row) * D;
-    *reinterpret_cast<uint2*>(out + 4 * tid) =
-        make_uint2(pack2<T>(o.x * inv, o.y * inv), pack2<T>(o.z * inv, o.w * inv));
+    load_partitions<kBatch, V4>(p, base, src, j0, 1, n, mjs, ljs, vs);
+    store_merged_row<T, D, kBatch, true>(p, head, row, tid, [&](int b, float& m, float& l,
+                                                                 float4& v) {
+      m = mjs[b];
+      l = ljs[b];
+      v = vs[b];
+    });
     SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
     return;
   }
@@ -129,8 +160,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   // (single-128k's grid has 33 partitions, but its window starts on a tile boundary, so 32 are
   // live: one batch over 4 slices. Batches of 9, meant for the 33rd, measured no faster there and
   // slower on seed, run 129: 80 registers instead of 72, so fewer merge CTAs fit beside the
-  // decode grid.) The batch's loads repeat the direct path's above: sharing them in one lambda
-  // changes the merge kernels' PTX (a few address instructions), not yet measured or tested.
+  // decode grid.)
   float mx = kNegInfM, sum = 0.f;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   if (slice < SLICES) {
@@ -138,18 +168,7 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     for (int jb = j0 + slice; jb < n; jb += kBatch * SLICES) {
       float mjs[kBatch], ljs[kBatch];
       float4 vs[kBatch];
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int j = jb + b * SLICES;
-        mjs[b] = kNegInfM;
-        ljs[b] = 0.f;  // past n: skipped as a sentinel
-        vs[b] = make_float4(0.f, 0.f, 0.f, 0.f);
-        if (j < n) {
-          mjs[b] = p.part_max[base + j];
-          ljs[b] = p.part_sum[base + j];
-          vs[b] = src[static_cast<int64_t>(j) * V4];
-        }
-      }
+      load_partitions<kBatch, V4>(p, base, src, jb, SLICES, n, mjs, ljs, vs);
       // One online step per batch: its max first, then the partitions' weights independently
       // (no chain of rescales through the batch). Sentinels (sum 0: empty, or past n) count not.
       float bm = kNegInfM;
@@ -179,27 +198,12 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
   }
   __syncthreads();
   if (tid < V4) {
-    float m_all = p.sinks != nullptr ? p.sinks[head] * kLog2eM : kNegInfM;
-#pragma unroll
-    for (int s = 0; s < SLICES; ++s) m_all = fmaxf(m_all, max_s[s]);
-    float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-    float denom = 0.f;
-    if (m_all != kNegInfM) {  // else nothing is visible: exact zeros, never exp2(-inf - -inf)
-#pragma unroll
-      for (int s = 0; s < SLICES; ++s) {
-        if (max_s[s] == kNegInfM) continue;  // a slice with no live partition
-        const float f = fast_exp2(max_s[s] - m_all);
-        const float4 v = acc_s[s][tid];
-        o.x += f * v.x; o.y += f * v.y; o.z += f * v.z; o.w += f * v.w;
-        denom += f * sum_s[s];
-      }
-      if (p.sinks != nullptr) denom += fast_exp2(p.sinks[head] * kLog2eM - m_all);
-    }
-    const float inv = denom > 0.f ? 1.f / denom : 0.f;
-    const uint32_t lo = pack2<T>(o.x * inv, o.y * inv);
-    const uint32_t hi = pack2<T>(o.z * inv, o.w * inv);
-    T* out = static_cast<T*>(p.out) + static_cast<int64_t>(row) * D;
-    *reinterpret_cast<uint2*>(out + 4 * tid) = make_uint2(lo, hi);
+    store_merged_row<T, D, SLICES, false>(p, head, row, tid, [&](int k, float& m, float& l,
+                                                                  float4& v) {
+      m = max_s[k];
+      l = sum_s[k];
+      v = acc_s[k][tid];
+    });
   }
   SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
 }
