@@ -41,9 +41,8 @@
 #          (-DSWA_OPS_MERGE_SEQ_FOLD), alternating three times; decode / multi-token test files
 #   mend   (run 152) the review's mends against main: the whole GPU suite, then the merge's and
 #          the fp8 TMA ring's rows, alternating processes twice
-#   warm   (run 156) the bench's graph warm-up, 0 against 200 ms, each after 60 s of idle GPU
 set -uo pipefail
-mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2 | fold | mend | warm}
+mode=${1:?mode: peak | combine | many | waves | ncu | layout | swz | tune | merge | check | bench | gap | s2 | fold | mend}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -267,17 +266,6 @@ case $mode in
     for v in new main new main; do
       d=/tmp/v_$v; [ $v = new ] && d=$here
       ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 120 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v "Warn" ) | tee -a "$OUT/ab_mend.log"
-    done
-    echo "total: $(( $(date +%s) - t0 )) s" ;;
-  warm)  # the graph timing's warm-up (--graph-warmup-ms 0 / 200), each after the GPU sat idle 60 s
-    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
-      || { tail -30 "$OUT/build.log"; exit 1; }
-    echo "build: $(( $(date +%s) - t0 )) s"
-    for w in 0 200 200 0; do
-      sleep ${IDLE_S:-60}
-      echo "== graph warm-up $w ms, after ${IDLE_S:-60} s idle"
-      timeout 100 python3 -m swa_ops.bench --decode --peers none --no-warmup --graph-warmup-ms $w \
-        --shapes ${ROWS:-seed,single-128k,mistral-128k} 2>&1 | grep -v Warn | grep -A5 " shape " | tee -a "$OUT/warm.log"
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   *) echo "unknown mode $mode"; exit 2 ;;

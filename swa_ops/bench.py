@@ -680,21 +680,8 @@ def kernel_time_us(fn: Callable[[int], object], calls: int) -> float:
     return sum(kernel_times(fn, calls).values())
 
 
-# Replays of each graph before it is timed, for at least this long (--graph-warmup-ms): a GPU that
-# sat idle (the FlashInfer JIT warm-up keeps it idle for minutes before the first row) starts
-# below its sustained clocks, and a row timed in its first ~100 ms measures that state instead.
-# Every contender's graph gets the same.
-GRAPH_WARMUP_MS = 200.0
-
-
-def set_graph_warmup_ms(ms: float) -> None:
-    global GRAPH_WARMUP_MS
-    GRAPH_WARMUP_MS = ms
-
-
 def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -> float:
-    """Per-call time of a CUDA graph holding a chain of calls that rotates over the layers, after
-    GRAPH_WARMUP_MS of unrecorded replays."""
+    """Per-call time of a CUDA graph holding a chain of calls that rotates over the layers."""
     chain = max(layers, 8)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -709,11 +696,6 @@ def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -
             fn(i)
     graph.replay()
     torch.cuda.synchronize()
-    warm_until = time.perf_counter() + GRAPH_WARMUP_MS / 1e3
-    while time.perf_counter() < warm_until:
-        for _ in range(replays):
-            graph.replay()
-        torch.cuda.synchronize()
     times = []
     for _ in range(5):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -1448,13 +1430,6 @@ def write_json(path: str, result: Dict) -> None:
     os.replace(tmp, path)
 
 
-def non_negative_ms(text: str) -> float:
-    value = float(text)
-    if not value >= 0.0:  # also NaN
-        raise argparse.ArgumentTypeError(f"must be >= 0 ms, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache-write", action="store_true",
@@ -1478,9 +1453,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-timeout", type=float, default=360.0,
                     help="seconds before unfinished warm-up processes are killed")
     ap.add_argument("--warm-one", default="", help=argparse.SUPPRESS)  # a warm-up child
-    ap.add_argument("--graph-warmup-ms", type=non_negative_ms, default=GRAPH_WARMUP_MS,
-                    help="unrecorded replays of each CUDA graph before it is timed, at least "
-                         "this long (default %(default)s ms; 0: one replay)")
     ap.add_argument("--calls", type=int, default=30, help="profiled calls per measurement")
     ap.add_argument("--reps", type=int, default=10, help="CPU mode: timed repetitions")
     ap.add_argument("--breakdown", action="store_true",
@@ -1493,7 +1465,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
-    set_graph_warmup_ms(args.graph_warmup_ms)
     if args.warm_one:
         warm_one(args.warm_one, args.prefill_batch)
         return

@@ -50,15 +50,6 @@ def test_prefill_flops_of_the_design_table():
     assert abs(bench.prefill_flops(s) / 6586e-6 / 1e12 - 501) < 1
 
 
-def test_graph_warmup_option():
-    ap = bench.build_parser()
-    assert ap.parse_args([]).graph_warmup_ms == 200.0
-    assert ap.parse_args(["--graph-warmup-ms", "0"]).graph_warmup_ms == 0.0
-    for bad in ("-1", "nan", "x"):
-        with pytest.raises(SystemExit):
-            ap.parse_args(["--graph-warmup-ms", bad])
-
-
 def test_shape_selection_and_peers():
     ap = bench.build_parser()
     dec, pre = bench.select_shapes(ap.parse_args([]))
