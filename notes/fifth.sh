@@ -252,7 +252,9 @@ case $mode in
     done
     echo "total: $(( $(date +%s) - t0 )) s" ;;
   mend)  # the review's mends (merge.h helpers, the fp8 TMA swizzle through ring_layout.h) against
-         # main (notes/main_src.tar, not committed): the whole suite, then alternating processes
+         # the code before them: notes/main_src.tar, made beforehand with `git archive aa6cfbc
+         # setup.py swa_ops csrc > notes/main_src.tar` and not committed (untracked files travel
+         # to the device); the whole suite, then alternating processes
     rm -rf /tmp/v_main && mkdir -p /tmp/v_main && tar -xf notes/main_src.tar -C /tmp/v_main && \
       ( cd /tmp/v_main && SWA_OPS_HEAD_SIZES=64,128 TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=6 \
         python3 setup.py build_ext --inplace > "$OUT/build_main.log" 2>&1; echo "main build rc $?" ) &
