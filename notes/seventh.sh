@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Device calls of the seventh decode session (notes/decode.md). Usage (device): bash notes/seventh.sh
+# MODE (carry .whl and .peers). MODE one of
+#   timing (run 159) notes/timing_probe.py: the bench's graph timing as it is, with the stream held
+#          while the host enqueues the replays, and with 64 calls per graph; swa_ops and FlashInfer
+set -uo pipefail
+mode=${1:?mode: timing}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+t0=$(date +%s)
+build() {
+  TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+    || { tail -50 "$OUT/build.log"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+}
+case $mode in
+  timing)
+    build
+    source .peers/activate.sh
+    timeout 400 python3 notes/timing_probe.py --peers --shapes seed,single-128k,mistral-128k,gptoss 2>&1 \
+      | grep -v Warn | tee "$OUT/timing.log" ;;
+esac
+echo "total: $(( $(date +%s) - t0 )) s"
