@@ -3,8 +3,10 @@
 # MODE (carry .whl and .peers). MODE one of
 #   timing (run 159) notes/timing_probe.py: the bench's graph timing as it is, with the stream held
 #          while the host enqueues the replays, and with 64 calls per graph; swa_ops and FlashInfer
+#   bench  (run 160) with the bench's graph timing held (bench.hold_stream): the bench tests on the
+#          GPU, then the decode bench beside FlashInfer (the README table)
 set -uo pipefail
-mode=${1:?mode: timing}
+mode=${1:?mode: timing | bench}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -21,5 +23,11 @@ case $mode in
     source .peers/activate.sh
     timeout 400 python3 notes/timing_probe.py --peers --shapes seed,single-128k,mistral-128k,gptoss 2>&1 \
       | grep -v Warn | tee "$OUT/timing.log" ;;
+  bench)
+    build
+    timeout 60 python3 -m pytest -q tests/test_bench.py 2>&1 | tail -3
+    source .peers/activate.sh
+    timeout ${BENCH_S:-520} python3 -m swa_ops.bench --decode --json "$OUT/bench_decode.json" --plot "$OUT/bench_decode.png" 2>&1 \
+      | grep -v Warn | tee "$OUT/bench_decode.log" | tail -32 ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
