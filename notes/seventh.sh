@@ -5,8 +5,11 @@
 #          while the host enqueues the replays, and with 64 calls per graph; swa_ops and FlashInfer
 #   bench  (run 160) with the bench's graph timing held (bench.hold_stream): the bench tests on the
 #          GPU, then the decode bench beside FlashInfer (the README table)
+#   gapx   (run 161) where the full bench's seed gap comes from: three rows with FlashInfer on a
+#          fresh machine (its JIT warm-up first), the same again (JIT cached), without peers, and
+#          without peers after 240 s of idle GPU
 set -uo pipefail
-mode=${1:?mode: timing | bench}
+mode=${1:?mode: timing | bench | gapx}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -29,5 +32,18 @@ case $mode in
     source .peers/activate.sh
     timeout ${BENCH_S:-520} python3 -m swa_ops.bench --decode --json "$OUT/bench_decode.json" --plot "$OUT/bench_decode.png" 2>&1 \
       | grep -v Warn | tee "$OUT/bench_decode.log" | tail -32 ;;
+  gapx)
+    build
+    source .peers/activate.sh
+    rows="--decode --shapes seed,single-128k,mistral-128k"
+    for k in fresh cached; do
+      echo "== $k ($(( $(date +%s) - t0 )) s)"
+      timeout 200 python3 -m swa_ops.bench $rows --peers flashinfer 2>&1 | grep -v Warn | grep -E "warm-up done|copy|^ +(seed|single|mistral)"
+    done
+    echo "== no peers ($(( $(date +%s) - t0 )) s)"
+    timeout 100 python3 -m swa_ops.bench $rows --peers none --no-warmup 2>&1 | grep -E "copy|^ +(seed|single|mistral)"
+    sleep 240
+    echo "== no peers after 240 s idle ($(( $(date +%s) - t0 )) s)"
+    timeout 100 python3 -m swa_ops.bench $rows --peers none --no-warmup 2>&1 | grep -E "copy|^ +(seed|single|mistral)" ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
