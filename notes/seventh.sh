@@ -8,8 +8,11 @@
 #   gapx   (run 161) where the full bench's seed gap comes from: three rows with FlashInfer on a
 #          fresh machine (its JIT warm-up first), the same again (JIT cached), without peers, and
 #          without peers after 240 s of idle GPU
+#   gapw   (run 162) the full JIT warm-up alone (--warmup-only), then three rows in a new process
+#          with FlashInfer (cached), then without peers; nvidia-smi dmon (clocks, power,
+#          temperatures) throughout
 set -uo pipefail
-mode=${1:?mode: timing | bench | gapx}
+mode=${1:?mode: timing | bench | gapx | gapw}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -45,5 +48,16 @@ case $mode in
     sleep 240
     echo "== no peers after 240 s idle ($(( $(date +%s) - t0 )) s)"
     timeout 100 python3 -m swa_ops.bench $rows --peers none --no-warmup 2>&1 | grep -E "copy|^ +(seed|single|mistral)" ;;
+  gapw)
+    nvidia-smi dmon -s pucm -d 1 -o T > "$OUT/dmon.log" 2>&1 &
+    build
+    source .peers/activate.sh
+    rows="--decode --shapes seed,single-128k,mistral-128k"
+    timeout 420 python3 -m swa_ops.bench --decode --warmup-only 2>&1 | grep -E "warm-up|FAILED"
+    for k in "flashinfer --no-warmup" "none --no-warmup" "none --no-warmup"; do
+      echo "== peers $k ($(( $(date +%s) - t0 )) s, $(date +%T))"
+      timeout 100 python3 -m swa_ops.bench $rows --peers $k 2>&1 | grep -E "copy|^ +(seed|single|mistral)"
+    done
+    kill %1 ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
