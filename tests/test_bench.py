@@ -397,6 +397,51 @@ def test_json_keeps_finished_rows_when_a_run_is_cut_short(fake_gpu, monkeypatch,
     assert "partial" not in saved and len(saved["prefill_rows"]) == 2
 
 
+def test_warm_up_then_rows_in_a_fresh_process(fake_gpu, monkeypatch, tmp_path):
+    """With a warm-up, the process that runs it never makes a CUDA context, and the rows are
+    timed by the same command in a new process (--no-warmup plus the warm-up's record), whose
+    exit status is the bench's; that process puts the record in its JSON. --warmup-only stops
+    after the warm-up and writes only it."""
+    def no_cuda(*a, **k):
+        raise AssertionError("the warm-up process touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", no_cuda, raising=False)
+    monkeypatch.setattr(bench, "run_gpu", no_cuda)
+    record = {"seconds": 1.0, "tasks": {"decode-x": {"rc": 0}}, "max_jobs": "2"}
+    seen = []
+    monkeypatch.setattr(bench, "warm_up", lambda tasks, batch, timeout: (seen.append(tasks), record)[1])
+
+    def child(cmd):
+        seen.append(cmd)
+        with open(cmd[cmd.index("--warmup-record") + 1]) as f:
+            seen.append(json.load(f))
+        return 3
+
+    monkeypatch.setattr(bench.subprocess, "call", child)
+    argv = ["--decode", "--shapes", "seed", "--json", str(tmp_path / "r.json"), "--device", "cuda"]
+    with pytest.raises(SystemExit) as e:
+        bench.main(argv)
+    assert e.value.code == 3
+    cmd = seen[1]
+    assert cmd[:3] == [sys.executable, "-m", "swa_ops.bench"] and cmd[3:3 + len(argv)] == argv
+    assert "--no-warmup" in cmd and seen[2] == record
+    assert not (tmp_path / "r.json").exists()  # the timing process writes it
+
+    seen.clear()
+    bench.main(argv + ["--warmup-only"])
+    assert len(seen) == 1 and json.loads((tmp_path / "r.json").read_text()) == {"warmup": record}
+
+    # The timing process: the record lands in its result.
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake", raising=False)
+    monkeypatch.setattr(bench, "select_shapes", lambda args: ([], []))
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(record))
+    args = bench.build_parser().parse_args(["--peers", "none", "--no-warmup",
+                                            "--warmup-record", str(path)])
+    assert bench.run_gpu(args)["warmup"] == record
+
+
 def test_event_times_alternate(monkeypatch):
     """Several contenders' batches, each sized to the target from its own first call: one
     unmeasured (warm) batch each, then `reps` measured batches alternating (A B, B A, ...);
