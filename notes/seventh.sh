@@ -11,8 +11,13 @@
 #   gapw   (run 162) the full JIT warm-up alone (--warmup-only), then three rows in a new process
 #          with FlashInfer (cached), then without peers; nvidia-smi dmon (clocks, power,
 #          temperatures) throughout
+#   inproc (run 163; on run 162's warm machine, its build and JIT cache) in one process each: the
+#          bench's whole decode warm-up (cached: 9.5 s) then seed and single-128k with FlashInfer;
+#          a context made, 150 s of sleep, the same rows
+#   idle   (run 164; the same machine) notes/idle_probe.py ctx / ctx-load / late, 120 s each
+#   bench  (run 165, after the fresh-process change) as for run 160
 set -uo pipefail
-mode=${1:?mode: timing | bench | gapx | gapw}
+mode=${1:?mode: timing | bench | gapx | gapw | inproc | idle}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -59,5 +64,26 @@ case $mode in
       timeout 100 python3 -m swa_ops.bench $rows --peers $k 2>&1 | grep -E "copy|^ +(seed|single|mistral)"
     done
     kill %1 ;;
+  inproc)
+    source .peers/activate.sh >/dev/null 2>&1
+    cat > /tmp/inproc.py <<'PY'
+import argparse, sys, time, torch
+from swa_ops import bench
+ap = argparse.Namespace(calls=30, breakdown=False)
+peers = ["flashinfer", "sdpa", "flex"]
+print("device", torch.cuda.get_device_name(), flush=True)
+if sys.argv[1] == "warm":
+    bench.warm_up(bench.warmup_tasks(bench.SHAPES, [], peers), 0, 400)
+else:
+    torch.zeros(1, device="cuda"); time.sleep(float(sys.argv[1]))
+rows = [s for s in bench.SHAPES if s.name in ("seed", "single-128k")]
+bench.run_decode(ap, rows, ["flashinfer"])
+PY
+    timeout 300 python3 /tmp/inproc.py warm 2>&1 | grep -E "warm-up done|^ +(seed|single)|device"
+    timeout 200 python3 /tmp/inproc.py 150 2>&1 | grep -E "^ +(seed|single)|device" ;;
+  idle)
+    for m in ctx ctx-load late; do
+      timeout 180 python3 notes/idle_probe.py $m 120 2>&1 | grep -E "==|^ +(seed|single)"
+    done ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
