@@ -26,19 +26,7 @@ def graph_times(fn, layers, chain, replays, hold_cycles, samples=5):
     """Per-call µs (median of `samples`) of `replays` replays of a graph of `chain` calls; the
     stream held by a spin of `hold_cycles` (0: not held) while they are enqueued. Also the host's
     µs to enqueue them (median)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for i in range(3):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(chain):
-            fn(i)
-    graph.replay()
-    torch.cuda.synchronize()
+    graph = bench.capture_chain(fn, chain)
     times, host = [], []
     for _ in range(samples):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

@@ -697,15 +697,9 @@ def hold_stream(us: float = HOLD_US) -> None:
     torch.cuda._sleep(int(us * clock_khz / 1000))
 
 
-def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -> float:
-    """Per-call time of a CUDA graph holding a chain of calls that rotates over the layers.
-
-    Before each timed batch a spin holds the stream while the host records the start event and
-    enqueues the replays: otherwise the device reaches the start event at once and then idles
-    until the host has submitted the first replay, and that host latency (0.2 µs per call on
-    seed, H100, run 159: 94.3 against 94.1) is counted as device time. Back-to-back replays
-    after the first are enqueued far faster than they run, so nothing else of the host's is."""
-    chain = max(layers, 8)
+def capture_chain(fn: Callable[[int], object], chain: int) -> "torch.cuda.CUDAGraph":
+    """A CUDA graph of fn(0), ..., fn(chain - 1), after three calls on a side stream (lazy
+    initialization stays out of the capture), replayed once."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -719,6 +713,19 @@ def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -
             fn(i)
     graph.replay()
     torch.cuda.synchronize()
+    return graph
+
+
+def graph_time_us(fn: Callable[[int], object], layers: int, replays: int = 20) -> float:
+    """Per-call time of a CUDA graph holding a chain of calls that rotates over the layers.
+
+    Before each timed batch a spin holds the stream while the host records the start event and
+    enqueues the replays: otherwise the device reaches the start event at once and then idles
+    until the host has submitted the first replay, and that host latency (0.2 µs per call on
+    seed, H100, run 159: 94.3 against 94.1) is counted as device time. Back-to-back replays
+    after the first are enqueued far faster than they run, so nothing else of the host's is."""
+    chain = max(layers, 8)
+    graph = capture_chain(fn, chain)
     times = []
     for _ in range(5):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
