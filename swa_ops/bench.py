@@ -14,8 +14,8 @@ several copies ("layers") so the working set exceeds L2. Device time per call: C
 a chain of calls, kernel gaps included (swa_ops and every peer whose call captures; a peer that
 does not is timed by the profiler's kernel sum, which leaves its launch gaps out and is marked in
 the JSON). A spin kernel holds the stream while the host enqueues the timed replays, so the
-host's submission latency is not counted as device time. swa(kern) is swa_ops' profiler kernel sum: with programmatic dependent launch it counts
-the merge's wait for the decode too.
+host's submission latency is not counted as device time. swa(kern) is swa_ops' profiler kernel
+sum: with programmatic dependent launch it counts the merge's wait for the decode too.
 
 Prefill: whole-prompt and chunked-prefill steps (query_start_loc, causal + window), against
 FlashInfer's BatchPrefillWithPagedKVCacheWrapper (full page table, window_left = W - 1; its
@@ -1528,7 +1528,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.warmup_only and args.no_warmup:
+        parser.error("--warmup-only and --no-warmup contradict each other")
     if args.warm_one:
         warm_one(args.warm_one, args.prefill_batch)
         return

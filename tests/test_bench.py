@@ -409,7 +409,8 @@ def test_warm_up_then_rows_in_a_fresh_process(fake_gpu, monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "run_gpu", no_cuda)
     record = {"seconds": 1.0, "tasks": {"decode-x": {"rc": 0}}, "max_jobs": "2"}
     seen = []
-    monkeypatch.setattr(bench, "warm_up", lambda tasks, batch, timeout: (seen.append(tasks), record)[1])
+    monkeypatch.setattr(bench, "warm_up",
+                        lambda tasks, batch, timeout: (seen.append(tasks), record)[1])
 
     def child(cmd):
         seen.append(cmd)
@@ -427,6 +428,8 @@ def test_warm_up_then_rows_in_a_fresh_process(fake_gpu, monkeypatch, tmp_path):
     assert "--no-warmup" in cmd and seen[2] == record
     assert not (tmp_path / "r.json").exists()  # the timing process writes it
 
+    with pytest.raises(SystemExit):  # the parser's error
+        bench.main(argv + ["--warmup-only", "--no-warmup"])
     seen.clear()
     bench.main(argv + ["--warmup-only"])
     assert len(seen) == 1 and json.loads((tmp_path / "r.json").read_text()) == {"warmup": record}
