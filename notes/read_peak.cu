@@ -227,6 +227,7 @@ int main(int argc, char** argv) {
   const bool spin_mode = argc > 1 && std::string(argv[1]) == "spin";
   const bool over_mode = argc > 1 && std::string(argv[1]) == "overhead";
   const bool one_mode = argc > 1 && std::string(argv[1]) == "one";  // for ncu: two rows only
+  const bool seed_mode = argc > 1 && std::string(argv[1]) == "seed";  // seed's geometry only
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   const int sms = prop.multiProcessorCount;
@@ -265,7 +266,7 @@ int main(int argc, char** argv) {
 
   // Flat reads of 512 MiB (mistral-32k's K/V bytes), then of 1 GiB.
   for (size_t bytes : {gib / 2, gib}) {
-    if (spin_mode || over_mode || one_mode) break;
+    if (spin_mode || over_mode || one_mode || seed_mode) break;
     for (int u : {4, 8, 16}) {
       for (int bpsm : {2, 4, 8}) {
         FlatCase f{reinterpret_cast<const uint4*>(a), bytes / 16, sink, sms * bpsm, 256, u};
@@ -304,6 +305,31 @@ int main(int argc, char** argv) {
           if (R == 256) run_ring<256, 4, 2>("mistral-32k as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
           else run_ring<512, 2, 2>("gemma2 as decode (2/SM)", m, seqs, 110 * 1024, copy_bw);
         }
+    CK(cudaFree(bt));
+    return 0;
+  }
+  if (seed_mode) {
+    // read_peak seed: the bound a loads-only stream sets for seed (16 sequences x 4 kv heads x
+    // its 8192-token window, D = 128: 256-byte rows at a 1 KB token stride, 2 x 134 MB), in the
+    // decode kernel's geometry (4 partitions, 256 CTAs of 4 warps, 2 per SM, one wave, swizzled
+    // rows), then with stand-in start and end costs, and as 128 CTAs of 8 warps (2 partitions).
+    // The decode takes 94.3-94.7 us on it (runs 161-167): what the loads alone take says how
+    // much of seed's time over its floor any kernel design could still win.
+    const int seqs = 16, H = 4, T = 8192, bps = T / 16;
+    int* bt = make_bt(seqs, bps, seqs * bps);
+    for (int rep = 0; rep < 2; ++rep) {
+      RingArgs m{a, b, bt, H, 256, T, 4, bps, sink, 0, 0, 0, 2, 1};
+      run_ring<256, 4, 2>("seed as decode (2/SM)", m, seqs, 104 * 1024, copy_bw);
+      for (int epi : {1000, 2000}) {
+        RingArgs e = m;
+        e.pro = 1500;
+        e.epi = epi;
+        run_ring<256, 4, 2>("seed, start/end costs (2/SM)", e, seqs, 104 * 1024, copy_bw);
+      }
+      RingArgs w = m;
+      w.parts = 2;
+      run_ring<256, 8, 2>("seed 8 warps (1/SM)", w, seqs, 208 * 1024, copy_bw);
+    }
     CK(cudaFree(bt));
     return 0;
   }

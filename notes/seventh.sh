@@ -16,8 +16,9 @@
 #          a context made, 150 s of sleep, the same rows
 #   idle   (run 164; the same machine) notes/idle_probe.py ctx / ctx-load / late, 120 s each
 #   bench  (run 165, after the fresh-process change) as for run 160
+#   seedpeak (not run yet) notes/read_peak.cu seed: the loads-only bound for seed's geometry
 set -uo pipefail
-mode=${1:?mode: timing | bench | gapx | gapw | inproc | idle}
+mode=${1:?mode: timing | bench | gapx | gapw | inproc | idle | seedpeak}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -85,5 +86,8 @@ PY
     for m in ctx ctx-load late; do
       timeout 180 python3 notes/idle_probe.py $m 120 2>&1 | grep -E "==|^ +(seed|single)"
     done ;;
+  seedpeak)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/read_peak notes/read_peak.cu && /tmp/read_peak seed \
+      | tee "$OUT/seedpeak.log" ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
