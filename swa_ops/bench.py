@@ -693,8 +693,15 @@ def hold_stream(us: float = HOLD_US) -> None:
     """Keeps the current stream busy for about `us` (a one-thread spin on the SM clock; at a
     throttled clock it only lasts longer), so that what the host enqueues next is queued before
     the device reaches it."""
+    spin = getattr(torch.cuda, "_sleep", None)  # private in torch, so it may go
+    if spin is None:
+        if not getattr(hold_stream, "warned", False):
+            hold_stream.warned = True
+            print("warning: torch.cuda._sleep is gone: graph timings include the host's "
+                  "submission latency", flush=True)
+        return
     clock_khz = getattr(torch.cuda.get_device_properties(0), "clock_rate", 0) or 1_980_000
-    torch.cuda._sleep(int(us * clock_khz / 1000))
+    spin(int(us * clock_khz / 1000))
 
 
 def capture_chain(fn: Callable[[int], object], chain: int) -> "torch.cuda.CUDAGraph":

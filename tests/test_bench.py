@@ -494,6 +494,15 @@ def test_event_times_alternate(monkeypatch):
     assert one == pytest.approx([50e3] * 5)  # the default: five measured batches
 
 
+def test_hold_stream_without_torch_sleep_warns_once(monkeypatch, capsys):
+    """A torch without the private spin leaves the stream unheld and says so, once."""
+    monkeypatch.delattr(torch.cuda, "_sleep", raising=False)
+    monkeypatch.setattr(bench.hold_stream, "warned", False, raising=False)
+    bench.hold_stream()
+    bench.hold_stream()
+    assert capsys.readouterr().out.count("host's submission latency") == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_graph_time_leaves_out_the_hosts_submission(monkeypatch):
     """graph_time_us times device work only: a host that takes 1 ms to submit each timed batch's
