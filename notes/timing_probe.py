@@ -5,10 +5,10 @@ is idle when `a` is recorded, so the device clock starts at `a` and then waits f
 submit the first replay: that submission latency lands inside the timed span, spread over 160
 calls. This probe times each row three ways, alternating, in one process:
   now    bench.graph_time_us as it is;
-  held   the same, but a spin kernel (torch.cuda._sleep) holds the stream while the host enqueues
+  held   the same, but a spin kernel (bench.hold_stream) holds the stream while the host enqueues
          `a` and the replays, so the timed span starts with work already queued;
   chain  held, with 64 calls per graph instead of 8 (what one graph boundary per 8 calls costs).
-It also prints the host's time to enqueue the 20 replays, and the spin's length.
+It also prints the host's time to enqueue the 20 replays.
 Usage: python3 notes/timing_probe.py [--shapes seed,single-128k] [--rounds 3] [--peers]
 """
 import argparse
@@ -22,16 +22,16 @@ import env_ab  # noqa: F401  (bench on the path, the probe's shapes)
 bench = env_ab.bench
 
 
-def graph_times(fn, layers, chain, replays, hold_cycles, samples=5):
+def graph_times(fn, chain, replays, hold_us, samples=5):
     """Per-call µs (median of `samples`) of `replays` replays of a graph of `chain` calls; the
-    stream held by a spin of `hold_cycles` (0: not held) while they are enqueued. Also the host's
-    µs to enqueue them (median)."""
+    stream held by bench.hold_stream for `hold_us` (0: not held) while they are enqueued. Also
+    the host's µs to enqueue them (median)."""
     graph = bench.capture_chain(fn, chain)
     times, host = [], []
     for _ in range(samples):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        if hold_cycles:
-            torch.cuda._sleep(hold_cycles)
+        if hold_us:
+            bench.hold_stream(hold_us)
         t0 = time.perf_counter()
         a.record()
         for _ in range(replays):
@@ -51,11 +51,7 @@ def main():
     ap.add_argument("--hold-us", type=float, default=3000.0)
     ap.add_argument("--peers", action="store_true", help="FlashInfer (trimmed table) too")
     args = ap.parse_args()
-    clock_khz = torch.cuda.get_device_properties(0).clock_rate if hasattr(
-        torch.cuda.get_device_properties(0), "clock_rate") else 1980000
-    hold = int(args.hold_us * clock_khz / 1000)
-    print(f"spin: {hold} cycles (~{args.hold_us:.0f} µs at {clock_khz / 1e6:.2f} GHz)")
-    ways = [("now", 8, 0), ("held", 8, hold), ("chain64", 64, hold)]
+    ways = [("now", 8, 0), ("held", 8, args.hold_us), ("chain64", 64, args.hold_us)]
     for s, layers, pb, floor, _ in env_ab.bench_problems(args.shapes.split(",")):
         fns = [("swa", pb.swa)]
         if args.peers:
@@ -65,11 +61,11 @@ def main():
         for who, fn in fns:
             res = {w: [] for w, _, _ in ways}
             hosts = {w: [] for w, _, _ in ways}
-            graph_times(fn, layers, 8, 20, 0)  # start-up, unrecorded
+            graph_times(fn, max(8, layers), 20, 0)  # start-up, unrecorded
             for r in range(args.rounds):
                 order = ways if r % 2 == 0 else ways[::-1]
                 for w, chain, h in order:
-                    us, host = graph_times(fn, layers, max(chain, layers), 20, h)
+                    us, host = graph_times(fn, max(chain, layers), 20, h)
                     res[w].append(us)
                     hosts[w].append(host)
             line = "  ".join(f"{w} " + "/".join(f"{x:.2f}" for x in v) for w, v in res.items())
