@@ -329,6 +329,25 @@ int main(int argc, char** argv) {
       RingArgs w = m;
       w.parts = 2;
       run_ring<256, 8, 2>("seed 8 warps (1/SM)", w, seqs, 208 * 1024, copy_bw);
+      // Wider rows at the same bytes in flight per CTA (64 KB): two adjacent kv heads' rows as
+      // one 512-byte row (kv-head pairing, 8 partitions: 256 CTAs), and the whole 1 KB token
+      // (16 partitions). Does seed's 256-byte-of-1-KB pattern cost DRAM efficiency?
+      RingArgs pr = m;
+      pr.heads = 2;
+      pr.row = 512;
+      pr.parts = 8;
+      run_ring<512, 2, 2>("seed paired rows (2/SM)", pr, seqs, 104 * 1024, copy_bw);
+      RingArgs wt = m;
+      wt.heads = 1;
+      wt.row = 1024;
+      wt.parts = 16;
+      run_ring<1024, 1, 2>("seed whole-token rows (2/SM)", wt, seqs, 104 * 1024, copy_bw);
+      // Stand-in tile math (cycles per 16-token tile per warp) in seed's own geometry.
+      for (int spin : {400, 800, 1600}) {
+        RingArgs sp = m;
+        sp.spin = spin;
+        run_ring<256, 4, 2>("seed, tile math (2/SM)", sp, seqs, 104 * 1024, copy_bw);
+      }
     }
     CK(cudaFree(bt));
     return 0;

@@ -52,6 +52,12 @@ bench.SHAPES += [
     bench.Shape("single-w1k", 1, 32, 8, 128, 131072, 1024),
     bench.Shape("mistral-w512-b8", 8, 32, 8, 128, 32768, 512),
     bench.Shape("w128-b64", 64, 32, 8, 128, 8192, 128),
+    # Seed's time over its floor, taken apart (eighth session): the same bytes and 64 (sequence,
+    # kv head) pairs split in 4, with group 4 instead of 8 (the swapped kernel, half the math per
+    # byte), at a 2 KB token stride (8 kv heads, 8 sequences), and both.
+    bench.Shape("seed-g4", 16, 16, 4, 128, 9216, 8192),
+    bench.Shape("seed-kv8", 8, 64, 8, 128, 9216, 8192),
+    bench.Shape("seed-g4-kv8", 8, 32, 8, 128, 9216, 8192),
 ]
 
 if __name__ == "__main__":
