@@ -4,8 +4,14 @@
 #   probe  (run 168) notes/read_peak.cu seed: the loads-only bound for seed's geometry, with wider
 #          rows (paired, whole token) and stand-in tile math; then seed beside rows of its bytes
 #          and split with group 4 and / or a 2 KB token stride (notes/row_probe.py), twice
+#   tl     (run 169) the timeline build (head size 128): where seed (group 8) spends the 1.1 us
+#          that seed-g4 (the same bytes and split, group 4) does not
+#   l2     (run 170) split partials kept in L2 (evict_last) and discarded by the merge (main,
+#          SWA_OPS_PART_L2) against plain stores (base), and 16-bit K/V streamed evict_first
+#          (SWA_OPS_KV_EVICT_FIRST) without and with it (ef, keepef): alternating processes,
+#          twice; then the decode and multi-token test files on main
 set -uo pipefail
-mode=${1:?mode: probe}
+mode=${1:?mode: probe | tl | l2}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -28,5 +34,27 @@ case $mode in
       echo "== rows, round $r ($(( $(date +%s) - t0 )) s)"
       rows seed,seed-g4,seed-kv8,seed-g4-kv8,mistral-128k,mistral-32k | tee -a "$OUT/rows.log"
     done ;;
+  tl)
+    rm -rf /tmp/v_tl && mkdir -p /tmp/v_tl && cp -r setup.py swa_ops csrc /tmp/v_tl/ && (cd /tmp/v_tl && \
+      SWA_OPS_HEAD_SIZES=128 NVCC_APPEND_FLAGS=-DSWA_OPS_TIMELINE TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 \
+      python3 setup.py build_ext --inplace > "$OUT/build_tl.log" 2>&1) || { tail -30 "$OUT/build_tl.log"; exit 1; }
+    echo "timeline build: $(( $(date +%s) - t0 )) s"
+    PYTHONPATH=/tmp/v_tl:$PYTHONPATH timeout 200 python3 notes/timeline.py --json "$OUT/timeline.json" \
+      --shapes ${SHAPES:-seed,seed-g4,seed-kv8,mistral-128k,mistral-32k} 2>&1 | grep -v Warn | tee "$OUT/timeline.log" ;;
+  l2)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="base:-DSWA_OPS_PART_L2=0 ef:-DSWA_OPS_PART_L2=0,-DSWA_OPS_KV_EVICT_FIRST=1 keepef:-DSWA_OPS_KV_EVICT_FIRST=1" \
+      VARIANT_HEADS=64,128 start_variant_builds 3
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=7 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,seed-g4,mistral-128k,single-128k,mistral-32k,gptoss}
+    here=$(pwd)
+    for v in main base ef keepef main base ef keepef; do
+      d=/tmp/v_$v; [ $v = main ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_l2.log"
+    done
+    echo "ab: $(( $(date +%s) - t0 )) s"
+    timeout ${TEST_S:-240} python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/tests.log" | tail -3 ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"

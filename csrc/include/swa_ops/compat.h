@@ -118,6 +118,16 @@ SWA_D void warp_sync() {
 #endif
 }
 
+// warp_sync over the lanes of `mask` only (the others may have exited).
+SWA_D void warp_sync_lanes(unsigned mask) {
+#ifdef USE_ROCM
+  (void)mask;
+  warp_sync();
+#else
+  __syncwarp(mask);
+#endif
+}
+
 #ifdef USE_ROCM
 // Lane index within a 32-lane warp and a shuffle among its lanes (width 32: on a 64-wide
 // wavefront the two halves are separate warps). For mma_portable.h.
@@ -381,12 +391,22 @@ SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
 // in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)
 // asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
 // long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
-template <int L2_SPAN = 0>
-SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
+// HINTED: with the L2 cache policy `pol` (l2_evict_first_policy: K/V read once per call).
+template <int L2_SPAN = 0, bool HINTED = false>
+SWA_D void cp_async16(void* smem, const void* gmem, bool valid, uint64_t pol = 0) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const int src_bytes = valid ? 16 : 0;
-  if constexpr (L2_SPAN == 256)
+  if constexpr (HINTED && L2_SPAN == 256)
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n"
+                 ::"r"(s), "l"(gmem), "r"(src_bytes), "l"(pol));
+  else if constexpr (HINTED && L2_SPAN == 128)
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::128B [%0], [%1], 16, %2, %3;\n"
+                 ::"r"(s), "l"(gmem), "r"(src_bytes), "l"(pol));
+  else if constexpr (HINTED)
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n"
+                 ::"r"(s), "l"(gmem), "r"(src_bytes), "l"(pol));
+  else if constexpr (L2_SPAN == 256)
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
                  "r"(src_bytes));
   else if constexpr (L2_SPAN == 128)
@@ -396,6 +416,7 @@ SWA_D void cp_async16(void* smem, const void* gmem, bool valid) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
                  "r"(src_bytes));
 #else
+  (void)pol;
   Vec16 v = {{0u, 0u, 0u, 0u}};
   if (valid) v = load16(gmem);
   store16(smem, v);
@@ -419,6 +440,62 @@ SWA_D int ld_speculative(const int* gmem) {
 SWA_D void prefetch_l2(const void* gmem) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__)
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(gmem));
+#else
+  (void)gmem;
+#endif
+}
+
+// L2 residency of the split's partial results (sm_80+; plain stores and no-ops elsewhere). The
+// decode grid's partials are read once, by the merge, moments to tens of microseconds later,
+// while the K/V stream sweeps far more than L2 holds: stored evict_last they are still in L2 when
+// the merge reads them, and the merge then discards their lines, so they are never written back
+// to DRAM either (a discarded line's contents become indeterminate, with no write-back).
+SWA_D uint64_t l2_evict_first_policy() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+#else
+  return 0;
+#endif
+}
+
+SWA_D uint64_t l2_evict_last_policy() {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+#else
+  return 0;
+#endif
+}
+
+SWA_D void store_l2_keep(float* gmem, float v, uint64_t pol) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("st.global.L2::cache_hint.f32 [%0], %1, %2;\n" ::"l"(gmem), "f"(v), "l"(pol)
+               : "memory");
+#else
+  (void)pol;
+  *gmem = v;
+#endif
+}
+
+SWA_D void store_l2_keep(float4* gmem, const float4& v, uint64_t pol) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("st.global.L2::cache_hint.v4.f32 [%0], {%1, %2, %3, %4}, %5;\n" ::"l"(gmem),
+               "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "l"(pol)
+               : "memory");
+#else
+  (void)pol;
+  *gmem = v;
+#endif
+}
+
+// Drops the 128-byte L2 line at `gmem` (128-byte aligned) without writing it back: only for
+// data no one reads again before it is rewritten.
+SWA_D void discard_l2_line(const void* gmem) {
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("discard.global.L2 [%0], 128;\n" ::"l"(gmem) : "memory");
 #else
   (void)gmem;
 #endif

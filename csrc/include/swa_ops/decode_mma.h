@@ -496,6 +496,11 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     dst8[i] = TMA ? ring_chunk_offset(row, c, 128, true) : row * ROW * 2 + c * 16;
   }
 
+#ifndef SWA_OPS_KV_EVICT_FIRST  // build-time, for A/B: 1 streams 16-bit K/V tiles evict_first
+#define SWA_OPS_KV_EVICT_FIRST 0
+#endif
+  constexpr bool kKvHint = SWA_OPS_KV_EVICT_FIRST;
+  const uint64_t kv_policy = kKvHint ? l2_evict_first_policy() : 0;
   auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
     // Stage `stage`: slot of this warp's ring, or (ALLIN) the buffer of its stage-th tile,
@@ -563,8 +568,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       const T* vb = v_base + base;
 #pragma unroll
       for (int i = 0; i < LOADS; ++i) {
-        cp_async16<kL2Wide>(ks + ld_dst[i], kb + row_off[i], true);
-        cp_async16<kL2Wide>(vs + ld_dst[i], vb + row_off[i], true);
+        cp_async16<kL2Wide, kKvHint>(ks + ld_dst[i], kb + row_off[i], true, kv_policy);
+        cp_async16<kL2Wide, kKvHint>(vs + ld_dst[i], vb + row_off[i], true, kv_policy);
       }
       return;
     }
@@ -578,8 +583,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
                                         : __ldg(bt + (t >> p.log2_block_size));
         off = paged_token_offset(p, b, t & bs_mask) + ld_col[i];
       }
-      cp_async16<kL2Wide>(ks + ld_dst[i], k_base + off, valid);
-      cp_async16<kL2Wide>(vs + ld_dst[i], v_base + off, valid);
+      cp_async16<kL2Wide, kKvHint>(ks + ld_dst[i], k_base + off, valid, kv_policy);
+      cp_async16<kL2Wide, kKvHint>(vs + ld_dst[i], v_base + off, valid, kv_policy);
     }
   };
 
@@ -1044,6 +1049,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // packed row that sees none of its keys sends out the sentinel max -inf, sum 0, as an empty
   // partition does.
   constexpr int D4 = D / 4;
+  constexpr bool kKeepParts = part_rows_kept_in_l2(D, PACKED);
+  const uint64_t keep_policy = kKeepParts && p.num_parts > 1 ? l2_evict_last_policy() : 0;
   for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
     const int r = i / D4, d = (i % D4) * 4;
     float mx = kNegInf;
@@ -1082,7 +1089,9 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
       T* o_out = static_cast<T*>(p.out) + row * D + d;
       *reinterpret_cast<uint2*>(o_out) = make_uint2(pack2<T>(acc.x, acc.y), pack2<T>(acc.z, acc.w));
     } else {
-      *reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d) = acc;
+      float4* dst = reinterpret_cast<float4*>(p.part_out + (row * p.num_parts + part) * D + d);
+      if constexpr (kKeepParts) store_l2_keep(dst, acc, keep_policy);
+      else *dst = acc;
     }
   }
   SWA_OPS_TL_WRITE(p, static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x, tl_marks, 1);

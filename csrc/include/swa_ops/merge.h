@@ -151,6 +151,14 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
       l = ljs[b];
       v = vs[b];
     });
+    if constexpr (part_rows_kept_in_l2(D, PACKED)) {
+      // Every lane of this warp holds its columns' values now: the first lane of each 128-byte
+      // line drops it from L2 (never written back; the next call rewrites it).
+      const int warp_base = tid & ~31;
+      warp_sync_lanes(V4 - warp_base >= 32 ? 0xffffffffu : (1u << (V4 - warp_base)) - 1u);
+      if (tid % 8 == 0)
+        for (int j = j0; j < n; ++j) discard_l2_line(src + static_cast<int64_t>(j) * V4);
+    }
     SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
     return;
   }
@@ -197,6 +205,12 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     }
   }
   __syncthreads();
+  if constexpr (part_rows_kept_in_l2(D, PACKED)) {
+    // Every partition row has been read (the barrier): drop their lines from L2, as above.
+    constexpr int kLines = D / 32;  // 128-byte lines per partition row
+    for (int i = tid; i < (n - j0) * kLines; i += kMergeThreads)
+      discard_l2_line(p.part_out + (base + j0 + i / kLines) * D + (i % kLines) * 32);
+  }
   if (tid < V4) {
     store_merged_row<T, D, SLICES, false>(p, head, row, tid, [&](int k, float& m, float& l,
                                                                   float4& v) {

@@ -20,6 +20,17 @@ constexpr int tail_record_floats(int head_size) { return head_size / 2 + 4; }
 // Consumer threads of the warp-specialized prefill kernel, one record column each.
 constexpr int kTailRecordThreads = 256;
 
+// Split partials kept in L2 for the merge and dropped there (compat.h's store_l2_keep and
+// discard_l2_line): for rows of whole 128-byte lines (D % 32 == 0) in single-token mode, where
+// the merge reads every partition the decode grid wrote (a packed row's merge reads only the
+// partitions of its own window, so lines it skips would stay in L2 at evict_last priority).
+#ifndef SWA_OPS_PART_L2  // build-time, for A/B: 0 stores the partials plainly
+#define SWA_OPS_PART_L2 1
+#endif
+constexpr bool part_rows_kept_in_l2(int head_size, bool packed) {
+  return SWA_OPS_PART_L2 && !packed && head_size % 32 == 0;
+}
+
 // One decode launch of paged_attention (one query token per sequence, or the packed multi-token
 // mode at the end). Strides are in elements.
 struct DecodeParams {
