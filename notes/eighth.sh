@@ -10,8 +10,11 @@
 #          SWA_OPS_PART_L2) against plain stores (base), and 16-bit K/V streamed evict_first
 #          (SWA_OPS_KV_EVICT_FIRST) without and with it (ef, keepef): alternating processes,
 #          twice; then the decode and multi-token test files on main
+#   check  (run 171) evict_first on by default (fp8 cp.async and TMA rings too): main against
+#          base (both off) and keep (partials kept, no evict_first), alternating, on every decode
+#          bench row, twice; the whole GPU suite; memcheck over the split tests
 set -uo pipefail
-mode=${1:?mode: probe | tl | l2}
+mode=${1:?mode: probe | tl | l2 | check}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -56,5 +59,27 @@ case $mode in
     done
     echo "ab: $(( $(date +%s) - t0 )) s"
     timeout ${TEST_S:-240} python3 -m pytest tests/test_cuda_paged_attention.py tests/test_cuda_multitoken.py -q -p no:cacheprovider -x 2>&1 | tee "$OUT/tests.log" | tail -3 ;;
+  check)
+    source notes/variant_builds.sh
+    FP8_VARIANTS="base:-DSWA_OPS_PART_L2=0,-DSWA_OPS_KV_EVICT_FIRST=0 keep:-DSWA_OPS_KV_EVICT_FIRST=0" \
+      VARIANT_HEADS=64,96,128,256 start_variant_builds 4
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    grep -h "spill" "$OUT"/build.log | sort | uniq -c | sort -rn | head -4
+    S=${ROWS:-seed,mistral-32k,mistral-128k,mistral-8k,gemma3,gptoss,nowindow,single-128k,phi3,gemma2-softcap,gptoss-sinks,mistral-spec4,mistral-32k-fp8}
+    here=$(pwd)
+    for v in main base keep main base keep; do
+      d=/tmp/v_$v; [ $v = main ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_check.log"
+    done
+    echo "ab: $(( $(date +%s) - t0 )) s"
+    timeout ${SUITE_S:-240} python3 -m pytest tests -q -p no:cacheprovider -x 2>&1 | tee "$OUT/suite.log" | tail -2
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 5 \
+      python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider \
+      -k "(split_partials and not sliced) or sinks_with_split or variable_lengths or refill or fp8_cache_blocks" 2>&1 \
+      | tee "$OUT/memcheck.log" | tail -2
+    echo "memcheck: rc ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s" ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"

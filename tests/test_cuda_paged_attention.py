@@ -285,6 +285,40 @@ def test_cuda_graph_replay_growing_context():
             assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR
 
 
+@pytest.mark.parametrize("shape", [
+    ([9216] * 16, 32, 4, 128, 8192),      # seed's shape: 4 partitions, the merge's direct path
+    ([131072], 32, 8, 128, 4096),         # 33 partitions (32 live): the merge's sliced path
+    ([30000, 4100, 12, 0], 16, 2, 80, 8192),  # D = 80: partial rows are not whole L2 lines
+], ids=("direct", "sliced", "d80"))
+def test_split_partials_fresh_every_replay(shape):
+    """The split's partials are stored at L2 evict_last priority and the merge discards their
+    lines after reading them (SWA_OPS_PART_L2): each replay of one graph, alternating two cases'
+    inputs in the same buffers, must merge its own partials, never a previous replay's or the
+    indeterminate contents of a dropped line."""
+    seq_lens, H, KVH, D, W = shape
+    dt = torch.bfloat16
+    cases = [make_case(seq_lens, H, KVH, D, 16, W, dt, seed=s) for s in (21, 22)]
+    bufs = [t.clone() for t in cases[0]]
+    q, kc, vc, bt, lens = bufs
+    scale = D ** -0.5
+    split = merge_ran(lambda: torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, scale, W))
+    assert split in (None, True)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = torch.ops.swa_ops.paged_attention(q, kc, vc, bt, lens, scale, W)
+    for i in range(5):
+        case = cases[i % 2]
+        for buf, src in zip(bufs, case):
+            buf.copy_(src)
+        graph.replay()
+        ref = batched_decode_ref(*case, scale, W)
+        pt = batched_decode_ref(*case, scale, W, compute_dtype=dt)
+        assert not out.isnan().any(), f"replay {i}: NaN in the output"
+        err = (out.float() - ref).abs().max().item()
+        assert err <= 2 * (pt.float() - ref).abs().max().item() + ATOL_FLOOR, f"replay {i}: {err}"
+
+
 # Short partitions (the decode kernel's ALLIN variant, SWA_OPS_SMALL): gpt-oss-like and
 # single-128k-like shapes, window starts on and off a tile boundary (8 and 9 tiles), small blocks;
 # both paths against the reference.

@@ -391,7 +391,7 @@ SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
 // in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)
 // asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
 // long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
-// HINTED: with the L2 cache policy `pol` (l2_evict_first_policy: K/V read once per call).
+// HINTED: with the L2 cache policy `pol` (decode_mma.h: K/V read once per call, evict_first).
 template <int L2_SPAN = 0, bool HINTED = false>
 SWA_D void cp_async16(void* smem, const void* gmem, bool valid, uint64_t pol = 0) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -454,6 +454,16 @@ SWA_D uint64_t l2_evict_first_policy() {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint64_t pol;
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  return pol;
+#else
+  return 0;
+#endif
+}
+
+SWA_D uint64_t l2_evict_unchanged_policy() {  // as if no policy were given
+#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint64_t pol;
+  asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;\n" : "=l"(pol));
   return pol;
 #else
   return 0;

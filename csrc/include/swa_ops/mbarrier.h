@@ -105,4 +105,19 @@ SWA_D void tma_load_4d(void* dst, const TmaDesc* map, int c0, int c1, int c2, in
 #endif
 }
 
+// The same with the L2 cache policy `pol` (compat.h: the decode's K/V stream, evict_first).
+SWA_D void tma_load_4d_hinted(void* dst, const TmaDesc* map, int c0, int c1, int c2, int c3,
+                              uint64_t* bar, uint64_t pol) {
+#ifdef SWA_OPS_HAS_WGMMA
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5}], [%6], %7;\n" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar)),
+      "l"(pol)
+      : "memory");
+#else
+  ignore_args(dst, map, c0, c1, c2, c3, bar, pol);
+#endif
+}
+
 }  // namespace swa_ops

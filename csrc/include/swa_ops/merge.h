@@ -205,12 +205,6 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
     }
   }
   __syncthreads();
-  if constexpr (part_rows_kept_in_l2(D, PACKED)) {
-    // Every partition row has been read (the barrier): drop their lines from L2, as above.
-    constexpr int kLines = D / 32;  // 128-byte lines per partition row
-    for (int i = tid; i < (n - j0) * kLines; i += kMergeThreads)
-      discard_l2_line(p.part_out + (base + j0 + i / kLines) * D + (i % kLines) * 32);
-  }
   if (tid < V4) {
     store_merged_row<T, D, SLICES, false>(p, head, row, tid, [&](int k, float& m, float& l,
                                                                   float4& v) {
@@ -218,6 +212,13 @@ __global__ void __launch_bounds__(kMergeThreads) merge_kernel(const DecodeParams
       l = sum_s[k];
       v = acc_s[k][tid];
     });
+  }
+  if constexpr (part_rows_kept_in_l2(D, PACKED)) {
+    // Every partition row has been read (the barrier above): drop their lines from L2, as the
+    // direct path does, after the row's output went out.
+    constexpr int kLines = D / 32;  // 128-byte lines per partition row
+    for (int i = tid; i < (n - j0) * kLines; i += kMergeThreads)
+      discard_l2_line(p.part_out + (base + j0 + i / kLines) * D + (i % kLines) * 32);
   }
   SWA_OPS_TL_WRITE(p, kTimelineMergeBase + static_cast<int64_t>(blockIdx.x), tl_marks, 2);
 }
