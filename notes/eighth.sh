@@ -78,7 +78,7 @@ case $mode in
     echo "suite: $(( $(date +%s) - t0 )) s"
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 5 \
       python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider \
-      -k "(split_partials and not sliced) or sinks_with_split or variable_lengths or refill or fp8_cache_blocks" 2>&1 \
+      -k "sinks_with_split or variable_lengths or refill or fp8_cache_blocks or single_long" 2>&1 \
       | tee "$OUT/memcheck.log" | tail -2
     echo "memcheck: rc ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s" ;;
 esac
