@@ -13,8 +13,11 @@
 #   check  (run 171) evict_first on by default (fp8 cp.async and TMA rings too): main against
 #          base (both off) and keep (partials kept, no evict_first), alternating, on every decode
 #          bench row, twice; the whole GPU suite; memcheck over the split tests
+#   fix    (run 172) notes/hint_probe.cu (which hinted cp.async forms run); main with the 128-byte
+#          span unhinted: the fp8 tests, then the whole GPU suite; SWA_OPS_WAVES 1.5 / 2 on the
+#          split rows now that partials cost no DRAM traffic
 set -uo pipefail
-mode=${1:?mode: probe | tl | l2 | check}
+mode=${1:?mode: probe | tl | l2 | check | fix}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -81,5 +84,13 @@ case $mode in
       -k "sinks_with_split or variable_lengths or refill or fp8_cache_blocks or single_long" 2>&1 \
       | tee "$OUT/memcheck.log" | tail -2
     echo "memcheck: rc ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s" ;;
+  fix)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/hint_probe notes/hint_probe.cu && /tmp/hint_probe | tee "$OUT/hint_probe.log"
+    build
+    timeout 120 python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider -k fp8 2>&1 | tail -2
+    timeout ${SUITE_S:-300} python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/suite.log" | tail -2
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    timeout 200 python3 notes/env_ab.py --rounds 2 --shapes seed,mistral-128k,single-128k,mistral-32k \
+      --configs "def:;w15:SWA_OPS_WAVES=1.5;w2:SWA_OPS_WAVES=2" 2>&1 | grep -v Warn | tee "$OUT/ab_waves.log" ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
