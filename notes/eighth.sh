@@ -16,8 +16,10 @@
 #   fix    (run 172) notes/hint_probe.cu (which hinted cp.async forms run); main with the 128-byte
 #          span unhinted: the fp8 tests, then the whole GPU suite; SWA_OPS_WAVES 1.5 / 2 on the
 #          split rows now that partials cost no DRAM traffic
+#   slack  (run 173) hint_probe one form per process; the swapped tile's lazy rescale
+#          (SWA_OPS_RESCALE_SLACK=8) against main, alternating processes three times
 set -uo pipefail
-mode=${1:?mode: probe | tl | l2 | check | fix}
+mode=${1:?mode: probe | tl | l2 | check | fix | slack}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -92,5 +94,19 @@ case $mode in
     echo "suite: $(( $(date +%s) - t0 )) s"
     timeout 200 python3 notes/env_ab.py --rounds 2 --shapes seed,mistral-128k,single-128k,mistral-32k \
       --configs "def:;w15:SWA_OPS_WAVES=1.5;w2:SWA_OPS_WAVES=2" 2>&1 | grep -v Warn | tee "$OUT/ab_waves.log" ;;
+  slack)
+    nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/hint_probe notes/hint_probe.cu && \
+      for f in 3 1 0 2 4; do for z in 0 1; do timeout 20 /tmp/hint_probe $f $z; done; done | tee "$OUT/hint_probe.log"
+    source notes/variant_builds.sh
+    FP8_VARIANTS="slack8:-DSWA_OPS_RESCALE_SLACK=8" VARIANT_HEADS=64,96,128,256 start_variant_builds 8
+    TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=8 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
+      || { tail -30 "$OUT/build.log"; exit 1; }
+    wait; echo "builds: $(( $(date +%s) - t0 )) s"
+    S=${ROWS:-seed,mistral-32k,mistral-128k,gemma3,phi3,gemma2-softcap,mistral-32k-fp8}
+    here=$(pwd)
+    for v in main slack8 main slack8 main slack8; do
+      d=/tmp/v_$v; [ $v = main ] && d=$here
+      ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_slack.log"
+    done ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"

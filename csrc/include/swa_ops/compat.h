@@ -391,9 +391,10 @@ SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
 // in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)
 // asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
 // long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
-// HINTED: with the L2 cache policy `pol` (decode_mma.h: K/V read once per call, evict_first),
-// except with the 128-byte span: the fp8 D = 128 edge tiles' .L2::cache_hint.L2::128B copies
-// raised an illegal instruction on the H100 (run 171; notes/hint_probe.cu), so those go unhinted.
+// HINTED: with the L2 cache policy `pol` (decode_mma.h: K/V read once per call, evict_first), for
+// the 256-byte span only. The other hinted forms raised illegal instructions on the H100: the
+// fp8 D = 128 edge tiles' .L2::cache_hint.L2::128B copies (run 171), and the span-less hinted
+// copy in notes/hint_probe.cu (run 172); so copies of 128-byte spans or none go unhinted.
 template <int L2_SPAN = 0, bool HINTED = false>
 SWA_D void cp_async16(void* smem, const void* gmem, bool valid, uint64_t pol = 0) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -401,9 +402,6 @@ SWA_D void cp_async16(void* smem, const void* gmem, bool valid, uint64_t pol = 0
   const int src_bytes = valid ? 16 : 0;
   if constexpr (HINTED && L2_SPAN == 256)
     asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n"
-                 ::"r"(s), "l"(gmem), "r"(src_bytes), "l"(pol));
-  else if constexpr (HINTED && L2_SPAN != 128)
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n"
                  ::"r"(s), "l"(gmem), "r"(src_bytes), "l"(pol));
   else if constexpr (L2_SPAN == 256)
     asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),

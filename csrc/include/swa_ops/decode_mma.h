@@ -301,6 +301,9 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // and the paired rows) are stored dense and swizzled (ring_layout.h says why); other rows
   // (D = 80, 96 unpaired) and fp8 rows keep the padding. Stages, and so shared memory, keep
   // ROW's size either way.
+#ifndef SWA_OPS_RESCALE_SLACK  // build-time, for A/B: > 0 rescales the swapped tile lazily
+#define SWA_OPS_RESCALE_SLACK 0
+#endif
 #ifndef SWA_OPS_RING_SWIZZLE  // build-time, for A/B: 0 keeps every ring row padded
 #define SWA_OPS_RING_SWIZZLE 1
 #endif
@@ -808,6 +811,32 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         mx0 = fmaxf(mx0, shfl_xor(mx0, x));
         mx1 = fmaxf(mx1, shfl_xor(mx1, x));
       }
+#if SWA_OPS_RESCALE_SLACK > 0
+      // Lazy rescale: the reference max moves only when some head's tile max passes it by more
+      // than the slack (the first tile always: m = -inf), so a warp rescales its accumulators a
+      // few times per partition instead of on most early tiles (eight heads' maxima still rising).
+      // Between moves a weight exp2(s - m) is at most 2^slack, exact in fp32 and in P's 16-bit
+      // operands alike; l and O stay relative to the same m, which the combine and merge use.
+      if (warp_any(mx0 > m0 + float(SWA_OPS_RESCALE_SLACK) ||
+                   mx1 > m1 + float(SWA_OPS_RESCALE_SLACK))) {
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
+        m0 = mn0;
+        m1 = mn1;
+        l0 *= al0;
+        l1 *= al1;
+#pragma unroll
+        for (int c = 0; c < NO; ++c) {
+          o[c][0] *= al0; o[c][1] *= al1; o[c][2] *= al0; o[c][3] *= al1;
+        }
+      }
+      s[0][0] = fast_exp2(s[0][0] - m0);
+      s[0][1] = fast_exp2(s[0][1] - m1);
+      s[0][2] = fast_exp2(s[0][2] - m0);
+      s[0][3] = fast_exp2(s[0][3] - m1);
+      l0 += s[0][0] + s[0][2];  // this lane's keys; summed over lanes at the end
+      l1 += s[0][1] + s[0][3];
+#else
       const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
       const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
       m0 = mn0;
@@ -824,6 +853,7 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
           o[c][0] *= al0; o[c][1] *= al1; o[c][2] *= al0; o[c][3] *= al1;
         }
       }
+#endif
       uint32_t pb0, pb1;
       swap_p_operands<MT>(s[0], pb0, pb1);
 #ifdef SWA_OPS_DIAG_FP8_NOMATH
