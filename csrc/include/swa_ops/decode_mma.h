@@ -301,9 +301,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // and the paired rows) are stored dense and swizzled (ring_layout.h says why); other rows
   // (D = 80, 96 unpaired) and fp8 rows keep the padding. Stages, and so shared memory, keep
   // ROW's size either way.
-#ifndef SWA_OPS_RESCALE_SLACK  // build-time, for A/B: > 0 rescales the swapped tile lazily
-#define SWA_OPS_RESCALE_SLACK 0
-#endif
 #ifndef SWA_OPS_RING_SWIZZLE  // build-time, for A/B: 0 keeps every ring row padded
 #define SWA_OPS_RING_SWIZZLE 1
 #endif
@@ -499,12 +496,15 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
     dst8[i] = TMA ? ring_chunk_offset(row, c, 128, true) : row * ROW * 2 + c * 16;
   }
 
-  // K/V tiles stream through L2 at evict_first priority: a single-token row's keys are
-  // read by one CTA, once per call, so they should be L2's first victims, not the split's
-  // partials, the block tables or whatever the model keeps there (run 170: seed 94.4 -> 93.0 us,
-  // mistral-128k 49.8 -> 48.6, single-128k 9.7 -> 9.1 alone; with the partials kept in L2 too,
-  // 92.5 and 48.5). Multi-token rows keep the normal priority: on the per-token path every token
-  // of a sequence is a CTA reading mostly the same keys, and that reuse goes through L2.
+  // K/V tiles stream through L2 at evict_first priority (copies of 256-byte spans and the fp8
+  // TMA boxes; compat.h says why not the others): a single-token row's keys are read by one CTA,
+  // once per call, so they should be L2's first victims, not the split's partials, the block
+  // tables or whatever the model keeps there. Run 170: seed 94.4 -> 93.0 us, mistral-128k 49.8 ->
+  // 48.6, single-128k 9.7 -> 9.1 alone; with the partials kept in L2 too (params.h), 92.5 and
+  // 48.5. Run 171, both against neither: mistral-32k-fp8 97.0 -> 95.1, gemma3 92.5 -> 91.6,
+  // mistral-32k and nowindow 179.9 -> 178.9. Multi-token rows keep the normal priority: on the
+  // per-token path every token of a sequence is a CTA reading mostly the same keys, and that
+  // reuse goes through L2.
 #ifndef SWA_OPS_KV_EVICT_FIRST  // build-time, for A/B: 0 streams them at normal priority
 #define SWA_OPS_KV_EVICT_FIRST 1
 #endif
@@ -811,32 +811,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
         mx0 = fmaxf(mx0, shfl_xor(mx0, x));
         mx1 = fmaxf(mx1, shfl_xor(mx1, x));
       }
-#if SWA_OPS_RESCALE_SLACK > 0
-      // Lazy rescale: the reference max moves only when some head's tile max passes it by more
-      // than the slack (the first tile always: m = -inf), so a warp rescales its accumulators a
-      // few times per partition instead of on most early tiles (eight heads' maxima still rising).
-      // Between moves a weight exp2(s - m) is at most 2^slack, exact in fp32 and in P's 16-bit
-      // operands alike; l and O stay relative to the same m, which the combine and merge use.
-      if (warp_any(mx0 > m0 + float(SWA_OPS_RESCALE_SLACK) ||
-                   mx1 > m1 + float(SWA_OPS_RESCALE_SLACK))) {
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
-        m0 = mn0;
-        m1 = mn1;
-        l0 *= al0;
-        l1 *= al1;
-#pragma unroll
-        for (int c = 0; c < NO; ++c) {
-          o[c][0] *= al0; o[c][1] *= al1; o[c][2] *= al0; o[c][3] *= al1;
-        }
-      }
-      s[0][0] = fast_exp2(s[0][0] - m0);
-      s[0][1] = fast_exp2(s[0][1] - m1);
-      s[0][2] = fast_exp2(s[0][2] - m0);
-      s[0][3] = fast_exp2(s[0][3] - m1);
-      l0 += s[0][0] + s[0][2];  // this lane's keys; summed over lanes at the end
-      l1 += s[0][1] + s[0][3];
-#else
       const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
       const float al0 = fast_exp2(m0 - mn0), al1 = fast_exp2(m1 - mn1);  // exp2(-inf) = 0
       m0 = mn0;
@@ -853,7 +827,6 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
           o[c][0] *= al0; o[c][1] *= al1; o[c][2] *= al0; o[c][3] *= al1;
         }
       }
-#endif
       uint32_t pb0, pb1;
       swap_p_operands<MT>(s[0], pb0, pb1);
 #ifdef SWA_OPS_DIAG_FP8_NOMATH

@@ -8,6 +8,9 @@
 // independent and in flight together, then combine through shared memory (a single lane walking
 // all partitions one dependent step at a time cost ~20 us on a 65-partition sequence).
 //
+// The partials were stored at L2 evict_last priority (params.h's part_rows_kept_in_l2); once read
+// here their lines are discarded from L2, never written back to DRAM.
+//
 // Packed multi-token mode (PACKED): one CTA per (sequence, token i < max_query_len, head); the
 // row is out's [query_start_loc[seq] + i][head], and it reads only the partitions of its chunk
 // that hold keys of its own window (packed_row_parts), so a token whose window starts later than

@@ -24,6 +24,9 @@ constexpr int kTailRecordThreads = 256;
 // discard_l2_line): for rows of whole 128-byte lines (D % 32 == 0) in single-token mode, where
 // the merge reads every partition the decode grid wrote (a packed row's merge reads only the
 // partitions of its own window, so lines it skips would stay in L2 at evict_last priority).
+// Seed's partials are 1 MB a call: written back to DRAM, and re-read from it when the K/V stream
+// had evicted them before the merge ran. Kept and dropped: seed 94.4 -> 93.1 us, mistral-128k
+// 49.8 -> 49.1 (run 170; with decode_mma.h's evict_first stream, 92.5 and 48.5).
 #ifndef SWA_OPS_PART_L2  // build-time, for A/B: 0 stores the partials plainly
 #define SWA_OPS_PART_L2 1
 #endif
