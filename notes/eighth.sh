@@ -18,8 +18,11 @@
 #          split rows now that partials cost no DRAM traffic
 #   slack  (run 173) hint_probe one form per process; the swapped tile's lazy rescale
 #          (SWA_OPS_RESCALE_SLACK=8) against main, alternating processes three times
+#   (run 174: bash notes/seventh.sh bench, the README's table)
+#   final  (run 175) the final code: the whole GPU suite; memcheck over the split, sinks, fp8 and
+#          refill tests; racecheck and synccheck over notes/racecheck_probe.py
 set -uo pipefail
-mode=${1:?mode: probe | tl | l2 | check | fix | slack}
+mode=${1:?mode: probe | tl | l2 | check | fix | slack | final}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
@@ -107,6 +110,19 @@ case $mode in
     for v in main slack8 main slack8 main slack8; do
       d=/tmp/v_$v; [ $v = main ] && d=$here
       ( cd $d && PYTHONPATH=$d:$PYTHONPATH timeout 150 python3 $here/notes/env_ab.py --rounds 1 --shapes $S --configs "$v:" 2>&1 | grep -v Warn ) | tee -a "$OUT/ab_slack.log"
+    done ;;
+  final)
+    build
+    timeout 300 python3 -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$OUT/suite.log" | tail -2
+    echo "suite: $(( $(date +%s) - t0 )) s"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 5 \
+      python3 -m pytest tests/test_cuda_paged_attention.py -q -p no:cacheprovider \
+      -k "sinks_with_split or variable_lengths or refill or fp8_cache_blocks or single_long or (fp8_cache and 2047) or kv_pair_phi3" 2>&1 \
+      | tee "$OUT/memcheck.log" | tail -2
+    echo "memcheck: rc ${PIPESTATUS[0]}, $(( $(date +%s) - t0 )) s"
+    for tool in racecheck synccheck; do
+      timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 --print-limit 5 python3 notes/racecheck_probe.py > "$OUT/$tool.log" 2>&1
+      echo "$tool: rc $?"; tail -2 "$OUT/$tool.log"
     done ;;
 esac
 echo "total: $(( $(date +%s) - t0 )) s"
