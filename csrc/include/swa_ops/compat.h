@@ -392,9 +392,11 @@ SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
 // asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
 // long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
 // HINTED: with the L2 cache policy `pol` (decode_mma.h: K/V read once per call, evict_first), for
-// the 256-byte span only. The other hinted forms raised illegal instructions on the H100: the
-// fp8 D = 128 edge tiles' .L2::cache_hint.L2::128B copies (run 171), and the span-less hinted
-// copy in notes/hint_probe.cu (run 172); so copies of 128-byte spans or none go unhinted.
+// the 256-byte span only: the fp8 D = 128 edge tiles' .L2::cache_hint.L2::128B copies raised an
+// illegal instruction on the H100 (run 171), so copies of 128-byte spans or none go unhinted.
+// The 256-byte form runs without error through the whole GPU suite, the sanitizers and the
+// benches; why a standalone kernel (notes/hint_probe.cu, run 173) faulted on every hinted form,
+// this one included, is not understood.
 template <int L2_SPAN = 0, bool HINTED = false>
 SWA_D void cp_async16(void* smem, const void* gmem, bool valid, uint64_t pol = 0) {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
