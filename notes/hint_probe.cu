@@ -1,6 +1,9 @@
-// Which cp.async forms with an L2 cache policy run on this GPU (diagnostics; run 172). The
+// Which cp.async forms with an L2 cache policy run on this GPU (diagnostics; runs 172-173). The
 // decode's fp8 D = 128 edge tiles (cp.async.cg ... .L2::cache_hint.L2::128B inside the TMA ring
-// kernel) raised an illegal instruction in run 171, while the .L2::256B and span-less forms ran.
+// kernel) raised an illegal instruction in run 171, while the .L2::256B and span-less forms ran
+// in the decode kernels. Run 173's result here: every hinted form faults, the 256-byte one too,
+// and the unhinted one runs; not understood (the decode kernels keep running the 256-byte form
+// without error: notes/decode.md, eighth session).
 // Build: nvcc -O3 -std=c++17 -arch=sm_90a -o /tmp/hint_probe notes/hint_probe.cu; run one form per
 // process: for f in 0 1 2 3 4; do for z in 0 1; do /tmp/hint_probe $f $z; done; done
 #include <cstdio>
