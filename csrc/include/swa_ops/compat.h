@@ -391,7 +391,7 @@ SWA_HD constexpr int l2_span_for_rows(int row_bytes) {
 // in shared memory would survive a zero softmax weight: 0 * NaN = NaN). L2_SPAN (128 or 256)
 // asks L2 to fetch that whole aligned span per request: the rows streamed here are at least that
 // long, so DRAM serves whole lines instead of 64-byte pieces requested one sector pair at a time.
-// HINTED: with the L2 cache policy `pol` (decode_mma.h: K/V read once per call, evict_first), for
+// HINTED: with the L2 cache policy `pol` (l2_policy; decode_mma.h: K/V read once a call), for
 // the 256-byte span only: the fp8 D = 128 edge tiles' .L2::cache_hint.L2::128B copies raised an
 // illegal instruction on the H100 (run 171), so copies of 128-byte spans or none go unhinted.
 // The 256-byte form runs without error through the whole GPU suite, the sanitizers and the
@@ -444,48 +444,27 @@ SWA_D void prefetch_l2(const void* gmem) {
 #endif
 }
 
-// L2 residency of the split's partial results (sm_80+; plain stores and no-ops elsewhere). The
-// decode grid's partials are read once, by the merge, moments to tens of microseconds later,
-// while the K/V stream sweeps far more than L2 holds: stored evict_last they are still in L2 when
-// the merge reads them, and the merge then discards their lines, so they are never written back
-// to DRAM either (a discarded line's contents become indeterminate, with no write-back).
-SWA_D uint64_t l2_evict_first_policy() {
+// L2 cache policies (sm_80+; 0 elsewhere, where the hinted accesses below are plain ones), for
+// the decode (decode_mma.h, merge.h): its K/V stream, read once a call, goes evict_first; the
+// split's partials, read once by the merge moments to tens of microseconds later while that
+// stream sweeps far more than L2 holds, are stored evict_last so they are still in L2 then, and
+// the merge discards their lines (never written back to DRAM); evict_unchanged is as if no policy
+// were given.
+enum class L2Priority { kEvictFirst, kEvictUnchanged, kEvictLast };
+
+template <L2Priority P>
+SWA_D uint64_t l2_policy() {
 #if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   uint64_t pol;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  if constexpr (P == L2Priority::kEvictFirst)
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
+  else if constexpr (P == L2Priority::kEvictLast)
+    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol));
+  else
+    asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;\n" : "=l"(pol));
   return pol;
 #else
   return 0;
-#endif
-}
-
-SWA_D uint64_t l2_evict_unchanged_policy() {  // as if no policy were given
-#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  uint64_t pol;
-  asm volatile("createpolicy.fractional.L2::evict_unchanged.b64 %0, 1.0;\n" : "=l"(pol));
-  return pol;
-#else
-  return 0;
-#endif
-}
-
-SWA_D uint64_t l2_evict_last_policy() {
-#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  uint64_t pol;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(pol));
-  return pol;
-#else
-  return 0;
-#endif
-}
-
-SWA_D void store_l2_keep(float* gmem, float v, uint64_t pol) {
-#if !defined(USE_ROCM) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("st.global.L2::cache_hint.f32 [%0], %1, %2;\n" ::"l"(gmem), "f"(v), "l"(pol)
-               : "memory");
-#else
-  (void)pol;
-  *gmem = v;
 #endif
 }
 

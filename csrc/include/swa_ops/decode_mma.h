@@ -510,8 +510,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
 #endif
   constexpr bool kKvHint = SWA_OPS_KV_EVICT_FIRST && !PACKED;
   const uint64_t kv_policy = !kKvHint ? 0
-                             : p.seq_of_token == nullptr ? l2_evict_first_policy()
-                                                         : l2_evict_unchanged_policy();
+                             : p.seq_of_token == nullptr ? l2_policy<L2Priority::kEvictFirst>()
+                                                         : l2_policy<L2Priority::kEvictUnchanged>();
   auto issue = [&](int tile, int stage, TileBlocks blk) {
     const int tb = begin + tile * kTileTokens;
     // Stage `stage`: slot of this warp's ring, or (ALLIN) the buffer of its stage-th tile,
@@ -1066,7 +1066,8 @@ __global__ void __launch_bounds__((decode_kernel_warps<D, TMA>() * 32))
   // partition does.
   constexpr int D4 = D / 4;
   constexpr bool kKeepParts = part_rows_kept_in_l2(D, PACKED);
-  const uint64_t keep_policy = kKeepParts && p.num_parts > 1 ? l2_evict_last_policy() : 0;
+  const uint64_t keep_policy =
+      kKeepParts && p.num_parts > 1 ? l2_policy<L2Priority::kEvictLast>() : 0;
   for (int i = threadIdx.x; i < gc * D4; i += NW * 32) {
     const int r = i / D4, d = (i % D4) * 4;
     float mx = kNegInf;

@@ -105,7 +105,7 @@ SWA_D void tma_load_4d(void* dst, const TmaDesc* map, int c0, int c1, int c2, in
 #endif
 }
 
-// The same with the L2 cache policy `pol` (compat.h: the decode's K/V stream, evict_first).
+// The same with the L2 cache policy `pol` (compat.h's l2_policy: the decode's K/V stream).
 SWA_D void tma_load_4d_hinted(void* dst, const TmaDesc* map, int c0, int c1, int c2, int c3,
                               uint64_t* bar, uint64_t pol) {
 #ifdef SWA_OPS_HAS_WGMMA
