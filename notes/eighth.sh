@@ -23,16 +23,7 @@
 #          refill tests; racecheck and synccheck over notes/racecheck_probe.py
 set -uo pipefail
 mode=${1:?mode: probe | tl | l2 | check | fix | slack | final}
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-t0=$(date +%s)
-build() {
-  TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
-    || { tail -50 "$OUT/build.log"; exit 1; }
-  echo "build: $(( $(date +%s) - t0 )) s"
-}
+source notes/device_env.sh
 rows() { timeout ${2:-120} python3 notes/row_probe.py --decode --peers none --no-warmup --shapes "$1" 2>&1 \
   | grep -E "copy|^ +[a-z]" | grep -v -i warn; }
 case $mode in

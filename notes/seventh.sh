@@ -19,16 +19,7 @@
 #   seedpeak (not run yet) notes/read_peak.cu seed: the loads-only bound for seed's geometry
 set -uo pipefail
 mode=${1:?mode: timing | bench | gapx | gapw | inproc | idle | seedpeak}
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv,noheader
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-t0=$(date +%s)
-build() {
-  TORCH_CUDA_ARCH_LIST=9.0a MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 \
-    || { tail -50 "$OUT/build.log"; exit 1; }
-  echo "build: $(( $(date +%s) - t0 )) s"
-}
+source notes/device_env.sh
 case $mode in
   timing)
     build
